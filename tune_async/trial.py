@@ -1,0 +1,181 @@
+"""The Trial record and its status enum.
+
+Only ``transitions.apply`` assigns ``Trial.status``; everything else reads it.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+import os
+import uuid
+from collections import deque
+from numbers import Number
+from typing import Any
+
+import attrs
+
+from tune_async.resources import Resources
+from tune_async.utils.placement_groups import PlacementGroupFactory
+from tune_async.utils.util import flatten_dict
+
+
+class TrialStatus(str, enum.Enum):
+    """A trial's status. The values are 1.x's strings, so ``trial.status == "RUNNING"`` works."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    PAUSED = "PAUSED"
+    TERMINATED = "TERMINATED"
+    ERROR = "ERROR"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def is_finished(self) -> bool:
+        return self in (TrialStatus.TERMINATED, TrialStatus.ERROR)
+
+
+LAST_N = (5, 10)
+
+
+def _new_trial_id() -> str:
+    return uuid.uuid1().hex[:8]
+
+
+@attrs.define(eq=False)
+class Trial:
+    """One run of a trainable with one config (mirrors ``ray.tune.trial.Trial``'s fields).
+
+    Attributes 1.x user code reads: ``trial_id``, ``trainable_name``, ``config``,
+    ``evaluated_params``, ``experiment_tag``, ``local_dir``, ``logdir``,
+    ``status``, ``last_result``, ``num_failures``, ``error_file``, ``error_msg``,
+    ``metric_analysis``, ``resources``, ``placement_group_factory``.
+    """
+
+    trainable_name: str
+    config: dict = attrs.field(factory=dict)
+    trial_id: str = attrs.field(factory=_new_trial_id)
+    experiment_tag: str = ""
+    evaluated_params: dict = attrs.field(factory=dict)
+    local_dir: str = ""  # the experiment directory
+    logdir: str | None = None
+    resources: Resources | PlacementGroupFactory = attrs.field(factory=Resources)
+    stopping_criterion: dict = attrs.field(factory=dict)
+    max_failures: int = 0
+    custom_trial_name: str | None = None
+    custom_dirname: str | None = None
+    experiment_name: str = ""
+    status: TrialStatus = TrialStatus.PENDING
+    last_result: dict = attrs.field(factory=dict)
+    results_recorded: int = 0
+    num_failures: int = 0
+    error_file: str | None = None
+    error_msg: str | None = None
+    start_time: float | None = None
+    last_update_time: float = 0.0
+    metric_analysis: dict = attrs.field(factory=dict)
+    metric_n_steps: dict = attrs.field(factory=dict)
+    restore_path: str | None = None
+    checkpoint: Any = None
+    extra: dict = attrs.field(factory=dict)  # room for later issues (checkpoint manager, ...)
+
+    # ---- names -------------------------------------------------------------
+    @property
+    def trial_name(self) -> str:
+        return self.custom_trial_name or self.default_name()
+
+    def default_name(self) -> str:
+        env = self.config.get("env") if isinstance(self.config, dict) else None
+        if env:
+            name = f"{self.trainable_name}_{env}_{self.trial_id}"
+        else:
+            name = f"{self.trainable_name}_{self.trial_id}"
+        return name.replace("/", "_")
+
+    def __str__(self) -> str:
+        return self.trial_name
+
+    def __repr__(self) -> str:
+        return self.trial_name
+
+    @property
+    def placement_group_factory(self) -> PlacementGroupFactory | None:
+        return self.resources if isinstance(self.resources, PlacementGroupFactory) else None
+
+    def is_finished(self) -> bool:
+        return self.status.is_finished
+
+    # ---- per-metric statistics (used by ExperimentAnalysis scopes) ---------
+    def update_metric_analysis(self, result: dict) -> None:
+        """Keep max/min/avg/last/last-5-avg/last-10-avg for every numeric metric."""
+        flat = flatten_dict(result)
+
+        for key, value in flat.items():
+            if isinstance(value, bool) or not isinstance(value, Number):
+                continue
+            value = float(value)
+            stats = self.metric_analysis.get(key)
+            if stats is None:
+                windows = {k: deque(maxlen=k) for k in LAST_N}
+                self.metric_n_steps[key] = windows
+                stats = {"max": value, "min": value, "avg": value, "last": value}
+                self.metric_analysis[key] = stats
+                count = 1
+            else:
+                windows = self.metric_n_steps[key]
+                count = stats.get("_count", 1) + 1
+                if not math.isnan(value):
+                    stats["max"] = max(stats["max"], value)
+                    stats["min"] = min(stats["min"], value)
+                stats["avg"] = stats["avg"] + (value - stats["avg"]) / count
+                stats["last"] = value
+            stats["_count"] = count
+            for k, window in windows.items():
+                window.append(value)
+                stats[f"last-{k}-avg"] = sum(window) / len(window)
+
+    # ---- paths -------------------------------------------------------------
+    def init_logdir(self, dirname: str) -> str:
+        """Create the trial directory under the experiment directory (suffix if taken)."""
+        if any(sep in dirname for sep in (os.sep, "/")) or dirname in ("", ".", ".."):
+            raise ValueError(
+                f"trial_dirname_creator must return a plain directory name (no '/' and not "
+                f"'.' or '..'), got {dirname!r}"
+            )
+        path = os.path.join(self.local_dir, dirname)
+        while os.path.exists(path):
+            path = os.path.join(self.local_dir, f"{dirname}_{uuid.uuid4().hex[:4]}")
+        os.makedirs(path, exist_ok=True)
+        self.logdir = path
+        return path
+
+    def default_dirname(self, max_len: int = 130) -> str:
+        from tune_async.utils.util import date_str
+
+        base = f"{self.trial_name}_{self.experiment_tag}"[:max_len]
+        return f"{base}_{date_str()}".replace("/", "_")
+
+    def public_state(self) -> dict[str, Any]:
+        """JSON-able summary written to the experiment state file."""
+        return {
+            "trial_id": self.trial_id,
+            "trainable_name": self.trainable_name,
+            "trial_name": self.trial_name,
+            "experiment_tag": self.experiment_tag,
+            "status": self.status.value,
+            "logdir": self.logdir,
+            "local_dir": self.local_dir,
+            "num_failures": self.num_failures,
+            "error_file": self.error_file,
+            "error_msg": self.error_msg,
+            "results_recorded": self.results_recorded,
+            "start_time": self.start_time,
+            "last_update_time": self.last_update_time,
+            "evaluated_params": self.evaluated_params,
+            "metric_analysis": {
+                k: {s: v for s, v in st.items() if not s.startswith("_")}
+                for k, st in self.metric_analysis.items()
+            },
+        }
