@@ -1,0 +1,79 @@
+"""An in-process executor for tests: real Trainables, no Ray, a fixed number of slots."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+
+from tune_async.execution.base import TrialFailure
+from tune_async.trial import Trial
+
+
+class ScriptedExecutor:
+    """Runs trainables in this process; ``slots`` trials fit at once (1 CPU each)."""
+
+    def __init__(self, slots: int = 2, reuse_actors: bool = False) -> None:
+        self.slots = slots
+        self.reuse_actors = reuse_actors
+        self.used = 0
+        self.max_used = 0
+        self.instances: dict[str, Any] = {}
+        self.started: list[str] = []
+        self.stopped: list[tuple[str, bool]] = []
+        self.shut_down = False
+
+    async def setup(self) -> None:
+        pass
+
+    def check_feasible(self, trial: Trial) -> None:
+        from tune_async.error import TuneError
+
+        if trial.resources.cpu_total() > self.slots:
+            raise TuneError(f"Insufficient cluster resources to launch trial {trial}")
+
+    def has_resources_for_trial(self, trial: Trial) -> bool:
+        return self.used + 1 <= self.slots
+
+    def reserve(self, trial: Trial) -> None:
+        self.used += 1
+        self.max_used = max(self.max_used, self.used)
+
+    async def start_trial(self, trial: Trial, trainable_cls: type, reuse: bool,
+                          checkpoint: Any = None) -> None:
+        from tune_async.trainable.trainable import TrialInfo
+
+        info = TrialInfo(trial_id=trial.trial_id, trial_name=trial.trial_name,
+                         logdir=trial.logdir)
+        try:
+            self.instances[trial.trial_id] = trainable_cls(config=trial.config, trial_info=info)
+        except Exception as exc:  # noqa: BLE001
+            raise TrialFailure(traceback=repr(exc), exception=exc) from None
+        self.started.append(trial.trial_id)
+
+    async def fetch_results(self, trial: Trial, max_results: int) -> list[dict]:
+        trainable = self.instances[trial.trial_id]
+        try:
+            return await anyio.to_thread.run_sync(trainable.train_batch, max_results, 0.05)
+        except Exception as exc:  # noqa: BLE001
+            import traceback
+
+            raise TrialFailure(traceback="".join(traceback.format_exception(exc)),
+                               exception=exc) from None
+
+    async def save_to_memory(self, trial: Trial) -> Any:
+        return None
+
+    async def stop_trial(self, trial: Trial, in_flight: bool = False,
+                         failed: bool = False) -> None:
+        trainable = self.instances.pop(trial.trial_id, None)
+        if trainable is not None:
+            self.used -= 1
+            self.stopped.append((trial.trial_id, in_flight))
+            await anyio.to_thread.run_sync(trainable.stop)
+
+    def resource_summary(self) -> str:
+        return f"Resources requested: {self.used}/{self.slots} CPUs"
+
+    async def shutdown(self) -> None:
+        self.shut_down = True

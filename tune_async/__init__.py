@@ -1,0 +1,86 @@
+"""tune_async: Ray Tune 1.x's execution API, asyncio-native.
+
+``import tune_async as tune`` runs ray.tune 1.x scripts unchanged; inside a
+running event loop, ``await tune.arun(...)`` does the same without blocking it.
+"""
+
+from tune_async.analysis import Analysis, ExperimentAnalysis
+from tune_async.api import arun, arun_experiments, run, run_experiments
+from tune_async.callback import Callback
+from tune_async.error import TuneError
+from tune_async.experiment import Experiment
+from tune_async.progress import CLIReporter, JupyterNotebookReporter, ProgressReporter
+from tune_async.registry import register_trainable
+from tune_async.search.sample import (
+    choice,
+    function,
+    grid_search,
+    lograndint,
+    loguniform,
+    qlograndint,
+    qloguniform,
+    qrandint,
+    qrandn,
+    quniform,
+    randint,
+    randn,
+    sample_from,
+    uniform,
+)
+from tune_async.stopper import EarlyStopping, Stopper
+from tune_async.sync import SyncConfig
+from tune_async.trainable import (
+    Trainable,
+    checkpoint_dir,
+    get_trial_dir,
+    get_trial_id,
+    get_trial_name,
+    is_session_enabled,
+    report,
+    with_parameters,
+)
+from tune_async.utils.placement_groups import PlacementGroupFactory
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Analysis",
+    "CLIReporter",
+    "Callback",
+    "EarlyStopping",
+    "Experiment",
+    "ExperimentAnalysis",
+    "JupyterNotebookReporter",
+    "PlacementGroupFactory",
+    "ProgressReporter",
+    "Stopper",
+    "SyncConfig",
+    "Trainable",
+    "TuneError",
+    "arun",
+    "arun_experiments",
+    "checkpoint_dir",
+    "choice",
+    "function",
+    "get_trial_dir",
+    "get_trial_id",
+    "get_trial_name",
+    "grid_search",
+    "is_session_enabled",
+    "lograndint",
+    "loguniform",
+    "qlograndint",
+    "qloguniform",
+    "qrandint",
+    "qrandn",
+    "quniform",
+    "randint",
+    "randn",
+    "register_trainable",
+    "report",
+    "run",
+    "run_experiments",
+    "sample_from",
+    "uniform",
+    "with_parameters",
+]

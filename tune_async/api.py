@@ -1,0 +1,659 @@
+"""``run`` / ``arun`` / ``run_experiments``: validate, build plugins, drive one Controller."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import os
+import signal
+import threading
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from tune_async.error import TuneError
+from tune_async.experiment import Experiment, convert_to_experiment_list
+from tune_async.utils.util import date_str
+
+logger = logging.getLogger(__name__)
+
+_NOT_YET = "is not implemented yet in tune_async (it comes with a later release)"
+_DEFAULT_SERVER_PORT = 4321
+
+
+def _not_yet(param: str) -> NotImplementedError:
+    return NotImplementedError(f"tune.run({param}=...) {_NOT_YET}; remove it to run now.")
+
+
+async def arun(
+    run_or_experiment: Any,
+    name: str | None = None,
+    metric: str | None = None,
+    mode: str | None = None,
+    stop: Any = None,
+    time_budget_s: float | datetime.timedelta | None = None,
+    config: dict | None = None,
+    resources_per_trial: Any = None,
+    num_samples: int = 1,
+    local_dir: str | None = None,
+    search_alg: Any = None,
+    scheduler: Any = None,
+    keep_checkpoints_num: int | None = None,
+    checkpoint_score_attr: str | None = None,
+    checkpoint_freq: int = 0,
+    checkpoint_at_end: bool = False,
+    verbose: int = 3,
+    progress_reporter: Any = None,
+    log_to_file: bool | str | tuple = False,
+    trial_name_creator: Callable | None = None,
+    trial_dirname_creator: Callable | None = None,
+    sync_config: Any = None,
+    export_formats: Sequence | None = None,
+    max_failures: int = 0,
+    fail_fast: bool | str = False,
+    restore: str | None = None,
+    server_port: int | None = None,
+    resume: bool | str = False,
+    queue_trials: bool = False,
+    reuse_actors: bool = False,
+    trial_executor: Any = None,
+    raise_on_failed_trial: bool = True,
+    callbacks: Sequence | None = None,
+    loggers: Sequence | None = None,
+    ray_auto_init: Any = None,
+    run_errored_only: Any = None,
+    global_checkpoint_period: Any = None,
+    with_server: Any = None,
+    upload_dir: str | None = None,
+    sync_to_cloud: Any = None,
+    sync_to_driver: Any = None,
+    sync_on_checkpoint: Any = None,
+    _remote: Any = None,
+) -> Any:
+    """Run an experiment; awaitable form of :func:`run`, same arguments and result.
+
+    Never blocks the event loop. Cancelling the awaiting task stops every trial,
+    releases its actor, saves what was recorded and re-raises ``CancelledError``.
+    See :func:`run` for the arguments.
+    """
+    job = _prepare_run(**{k: v for k, v in locals().items()})
+    return await job.execute()
+
+
+def run(run_or_experiment: Any, **kwargs: Any) -> Any:
+    """Executes training (ray.tune 1.x ``tune.run``); returns an ``ExperimentAnalysis``.
+
+    Args:
+        run_or_experiment: A function ``f(config[, checkpoint_dir])``, a
+            ``tune.Trainable`` subclass, a name registered with
+            ``tune.register_trainable``, an ``Experiment`` or a list of them.
+        name: Experiment name (its directory under ``local_dir``). Default:
+            ``<trainable>_<date>``.
+        metric, mode: The metric to optimise and ``"min"``/``"max"``; handed to
+            the scheduler, searcher and reporter, and the analysis' defaults.
+        stop: Dict ``{key: value}`` (stop at ``result[key] >= value``),
+            callable ``(trial_id, result) -> bool``, ``Stopper`` or list of them.
+        time_budget_s: Seconds (or ``timedelta``) after which all trials stop.
+        config: The search space.
+        resources_per_trial: Dict (``cpu``, ``gpu``, ``memory``, ...; default
+            1 CPU) or ``PlacementGroupFactory``.
+        num_samples: Samples of the space (a grid is repeated); -1: unlimited.
+        local_dir: Results root (default ``~/ray_results`` or ``TUNE_RESULT_DIR``).
+        search_alg: A ``Searcher`` or ``SearchAlgorithm`` (default
+            ``BasicVariantGenerator``).
+        scheduler: A ``TrialScheduler`` (default ``FIFOScheduler``).
+        verbose: 0 silent, 1 status table, 2 + brief results, 3 + detailed
+            results (default).
+        progress_reporter: A ``ProgressReporter`` (default ``CLIReporter``, or
+            ``JupyterNotebookReporter`` in notebooks).
+        trial_name_creator, trial_dirname_creator: ``Callable[[Trial], str]``.
+        max_failures: Retries per failed trial (-1: forever). Default 0.
+        fail_fast: True stops all trials at the first error; ``"raise"``
+            re-raises the trainable's exception.
+        queue_trials: Let trials that no node can fit wait (autoscaling
+            clusters) instead of raising ``TuneError``.
+        reuse_actors: Reuse the Trainable instance between trials through
+            ``reset_config`` (warm worker processes are always pooled).
+        trial_executor: Any object implementing ``tune_async.execution.Executor``
+            (default: the Ray executor).
+        raise_on_failed_trial: Raise ``TuneError`` if any trial ended in ERROR.
+        callbacks: ``tune.Callback`` instances (hooks may be coroutines).
+        loggers: Logger classes or ``LoggerCallback`` instances.
+        checkpoint_freq, checkpoint_at_end, keep_checkpoints_num,
+        checkpoint_score_attr, restore, resume, sync_config, server_port,
+        export_formats, log_to_file: accepted and validated; those not
+        implemented yet raise ``NotImplementedError`` naming the parameter.
+
+    Works from a plain script, from a non-main thread and from a thread whose
+    event loop is already running (Jupyter). The first Ctrl+C stops the
+    experiment gracefully and returns what was recorded.
+    """
+    job = _prepare_run(run_or_experiment=run_or_experiment, **kwargs)
+    return _run_blocking(job)
+
+
+def run_experiments(
+    experiments: Any,
+    scheduler: Any = None,
+    server_port: int | None = None,
+    verbose: int = 3,
+    progress_reporter: Any = None,
+    resume: bool | str = False,
+    queue_trials: bool = False,
+    reuse_actors: bool = False,
+    trial_executor: Any = None,
+    raise_on_failed_trial: bool = True,
+    concurrent: bool = True,
+    callbacks: Sequence | None = None,
+    _remote: Any = None,
+) -> list:
+    """Runs experiments given as a dict ``{name: spec}``, an Experiment or a list.
+
+    Returns the list of trials (as ray.tune 1.x). ``concurrent=False`` runs
+    the experiments one after another.
+    """
+    jobs = _experiment_jobs(**{k: v for k, v in locals().items()})
+    trials: list = []
+    for job in jobs:
+        trials.extend(_run_blocking(job).trials)
+    return trials
+
+
+async def arun_experiments(experiments: Any, **kwargs: Any) -> list:
+    """Awaitable form of :func:`run_experiments`."""
+    jobs = _experiment_jobs(experiments=experiments, **kwargs)
+    trials: list = []
+    for job in jobs:
+        trials.extend((await job.execute()).trials)
+    return trials
+
+
+def _experiment_jobs(experiments: Any, concurrent: bool = True, **kwargs: Any) -> list:
+    exps = convert_to_experiment_list(experiments)
+    if not exps:
+        raise ValueError("experiments must name at least one experiment")
+    groups = [exps] if concurrent else [[e] for e in exps]
+    return [_prepare_run(run_or_experiment=group, **kwargs) for group in groups]
+
+
+# ---- preparing a run ----------------------------------------------------------------
+class _Job:
+    """A validated run: everything is built, nothing has started."""
+
+    def __init__(self, controller: Any, metric: str | None, mode: str | None,
+                 raise_on_failed_trial: bool) -> None:
+        self.controller = controller
+        self.metric = metric
+        self.mode = mode
+        self.raise_on_failed_trial = raise_on_failed_trial
+
+    async def execute(self) -> Any:
+        from tune_async.analysis import ExperimentAnalysis
+
+        trials = await self.controller.run()
+        if self.raise_on_failed_trial and not self.controller.interrupted:
+            incomplete = [t for t in trials if t.status != "TERMINATED"]
+            if incomplete:
+                raise TuneError("Trials did not complete", incomplete)
+        return ExperimentAnalysis(
+            self.controller.state_file,
+            trials=trials,
+            default_metric=self.metric,
+            default_mode=self.mode,
+        )
+
+
+def _prepare_run(
+    run_or_experiment: Any,
+    name: str | None = None,
+    metric: str | None = None,
+    mode: str | None = None,
+    stop: Any = None,
+    time_budget_s: Any = None,
+    config: dict | None = None,
+    resources_per_trial: Any = None,
+    num_samples: int = 1,
+    local_dir: str | None = None,
+    search_alg: Any = None,
+    scheduler: Any = None,
+    keep_checkpoints_num: int | None = None,
+    checkpoint_score_attr: str | None = None,
+    checkpoint_freq: int = 0,
+    checkpoint_at_end: bool = False,
+    verbose: int = 3,
+    progress_reporter: Any = None,
+    log_to_file: Any = False,
+    trial_name_creator: Callable | None = None,
+    trial_dirname_creator: Callable | None = None,
+    sync_config: Any = None,
+    export_formats: Sequence | None = None,
+    max_failures: int = 0,
+    fail_fast: bool | str = False,
+    restore: str | None = None,
+    server_port: int | None = None,
+    resume: bool | str = False,
+    queue_trials: bool = False,
+    reuse_actors: bool = False,
+    trial_executor: Any = None,
+    raise_on_failed_trial: bool = True,
+    callbacks: Sequence | None = None,
+    loggers: Sequence | None = None,
+    ray_auto_init: Any = None,
+    run_errored_only: Any = None,
+    global_checkpoint_period: Any = None,
+    with_server: Any = None,
+    upload_dir: str | None = None,
+    sync_to_cloud: Any = None,
+    sync_to_driver: Any = None,
+    sync_on_checkpoint: Any = None,
+    _remote: Any = None,
+) -> _Job:
+    from tune_async.clock import RealClock
+    from tune_async.controller import Controller, ControllerSettings
+
+    # Deprecated 1.x parameters first: they may feed the ones validated below.
+    sync_config, server_port, resume = _map_deprecated(
+        ray_auto_init=ray_auto_init, run_errored_only=run_errored_only,
+        global_checkpoint_period=global_checkpoint_period, with_server=with_server,
+        upload_dir=upload_dir, sync_to_cloud=sync_to_cloud, sync_to_driver=sync_to_driver,
+        sync_on_checkpoint=sync_on_checkpoint, sync_config=sync_config,
+        server_port=server_port, resume=resume,
+    )
+    _validate_mode(mode)
+    fail_fast = _validate_fail_fast(fail_fast, max_failures)
+    verbose = _validate_verbose(verbose)
+    _validate_later_params(
+        checkpoint_freq=checkpoint_freq, checkpoint_at_end=checkpoint_at_end,
+        keep_checkpoints_num=keep_checkpoints_num, checkpoint_score_attr=checkpoint_score_attr,
+        restore=restore, resume=resume, sync_config=sync_config, server_port=server_port,
+        export_formats=export_formats, log_to_file=log_to_file,
+    )
+    if _remote:
+        raise _not_yet("_remote")
+    if isinstance(run_or_experiment, Experiment) or (
+        isinstance(run_or_experiment, list) and run_or_experiment
+        and all(isinstance(e, Experiment) for e in run_or_experiment)
+    ):
+        experiments = convert_to_experiment_list(run_or_experiment)
+    else:
+        experiments = [
+            Experiment(
+                name=name, run=run_or_experiment, stop=stop, time_budget_s=time_budget_s,
+                config=config, resources_per_trial=resources_per_trial, num_samples=num_samples,
+                local_dir=local_dir, trial_name_creator=trial_name_creator,
+                trial_dirname_creator=trial_dirname_creator, log_to_file=log_to_file,
+                checkpoint_freq=checkpoint_freq, checkpoint_at_end=checkpoint_at_end,
+                keep_checkpoints_num=keep_checkpoints_num,
+                checkpoint_score_attr=checkpoint_score_attr, export_formats=export_formats,
+                max_failures=max_failures, restore=restore,
+            )
+        ]
+    if fail_fast and any(e.max_failures != 0 for e in experiments):
+        raise ValueError("max_failures must be 0 if fail_fast=True.")
+    search_alg = _build_search_alg(search_alg, metric, mode, experiments[0].spec["config"])
+    scheduler = _build_scheduler(scheduler, metric, mode)
+    executor = _build_executor(trial_executor, reuse_actors, queue_trials)
+    reporter = _build_reporter(progress_reporter, verbose, metric, mode)
+    callback_list = _build_callbacks(callbacks, loggers, metric, verbose)
+    call_add_configurations(search_alg, experiments)
+    if reporter is not None and hasattr(reporter, "set_total_samples"):
+        reporter.set_total_samples(search_alg.total_samples)
+    experiment_dir = experiments[0].checkpoint_dir
+    os.makedirs(experiment_dir, exist_ok=True)
+    stoppers = [e.stopper for e in experiments if e.stopper is not None]
+    settings = ControllerSettings(
+        experiments=experiments,
+        search_alg=search_alg,
+        scheduler=scheduler,
+        executor=executor,
+        callbacks=callback_list,
+        experiment_dir=experiment_dir,
+        session_str=date_str(),
+        reporter=reporter,
+        stopper=stoppers[0] if stoppers else None,
+        time_budget_s=experiments[0].time_budget_s,
+        fail_fast=fail_fast,
+        metric=metric,
+        mode=mode,
+        reuse_actors=reuse_actors,
+        queue_trials=queue_trials,
+        max_pending_trials=_max_pending(search_alg),
+        strict_metrics=_strict_metrics(metric, scheduler, search_alg),
+        clock=RealClock(),
+    )
+    return _Job(Controller(settings), metric, mode, raise_on_failed_trial)
+
+
+def call_add_configurations(search_alg: Any, experiments: list) -> None:
+    search_alg.add_configurations(experiments)
+
+
+def _map_deprecated(
+    *, ray_auto_init: Any, run_errored_only: Any, global_checkpoint_period: Any,
+    with_server: Any, upload_dir: Any, sync_to_cloud: Any, sync_to_driver: Any,
+    sync_on_checkpoint: Any, sync_config: Any, server_port: Any, resume: Any,
+) -> tuple[Any, Any, Any]:
+    from tune_async.sync import SyncConfig
+
+    if ray_auto_init is not None:
+        raise ValueError(
+            "ray_auto_init is deprecated and has no replacement argument: tune_async starts "
+            "a local Ray by itself; call ray.init(...) before tune.run to choose the cluster, "
+            "or set TUNE_DISABLE_AUTO_INIT=1 to forbid starting one."
+        )
+    if global_checkpoint_period is not None:
+        raise ValueError(
+            "global_checkpoint_period is deprecated and has no replacement argument: set the "
+            "TUNE_GLOBAL_CHECKPOINT_S environment variable instead."
+        )
+    if run_errored_only is not None:
+        _deprecated("run_errored_only", 'resume="ERRORED_ONLY"')
+        if run_errored_only:
+            resume = "ERRORED_ONLY"
+    if with_server is not None:
+        _deprecated("with_server", "server_port")
+        if with_server and server_port is None:
+            server_port = _DEFAULT_SERVER_PORT
+    legacy_sync = {
+        "upload_dir": upload_dir, "sync_to_cloud": sync_to_cloud,
+        "sync_to_driver": sync_to_driver, "sync_on_checkpoint": sync_on_checkpoint,
+    }
+    given = {k: v for k, v in legacy_sync.items() if v is not None}
+    if given:
+        if sync_config is not None:
+            raise ValueError(
+                f"{sorted(given)} cannot be combined with sync_config: put them into "
+                "tune.SyncConfig(...) only."
+            )
+        for key in given:
+            _deprecated(key, f"sync_config=tune.SyncConfig({key}=...)")
+        sync_config = SyncConfig(**given)
+    return sync_config, server_port, resume
+
+
+def _deprecated(old: str, new: str) -> None:
+    warnings.warn(
+        f"tune.run({old}=...) is deprecated; use {new} instead.", DeprecationWarning,
+        stacklevel=5,
+    )
+
+
+def _validate_mode(mode: Any) -> None:
+    if mode is not None and mode not in ("min", "max"):
+        raise ValueError(f"mode must be one of ['min', 'max'] (or None), got {mode!r}")
+
+
+def _validate_fail_fast(fail_fast: Any, max_failures: Any) -> bool | str:
+    if isinstance(fail_fast, str):
+        if fail_fast.upper() != "RAISE":
+            raise ValueError(f"fail_fast must be one of {{bool, 'raise'}}, got {fail_fast!r}")
+        fail_fast = "raise"
+    elif not isinstance(fail_fast, bool):
+        raise ValueError(f"fail_fast must be one of {{bool, 'raise'}}, got {fail_fast!r}")
+    if fail_fast and max_failures != 0:
+        raise ValueError("max_failures must be 0 if fail_fast=True.")
+    return fail_fast
+
+
+def _validate_verbose(verbose: Any) -> int:
+    value = getattr(verbose, "value", verbose)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 3:
+        raise ValueError(f"verbose must be 0, 1, 2 or 3, got {verbose!r}")
+    return value
+
+
+def _validate_later_params(**params: Any) -> None:
+    """Parameters later releases implement: validated now, refused if actually used."""
+    from tune_async.sync import SyncConfig
+
+    if params["checkpoint_freq"]:
+        raise _not_yet("checkpoint_freq")
+    if params["checkpoint_at_end"]:
+        raise _not_yet("checkpoint_at_end")
+    if params["keep_checkpoints_num"] is not None:
+        raise _not_yet("keep_checkpoints_num")
+    if params["checkpoint_score_attr"] is not None:
+        raise _not_yet("checkpoint_score_attr")
+    if params["restore"] is not None:
+        raise _not_yet("restore")
+    resume = params["resume"]
+    if resume not in (False, True, None, "LOCAL", "REMOTE", "PROMPT", "ERRORED_ONLY"):
+        raise ValueError(
+            "resume must be one of True, False, 'LOCAL', 'REMOTE', 'PROMPT', 'ERRORED_ONLY', "
+            f"got {resume!r}"
+        )
+    if resume:
+        raise _not_yet("resume")
+    sync_config = params["sync_config"]
+    if sync_config is not None:
+        if not isinstance(sync_config, SyncConfig):
+            raise ValueError(f"sync_config must be a tune.SyncConfig, got {sync_config!r}")
+        if sync_config.upload_dir or sync_config.sync_to_cloud:
+            raise NotImplementedError(
+                f"tune.run(sync_config=SyncConfig(upload_dir/sync_to_cloud=...)) {_NOT_YET}."
+            )
+    port = params["server_port"]
+    if port is not None:
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port < 65536:
+            raise ValueError(f"server_port must be an int port number, got {port!r}")
+        raise _not_yet("server_port")
+    formats = params["export_formats"]
+    if formats:
+        if not isinstance(formats, (list, tuple)):
+            raise ValueError(f"export_formats must be a list, got {formats!r}")
+        raise _not_yet("export_formats")
+    log_to_file = params["log_to_file"]
+    if log_to_file not in (False, None):
+        if not (log_to_file is True or isinstance(log_to_file, str)
+                or (isinstance(log_to_file, (list, tuple)) and len(log_to_file) == 2)):
+            raise ValueError(
+                "log_to_file must be a bool, a file name, or a (stdout, stderr) pair, got "
+                f"{log_to_file!r}"
+            )
+        raise _not_yet("log_to_file")
+
+
+def _build_search_alg(search_alg: Any, metric: Any, mode: Any, config: dict) -> Any:
+    from tune_async.search.variant_generator import has_unresolved_values
+    from tune_async.suggest import BasicVariantGenerator, SearchAlgorithm, SearchGenerator, Searcher
+
+    if search_alg is None:
+        search_alg = BasicVariantGenerator()
+    elif isinstance(search_alg, Searcher):
+        search_alg = SearchGenerator(search_alg)
+    elif not isinstance(search_alg, SearchAlgorithm):
+        raise TypeError(
+            f"search_alg must be a tune Searcher or SearchAlgorithm, got {type(search_alg)!r}"
+        )
+    if not search_alg.set_search_properties(metric, mode, config) and has_unresolved_values(
+        config
+    ):
+        raise ValueError(
+            "You passed a `config` parameter to `tune.run()` with unresolved parameters, but "
+            "the search algorithm was already instantiated with a search space. Make sure "
+            "that `config` does not contain any more parameter definitions - include them "
+            "in the search algorithm's search space if necessary."
+        )
+    if metric or mode:
+        searcher_metric = getattr(search_alg, "metric", None)
+        if searcher_metric and metric and searcher_metric != metric:
+            raise ValueError(
+                "You passed a `metric` to tune.run(), but the search algorithm was already "
+                f"instantiated with its own metric ({searcher_metric!r}). Pass it to only one."
+            )
+    return search_alg
+
+
+def _build_scheduler(scheduler: Any, metric: Any, mode: Any) -> Any:
+    from tune_async.schedulers import FIFOScheduler
+
+    if scheduler is None:
+        scheduler = FIFOScheduler()
+    for hook in ("on_trial_result", "choose_trial_to_run"):
+        if not callable(getattr(scheduler, hook, None)):
+            raise TypeError(f"scheduler must be a tune TrialScheduler, got {type(scheduler)!r}")
+    if not scheduler.set_search_properties(metric, mode):
+        raise ValueError(
+            "You passed a `metric` or `mode` argument to `tune.run()`, but the scheduler you "
+            "are using was already instantiated with their own `metric` and `mode` "
+            "parameters. Either remove the arguments from your scheduler or from your call "
+            "to `tune.run()`"
+        )
+    return scheduler
+
+
+def _build_executor(trial_executor: Any, reuse_actors: bool, queue_trials: bool) -> Any:
+    from tune_async.execution.base import Executor
+    from tune_async.execution.ray_executor import RayExecutor
+
+    if trial_executor is None:
+        return RayExecutor(reuse_actors=reuse_actors, queue_trials=queue_trials)
+    if not isinstance(trial_executor, Executor):
+        raise TypeError(
+            "trial_executor must implement tune_async.execution.Executor (setup, "
+            "check_feasible, has_resources_for_trial, reserve, start_trial, fetch_results, "
+            f"save_to_memory, stop_trial, resource_summary, shutdown), got {trial_executor!r}"
+        )
+    return trial_executor
+
+
+def _build_reporter(progress_reporter: Any, verbose: int, metric: Any, mode: Any) -> Any:
+    from tune_async.progress import ProgressReporter, detect_reporter
+
+    if verbose == 0:
+        return None
+    if progress_reporter is None:
+        progress_reporter = detect_reporter(verbose)
+    elif not isinstance(progress_reporter, ProgressReporter) and not callable(
+        getattr(progress_reporter, "report", None)
+    ):
+        raise TypeError(
+            f"progress_reporter must be a tune ProgressReporter, got {progress_reporter!r}"
+        )
+    set_verbosity = getattr(progress_reporter, "set_verbosity", None)
+    if set_verbosity is not None:
+        set_verbosity(verbose)
+    setter = getattr(progress_reporter, "set_search_properties", None)
+    if setter is not None and not setter(metric, mode):
+        raise ValueError(
+            "You passed a `metric` or `mode` argument to `tune.run()`, but the reporter you "
+            "are using was already instantiated with their own `metric` and `mode` "
+            "parameters. Either remove the arguments from your reporter or from your call "
+            "to `tune.run()`"
+        )
+    return progress_reporter
+
+
+def _build_callbacks(callbacks: Any, loggers: Any, metric: Any, verbose: int) -> Any:
+    from tune_async.callback import Callback, CallbackList
+    from tune_async.logger import create_default_callbacks
+
+    if callbacks is not None:
+        if not isinstance(callbacks, (list, tuple)):
+            raise TypeError(f"callbacks must be a list of tune.Callback, got {callbacks!r}")
+        for cb in callbacks:
+            if not isinstance(cb, Callback):
+                raise TypeError(f"callbacks must be tune.Callback instances, got {cb!r}")
+    disable_loggers = os.environ.get("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS") == "1"
+    full = create_default_callbacks(
+        list(callbacks or []), loggers, metric, verbose, disable_auto_loggers=disable_loggers
+    )
+    return CallbackList(full)
+
+
+def _max_pending(search_alg: Any) -> int:
+    from tune_async.suggest import BasicVariantGenerator
+
+    env = os.environ.get("TUNE_MAX_PENDING_TRIALS_PG", "auto")
+    if env != "auto":
+        return max(1, int(env))
+    return 1000 if isinstance(search_alg, BasicVariantGenerator) else 1
+
+
+def _strict_metrics(metric: Any, scheduler: Any, search_alg: Any) -> tuple[str, ...]:
+    if os.environ.get("TUNE_DISABLE_STRICT_METRIC_CHECKING") == "1":
+        return ()
+    names: list[str] = []
+    for value in (metric, getattr(scheduler, "metric", None), getattr(search_alg, "metric", None)):
+        values = value if isinstance(value, (list, tuple)) else [value]
+        names += [v for v in values if isinstance(v, str) and v and v not in names]
+    return tuple(names)
+
+
+# ---- running to completion from synchronous code ----------------------------------------
+def _run_blocking(job: _Job) -> Any:
+    """Run ``job`` to completion from sync code: script, worker thread or Jupyter."""
+    try:
+        asyncio.get_running_loop()
+        loop_running = True
+    except RuntimeError:
+        loop_running = False
+    if loop_running:
+        return _run_in_thread(job)
+    in_main = threading.current_thread() is threading.main_thread()
+    if in_main and getattr(job.controller.executor, "connects_ray", False):
+        # Blocking is fine here (no loop yet), and Ray sets its signal handlers only
+        # when initialised from the main thread.
+        from tune_async.execution.ray_executor import ensure_ray_initialized
+
+        ensure_ray_initialized()
+    return asyncio.run(_execute_with_sigint(job, install=in_main))
+
+
+async def _execute_with_sigint(job: _Job, install: bool) -> Any:
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    presses = 0
+
+    def on_sigint() -> None:
+        nonlocal presses
+        presses += 1
+        if presses == 1:
+            print("Stopping experiment after Ctrl+C (press again to force quit)...")
+            job.controller.request_stop()
+        elif task is not None:
+            task.cancel()
+
+    installed = False
+    if install and os.environ.get("TUNE_DISABLE_SIGINT_HANDLER") != "1":
+        try:
+            loop.add_signal_handler(signal.SIGINT, on_sigint)
+            installed = True
+        except (NotImplementedError, RuntimeError, ValueError):
+            installed = False
+    try:
+        return await job.execute()
+    finally:
+        if installed:
+            loop.remove_signal_handler(signal.SIGINT)
+
+
+def _run_in_thread(job: _Job) -> Any:
+    """The caller's thread runs a loop (Jupyter): run ours in a helper thread and wait."""
+    outcome: dict[str, Any] = {}
+    loop_box: dict[str, asyncio.AbstractEventLoop] = {}
+
+    async def main() -> Any:
+        loop_box["loop"] = asyncio.get_running_loop()
+        return await job.execute()
+
+    def target() -> None:
+        try:
+            outcome["value"] = asyncio.run(main())
+        except BaseException as exc:  # noqa: BLE001 - handed back to the caller
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, name="tune_async-run", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        try:
+            thread.join(timeout=0.2)
+        except KeyboardInterrupt:
+            loop = loop_box.get("loop")
+            if loop is not None:
+                loop.call_soon_threadsafe(job.controller.request_stop)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+

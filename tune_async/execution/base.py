@@ -1,0 +1,85 @@
+"""The Executor protocol: the controller's only door to where trials run.
+
+An executor starts a trial's trainable somewhere, hands back its results in
+batches and releases it. The Ray executor is the default; tests use a scripted
+in-process one. Pass any object implementing this protocol as
+``tune.run(trial_executor=...)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import attrs
+
+from tune_async.trial import Trial
+
+
+@attrs.frozen
+class TrialFailure(Exception):
+    """Raised by :meth:`Executor.fetch_results` / ``start_trial`` when a trial fails.
+
+    ``exception`` is the trainable's original exception when it could be
+    recovered (``None`` when the process died), ``traceback`` the text written
+    to error.txt, ``crashed`` True when the actor process died rather than raised.
+    """
+
+    traceback: str
+    exception: BaseException | None = None
+    crashed: bool = False
+
+    def __str__(self) -> str:
+        return self.traceback.strip().splitlines()[-1] if self.traceback.strip() else "failed"
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """Contract every executor fulfils.
+
+    - ``setup()`` is awaited once before any trial starts (connect, read capacity).
+    - ``check_feasible(trial)`` raises ``TuneError`` naming the request and the
+      capacity when no node could ever run the trial (not called with
+      ``queue_trials=True``).
+    - ``has_resources_for_trial(trial)`` says whether the trial fits *now*;
+      ``reserve(trial)`` commits those resources synchronously, so the answer
+      stays true for in-flight launches.
+    - ``start_trial(trial, trainable_cls, reuse)`` sets the trainable up with
+      ``trial.config`` (reusing a warm instance via ``reset_config`` when
+      ``reuse``); raises :class:`TrialFailure` if setup fails.
+    - ``fetch_results(trial, max_results)`` returns 1..max_results results in
+      order (each a dict with the automatic fields); raises
+      :class:`TrialFailure` when the trainable raised or died.
+    - ``stop_trial(trial, in_flight)`` stops the trainable and releases its
+      resources (``in_flight``: a fetch was cancelled mid-call, so the worker
+      may be busy and should be discarded rather than reused; ``failed``: the
+      trainable raised or died, so its worker is not reused either).
+    - ``save_to_memory(trial)`` returns an opaque in-memory checkpoint, used
+      before a PAUSE releases the trial; ``start_trial(..., checkpoint=...)``
+      restores it.
+    - ``resource_summary()`` describes used/total capacity for progress output.
+    - ``shutdown()`` releases everything; awaited once, even on cancellation.
+    """
+
+    async def setup(self) -> None: ...
+
+    def check_feasible(self, trial: Trial) -> None: ...
+
+    def has_resources_for_trial(self, trial: Trial) -> bool: ...
+
+    def reserve(self, trial: Trial) -> None: ...
+
+    async def start_trial(
+        self, trial: Trial, trainable_cls: type, reuse: bool, checkpoint: Any = None
+    ) -> None: ...
+
+    async def fetch_results(self, trial: Trial, max_results: int) -> list[dict]: ...
+
+    async def save_to_memory(self, trial: Trial) -> Any: ...
+
+    async def stop_trial(
+        self, trial: Trial, in_flight: bool = False, failed: bool = False
+    ) -> None: ...
+
+    def resource_summary(self) -> str: ...
+
+    async def shutdown(self) -> None: ...

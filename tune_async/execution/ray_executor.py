@@ -1,0 +1,312 @@
+"""The default executor: trials in pooled Ray actors, results in batches."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+import anyio
+import attrs
+import cloudpickle
+
+from tune_async.error import TuneError
+from tune_async.execution.base import TrialFailure
+from tune_async.resources import Resources
+from tune_async.trial import Trial
+from tune_async.utils.placement_groups import PlacementGroupFactory
+
+logger = logging.getLogger(__name__)
+
+# A fetch returns whatever the trainable produced within this window (at least
+# one result): long enough to batch fast reporters, short enough for live progress.
+FETCH_WINDOW_S = 0.05
+RESOURCE_REFRESH_S = 10.0
+_EPS = 1e-9
+
+
+def ensure_ray_initialized() -> None:
+    """Connect to a running Ray (``RAY_ADDRESS`` / ``ray.init`` done by the user) or start one."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if os.environ.get("TUNE_DISABLE_AUTO_INIT") == "1":
+        raise TuneError("Ray is not initialized and TUNE_DISABLE_AUTO_INIT=1: call ray.init() first")
+    try:
+        ray.init(include_dashboard=False, configure_logging=False, log_to_driver=True)
+    except Exception as exc:  # noqa: BLE001 - any failure to reach Ray is a TuneError
+        raise TuneError(f"Could not start or connect to Ray: {exc}") from exc
+
+
+def request_of(trial: Trial) -> dict[str, float]:
+    """What the trial takes from the cluster, in Ray's resource names."""
+    res = trial.resources
+    if isinstance(res, PlacementGroupFactory):
+        return res.required_resources()
+    if isinstance(res, Resources):
+        return res.as_ray_dict()
+    raise TypeError(f"Unsupported resources for trial {trial}: {res!r}")
+
+
+def pool_key(trial: Trial) -> tuple:
+    return trial.resources.key()
+
+
+@attrs.define
+class _Worker:
+    actor: Any
+    key: tuple
+    request: dict[str, float]
+    placement_group: Any = None
+    trainable_cls: type | None = None
+
+
+class RayExecutor:
+    """Runs each trial's trainable in a Ray actor (see :class:`~tune_async.execution.Executor`).
+
+    Actors are pooled per resource request and reused between trials: with
+    ``reuse_actors=True`` the Trainable instance itself is reused through
+    ``reset_config``; otherwise each trial gets a fresh Trainable instance in a
+    warm worker process. ``fresh_process_per_trial=True`` restores one process
+    per trial (slower; for trainables that leak process-global state).
+    """
+
+    connects_ray = True
+
+    def __init__(self, reuse_actors: bool = False, queue_trials: bool = False,
+                 fresh_process_per_trial: bool = False) -> None:
+        self.reuse_actors = reuse_actors
+        self.queue_trials = queue_trials
+        self.fresh_process_per_trial = fresh_process_per_trial
+        self._total: dict[str, float] = {}
+        self._node_max: list[dict[str, float]] = []
+        self._used: dict[str, float] = {}
+        self._running: dict[str, _Worker] = {}
+        self._idle: list[_Worker] = []
+        self._class_refs: dict[int, list] = {}
+        self._refreshed_at = 0.0
+        self._actor_cls: Any = None
+
+    # ---- capacity -----------------------------------------------------------
+    async def setup(self) -> None:
+        await anyio.to_thread.run_sync(ensure_ray_initialized)
+        import ray
+
+        from tune_async.execution.actor import TrialActor
+
+        self._actor_cls = ray.remote(TrialActor)
+        self._refresh_resources(force=True)
+
+    def _refresh_resources(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._refreshed_at < RESOURCE_REFRESH_S:
+            return
+        import ray
+
+        self._refreshed_at = now
+        self._total = {k: float(v) for k, v in ray.cluster_resources().items()}
+        self._node_max = [
+            {k: float(v) for k, v in node["Resources"].items()}
+            for node in ray.nodes()
+            if node.get("Alive")
+        ]
+
+    def check_feasible(self, trial: Trial) -> None:
+        request = request_of(trial)
+        if any(_fits(request, node) for node in self._node_max):
+            return
+        if isinstance(trial.resources, PlacementGroupFactory) and _fits(request, self._total):
+            return  # bundles may spread over nodes
+        have = ", ".join(f"{v:g} {k}" for k, v in sorted(self._total.items())
+                         if k in ("CPU", "GPU") or k in request)
+        raise TuneError(
+            f"Insufficient cluster resources to launch trial: trial {trial} requested "
+            f"{_describe(request)}, but the cluster has only {have}. Lower resources_per_trial, "
+            f"add nodes, or pass queue_trials=True if the cluster autoscales."
+        )
+
+    def has_resources_for_trial(self, trial: Trial) -> bool:
+        self._refresh_resources()
+        request = request_of(trial)
+        return all(self._used.get(k, 0.0) + v <= self._total.get(k, 0.0) + _EPS
+                   for k, v in request.items())
+
+    def reserve(self, trial: Trial) -> None:
+        for k, v in request_of(trial).items():
+            self._used[k] = self._used.get(k, 0.0) + v
+
+    def _unreserve(self, request: dict[str, float]) -> None:
+        for k, v in request.items():
+            self._used[k] = self._used.get(k, 0.0) - v
+
+    def resource_summary(self) -> str:
+        cpu = f"{self._used.get('CPU', 0):g}/{self._total.get('CPU', 0):g} CPUs"
+        gpu = f"{self._used.get('GPU', 0):g}/{self._total.get('GPU', 0):g} GPUs"
+        return f"Resources requested: {cpu}, {gpu}"
+
+    # ---- trial lifecycle ----------------------------------------------------
+    async def start_trial(self, trial: Trial, trainable_cls: type, reuse: bool,
+                          checkpoint: Any = None) -> None:
+        from tune_async.trainable.trainable import TrialInfo
+
+        worker = await self._acquire_worker(trial)
+        self._running[trial.trial_id] = worker
+        info = TrialInfo(trial_id=trial.trial_id, trial_name=trial.trial_name,
+                         logdir=trial.logdir or "")
+        reuse_instance = reuse and worker.trainable_cls is trainable_cls
+        try:
+            await worker.actor.setup.remote(
+                self._class_ref(trainable_cls), trial.config, info, reuse_instance, checkpoint
+            )
+        except BaseException as exc:
+            raise _as_failure(exc) from None
+        worker.trainable_cls = trainable_cls
+
+    async def fetch_results(self, trial: Trial, max_results: int) -> list[dict]:
+        worker = self._running[trial.trial_id]
+        try:
+            return await worker.actor.train_batch.remote(max_results, FETCH_WINDOW_S)
+        except BaseException as exc:
+            raise _as_failure(exc) from None
+
+    async def save_to_memory(self, trial: Trial) -> Any:
+        worker = self._running[trial.trial_id]
+        try:
+            return await worker.actor.save_to_object.remote()
+        except BaseException as exc:
+            raise _as_failure(exc) from None
+
+    async def stop_trial(self, trial: Trial, in_flight: bool = False,
+                         failed: bool = False) -> None:
+        worker = self._running.pop(trial.trial_id, None)
+        if worker is None:
+            return
+        self._unreserve(worker.request)
+        if in_flight or failed or self.fresh_process_per_trial:
+            self._kill(worker)
+            return
+        try:
+            with anyio.fail_after(30):
+                await worker.actor.stop.remote(self.reuse_actors)
+        except Exception:  # noqa: BLE001 - a worker that cannot stop is discarded
+            self._kill(worker)
+            return
+        except BaseException:  # cancelled mid-stop: never leak the worker
+            self._kill(worker)
+            raise
+        if not self.reuse_actors:
+            worker.trainable_cls = None
+        self._idle.append(worker)
+
+    async def shutdown(self) -> None:
+        for worker in list(self._running.values()) + self._idle:
+            self._kill(worker)
+        self._running.clear()
+        self._idle.clear()
+        self._used.clear()
+
+    # ---- workers --------------------------------------------------------------
+    async def _acquire_worker(self, trial: Trial) -> _Worker:
+        key = pool_key(trial)
+        for i, worker in enumerate(self._idle):
+            if worker.key == key:
+                return self._idle.pop(i)
+        self._make_room(request_of(trial))
+        return await self._new_worker(trial, key)
+
+    def _make_room(self, request: dict[str, float]) -> None:
+        """Kill idle workers of other sizes until the new one fits beside the running ones."""
+        def held() -> dict[str, float]:
+            total = dict(self._used)  # includes the new trial's reservation
+            for w in self._idle:
+                for k, v in w.request.items():
+                    total[k] = total.get(k, 0.0) + v
+            return total
+
+        while self._idle and not all(v <= self._total.get(k, 0.0) + _EPS
+                                     for k, v in held().items()):
+            self._kill(self._idle.pop(0))
+
+    async def _new_worker(self, trial: Trial, key: tuple) -> _Worker:
+        res = trial.resources
+        options: dict[str, Any] = {"max_restarts": 0, "max_concurrency": 1}
+        pg = None
+        if isinstance(res, PlacementGroupFactory):
+            from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+            pg = res()
+            await pg.ready()
+            head = res.bundles[0]
+            options.update(
+                num_cpus=head.get("CPU", 0),
+                num_gpus=head.get("GPU", 0),
+                scheduling_strategy=PlacementGroupSchedulingStrategy(
+                    pg, placement_group_bundle_index=0
+                ),
+            )
+        else:
+            options.update(_actor_options(res))
+        actor = self._actor_cls.options(**options).remote()
+        return _Worker(actor=actor, key=key, request=request_of(trial), placement_group=pg)
+
+    def _kill(self, worker: _Worker) -> None:
+        import ray
+
+        try:
+            ray.kill(worker.actor, no_restart=True)
+        except Exception:  # noqa: BLE001 - already dead
+            pass
+        if worker.placement_group is not None:
+            try:
+                ray.util.remove_placement_group(worker.placement_group)
+            except Exception:  # noqa: BLE001
+                pass
+
+    def _class_ref(self, cls: type) -> list:
+        """The trainable class in the object store, put once per class."""
+        import ray
+
+        ref = self._class_refs.get(id(cls))
+        if ref is None:
+            ref = [ray.put(cloudpickle.dumps(cls))]
+            self._class_refs[id(cls)] = ref
+        return ref
+
+
+def _actor_options(res: Resources) -> dict[str, Any]:
+    options: dict[str, Any] = {"num_cpus": res.cpu_total(), "num_gpus": res.gpu_total()}
+    mem = res.memory + res.extra_memory
+    if mem:
+        options["memory"] = mem
+    custom = res.custom_total()
+    if custom:
+        options["resources"] = custom
+    return options
+
+
+def _fits(request: dict[str, float], capacity: dict[str, float]) -> bool:
+    return all(capacity.get(k, 0.0) + _EPS >= v for k, v in request.items())
+
+
+def _describe(request: dict[str, float]) -> str:
+    return ", ".join(f"{v:g} {k}" for k, v in sorted(request.items())) or "nothing"
+
+
+def _as_failure(exc: BaseException) -> BaseException:
+    """Translate Ray's errors into a TrialFailure; let cancellation through untouched."""
+    import ray.exceptions as rex
+
+    if isinstance(exc, (anyio.get_cancelled_exc_class(), KeyboardInterrupt, SystemExit)):
+        return exc
+    if isinstance(exc, rex.RayTaskError):
+        cause = getattr(exc, "cause", None)
+        return TrialFailure(traceback=str(exc), exception=cause)
+    if isinstance(exc, (rex.RayActorError, rex.WorkerCrashedError, rex.ObjectLostError)):
+        return TrialFailure(
+            traceback=f"The trial's worker process died: {exc}", exception=exc, crashed=True
+        )
+    if isinstance(exc, TrialFailure):
+        return exc
+    return TrialFailure(traceback=f"{type(exc).__name__}: {exc}", exception=exc)

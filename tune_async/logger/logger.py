@@ -1,0 +1,548 @@
+"""Result loggers: the ``LoggerCallback`` family and the legacy per-trial ``Logger`` classes.
+
+Files (same layout as ray.tune 1.x, all inside ``trial.logdir``):
+
+- ``params.json`` / ``params.pkl``: the trial's config (JSON sorted and
+  indented; cloudpickle), written when the trial starts.
+- ``result.json``: one JSON line per result (``config`` included).
+- ``progress.csv``: the result flattened with ``/``, ``config`` dropped;
+  the columns are fixed by the first row ever written (an existing file's
+  header is reused, so a restarted trial appends rows under the same header).
+- ``events.out.tfevents.*``: TensorBoard scalars under ``ray/tune/<key>``.
+
+Files are opened once per trial and kept open; writes are buffered and
+flushed at most about once per second, and when the trial or the experiment
+ends. A restarted trial (same logdir) appends to its files.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable
+from numbers import Number
+from typing import TYPE_CHECKING, Any
+
+import cloudpickle
+
+from tune_async.callback import Callback
+from tune_async.result import (
+    EXPR_PARAM_FILE,
+    EXPR_PARAM_PICKLE_FILE,
+    EXPR_PROGRESS_FILE,
+    EXPR_RESULT_FILE,
+    TIMESTEPS_TOTAL,
+    TRAINING_ITERATION,
+)
+from tune_async.utils.util import (
+    SafeFallbackEncoder,
+    atomic_write_bytes,
+    atomic_write_text,
+    flatten_dict,
+    json_dumps,
+)
+
+if TYPE_CHECKING:
+    from tune_async.trial import Trial
+
+logger = logging.getLogger(__name__)
+
+FLUSH_INTERVAL_S = 1.0
+# One encoder reused for every result line: json.dumps(cls=...) would build one per call.
+_RESULT_ENCODER = SafeFallbackEncoder()
+_TBX_HINT = (
+    "TensorBoard logging requires tensorboardX: `pip install tensorboardX`, "
+    "or leave TBXLoggerCallback out of `callbacks`."
+)
+
+
+# ---------------------------------------------------------------------------
+# Per-trial file writers, shared by the callbacks and the legacy loggers.
+# ---------------------------------------------------------------------------
+
+
+def write_params(logdir: str, config: dict) -> None:
+    """Write ``params.json`` (sorted, indented, JSON-safe) and ``params.pkl`` into ``logdir``."""
+    os.makedirs(logdir, exist_ok=True)
+    atomic_write_text(
+        os.path.join(logdir, EXPR_PARAM_FILE), json_dumps(config, indent=2, sort_keys=True)
+    )
+    try:
+        data = cloudpickle.dumps(config)
+    except Exception as exc:  # an unpicklable config must not fail the trial
+        logger.warning("Could not pickle the config of %s: %s", logdir, exc)
+        return
+    atomic_write_bytes(os.path.join(logdir, EXPR_PARAM_PICKLE_FILE), data)
+
+
+class _JsonWriter:
+    """Appends one JSON line per result to ``result.json``."""
+
+    def __init__(self, logdir: str) -> None:
+        os.makedirs(logdir, exist_ok=True)
+        self._file = open(os.path.join(logdir, EXPR_RESULT_FILE), "a")  # noqa: SIM115
+
+    def write(self, result: dict) -> None:
+        self._file.write(_RESULT_ENCODER.encode(result) + "\n")
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _existing_header(path: str) -> list[str] | None:
+    """The column names of an existing non-empty CSV file, else None."""
+    try:
+        with open(path, newline="") as f:
+            first = f.readline()
+    except FileNotFoundError:
+        return None
+    if not first.strip():
+        return None
+    return next(csv.reader([first]))
+
+
+def _progress_row(result: dict) -> dict:
+    row = {k: v for k, v in result.items() if k != "config"}
+    if any(isinstance(v, dict) for v in row.values()):
+        row = flatten_dict(row, delimiter="/")
+    return row
+
+
+class _CsvWriter:
+    """Appends flattened results to ``progress.csv``; columns fixed by the first row."""
+
+    def __init__(self, logdir: str) -> None:
+        os.makedirs(logdir, exist_ok=True)
+        path = os.path.join(logdir, EXPR_PROGRESS_FILE)
+        self._fields = _existing_header(path)
+        self._file = open(path, "a", newline="")  # noqa: SIM115
+        self._writer = csv.writer(self._file)
+
+    def write(self, result: dict) -> None:
+        row = _progress_row(result)
+        if self._fields is None:
+            self._fields = list(row)
+            self._writer.writerow(self._fields)
+        self._writer.writerow([row.get(k, "") for k in self._fields])
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _import_tbx() -> Any:
+    try:
+        from tensorboardX import SummaryWriter
+    except ImportError as exc:
+        raise ImportError(_TBX_HINT) from exc
+    return SummaryWriter
+
+
+_HPARAM_TYPES = (str, bool, int, float, type(None))
+
+
+def _is_scalar(value: Any) -> bool:
+    return isinstance(value, Number) and not isinstance(value, (bool, complex))
+
+
+class _TbxWriter:
+    """Writes numeric result values as TensorBoard scalars; hparams when closed."""
+
+    def __init__(self, logdir: str, params: dict | None = None) -> None:
+        summary_writer = _import_tbx()
+        os.makedirs(logdir, exist_ok=True)
+        self._writer = summary_writer(logdir, flush_secs=30)
+        self._params = params or {}
+        self._last_scalars: dict[str, float] = {}
+
+    def write(self, result: dict) -> None:
+        step = result.get(TIMESTEPS_TOTAL) or result.get(TRAINING_ITERATION) or 0
+        values = {k: v for k, v in result.items() if k not in ("config", "pbt_config")}
+        scalars = {}
+        for key, value in flatten_dict(values, delimiter="/").items():
+            tag = f"ray/tune/{key}"
+            if _is_scalar(value):
+                scalars[tag] = value
+                self._writer.add_scalar(tag, value, global_step=step)
+            elif isinstance(value, list | tuple) and value and all(map(_is_scalar, value)):
+                self._try_histogram(tag, value, step)
+        self._last_scalars = scalars
+
+    def _try_histogram(self, tag: str, value: Any, step: int) -> None:
+        try:
+            self._writer.add_histogram(tag, value, global_step=step)
+        except Exception:  # a histogram is a nicety; never fail the trial for it
+            logger.debug("Could not log %s as a histogram", tag, exc_info=True)
+
+    def flush(self) -> None:
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._log_hparams()
+        self._writer.close()
+
+    def _log_hparams(self) -> None:
+        params = {
+            k: v for k, v in flatten_dict(self._params).items() if isinstance(v, _HPARAM_TYPES)
+        }
+        if not params or not self._last_scalars:
+            return
+        try:
+            from tensorboardX.summary import hparams
+
+            for summary in hparams(hparam_dict=params, metric_dict=self._last_scalars):
+                self._writer.file_writer.add_summary(summary)
+        except Exception:
+            logger.debug("Could not log hparams", exc_info=True)
+
+
+# ---------------------------------------------------------------------------
+# LoggerCallback and the built-in logger callbacks.
+# ---------------------------------------------------------------------------
+
+
+class LoggerCallback(Callback):
+    """Base class for experiment-level logger callbacks.
+
+    Maps the callback hooks to ``log_trial_*`` methods; override those. They
+    may be plain methods or ``async def``.
+    """
+
+    def log_trial_start(self, trial: Trial) -> Any:
+        """Handle logging when a trial starts (or restarts after a failure)."""
+
+    def log_trial_restore(self, trial: Trial) -> Any:
+        """Handle logging when a trial restores from a checkpoint."""
+
+    def log_trial_save(self, trial: Trial) -> Any:
+        """Handle logging when a trial saves a checkpoint."""
+
+    def log_trial_result(self, iteration: int, trial: Trial, result: dict) -> Any:
+        """Handle logging when a trial reports a result."""
+
+    def log_trial_end(self, trial: Trial, failed: bool = False) -> Any:
+        """Handle logging when a trial ends (``failed=True`` when it errored)."""
+
+    def on_trial_start(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> Any:
+        return self.log_trial_start(trial)
+
+    def on_trial_restore(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> Any:
+        return self.log_trial_restore(trial)
+
+    def on_trial_save(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> Any:
+        return self.log_trial_save(trial)
+
+    def on_trial_result(
+        self, iteration: int, trials: list[Trial], trial: Trial, result: dict, **info: Any
+    ) -> Any:
+        return self.log_trial_result(iteration, trial, result)
+
+    def on_trial_complete(
+        self, iteration: int, trials: list[Trial], trial: Trial, **info: Any
+    ) -> Any:
+        return self.log_trial_end(trial, failed=False)
+
+    def on_trial_error(self, iteration: int, trials: list[Trial], trial: Trial, **info: Any) -> Any:
+        return self.log_trial_end(trial, failed=True)
+
+
+class _FileLoggerCallback(LoggerCallback):
+    """Keeps one open writer per trial; flushes dirty writers at most once per interval."""
+
+    def __init__(
+        self,
+        *,
+        flush_interval_s: float = FLUSH_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._writers: dict[str, Any] = {}
+        self._dirty: set[Any] = set()
+        self._clock = clock
+        self._flush_interval_s = flush_interval_s
+        self._next_flush = clock() + flush_interval_s
+
+    def _open(self, trial: Trial) -> Any:
+        raise NotImplementedError
+
+    def _start(self, trial: Trial) -> Any:
+        self._close(trial)
+        if not trial.logdir:  # no directory yet: nothing to log into
+            return None
+        writer = self._writers[trial.trial_id] = self._open(trial)
+        return writer
+
+    def _close(self, trial: Trial) -> None:
+        writer = self._writers.pop(trial.trial_id, None)
+        if writer is not None:
+            self._dirty.discard(writer)
+            writer.close()
+
+    def log_trial_start(self, trial: Trial) -> None:
+        self._start(trial)
+
+    def log_trial_result(self, iteration: int, trial: Trial, result: dict) -> None:
+        writer = self._writers.get(trial.trial_id) or self._start(trial)
+        if writer is None:
+            return
+        writer.write(result)
+        self._dirty.add(writer)
+        now = self._clock()
+        if now >= self._next_flush:
+            self.flush()
+            self._next_flush = now + self._flush_interval_s
+
+    def log_trial_end(self, trial: Trial, failed: bool = False) -> None:
+        self._close(trial)
+
+    def flush(self) -> None:
+        """Flush every writer that has unflushed results."""
+        for writer in self._dirty:
+            writer.flush()
+        self._dirty.clear()
+
+    def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
+        self._dirty.clear()
+        for writer in self._writers.values():
+            writer.close()
+        self._writers.clear()
+
+
+class JsonLoggerCallback(_FileLoggerCallback):
+    """Logs trial params to ``params.json``/``params.pkl`` and results to ``result.json``.
+
+    Args:
+        flush_interval_s: Flush buffered results at most this often (default 1 s);
+            files are always flushed when the trial or the experiment ends.
+        clock: Monotonic clock used for the flush interval (for tests).
+    """
+
+    def _open(self, trial: Trial) -> _JsonWriter:
+        write_params(trial.logdir, trial.config)
+        return _JsonWriter(trial.logdir)
+
+
+class CSVLoggerCallback(_FileLoggerCallback):
+    """Logs results to ``progress.csv`` (flattened with ``/``, ``config`` dropped).
+
+    The columns are fixed by the first result; keys that appear later are not
+    written. Appending to an existing file keeps its header.
+
+    Args:
+        flush_interval_s: Flush buffered rows at most this often (default 1 s).
+        clock: Monotonic clock used for the flush interval (for tests).
+    """
+
+    def _open(self, trial: Trial) -> _CsvWriter:
+        return _CsvWriter(trial.logdir)
+
+
+class TBXLoggerCallback(_FileLoggerCallback):
+    """Logs results to TensorBoard event files via tensorboardX.
+
+    Numeric values become scalars under ``ray/tune/<key>`` at step
+    ``timesteps_total`` (or ``training_iteration``); lists of numbers become
+    histograms; the trial's hyperparameters are written as hparams when it ends.
+
+    Raises:
+        ImportError: if tensorboardX is not installed (with an install hint).
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        _import_tbx()
+        super().__init__(**kwargs)
+
+    def _open(self, trial: Trial) -> _TbxWriter:
+        return _TbxWriter(trial.logdir, trial.evaluated_params or trial.config)
+
+
+# ---------------------------------------------------------------------------
+# Legacy per-trial Logger classes (``loggers=[...]`` in 1.x) and their adapter.
+# ---------------------------------------------------------------------------
+
+
+class Logger:
+    """Legacy per-trial logging interface (one instance per trial).
+
+    Args:
+        config: The trial's config.
+        logdir: Directory for all logger output.
+        trial: The trial being logged (optional).
+    """
+
+    def __init__(self, config: dict, logdir: str, trial: Trial | None = None) -> None:
+        self.config = config
+        self.logdir = logdir
+        self.trial = trial
+        self._init()
+
+    def _init(self) -> None:
+        pass
+
+    def on_result(self, result: dict) -> None:
+        """Given a result, appends it to the existing log."""
+        raise NotImplementedError
+
+    def update_config(self, config: dict) -> None:
+        """Updates the config for the logger."""
+
+    def close(self) -> None:
+        """Releases all resources used by this logger."""
+
+    def flush(self) -> None:
+        """Flushes all disk writes to storage."""
+
+
+class NoopLogger(Logger):
+    """A logger that does nothing."""
+
+    def on_result(self, result: dict) -> None:
+        pass
+
+
+class _WriterLogger(Logger):
+    """A legacy logger backed by one per-trial writer, flushed about once per second."""
+
+    def _make_writer(self) -> Any:
+        raise NotImplementedError
+
+    def _init(self) -> None:
+        self._writer = self._make_writer()
+        self._next_flush = time.monotonic() + FLUSH_INTERVAL_S
+
+    def on_result(self, result: dict) -> None:
+        self._writer.write(result)
+        now = time.monotonic()
+        if now >= self._next_flush:
+            self._writer.flush()
+            self._next_flush = now + FLUSH_INTERVAL_S
+
+    def flush(self) -> None:
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+class JsonLogger(_WriterLogger):
+    """Logs the config to ``params.json``/``params.pkl`` and results to ``result.json``."""
+
+    def _make_writer(self) -> _JsonWriter:
+        self.update_config(self.config)
+        return _JsonWriter(self.logdir)
+
+    def update_config(self, config: dict) -> None:
+        self.config = config
+        write_params(self.logdir, config)
+
+
+class CSVLogger(_WriterLogger):
+    """Logs results to ``progress.csv`` (flattened, ``config`` dropped)."""
+
+    def _make_writer(self) -> _CsvWriter:
+        return _CsvWriter(self.logdir)
+
+
+class TBXLogger(_WriterLogger):
+    """Logs results to TensorBoard via tensorboardX (raises ImportError without it)."""
+
+    def _make_writer(self) -> _TbxWriter:
+        params = self.trial.evaluated_params if self.trial is not None else self.config
+        return _TbxWriter(self.logdir, params)
+
+
+DEFAULT_LOGGERS: tuple[type[Logger], ...] = (JsonLogger, CSVLogger)
+"""The legacy loggers UnifiedLogger uses by default (TBX is opt-in, unlike 1.x)."""
+
+
+class UnifiedLogger(Logger):
+    """Forwards to several legacy loggers at once.
+
+    Args:
+        config: The trial's config.
+        logdir: Directory for all logger output.
+        trial: The trial being logged (optional).
+        loggers: Logger classes to use (default ``DEFAULT_LOGGERS``).
+    """
+
+    def __init__(
+        self,
+        config: dict,
+        logdir: str,
+        trial: Trial | None = None,
+        loggers: Iterable[type[Logger]] | None = None,
+    ) -> None:
+        self._logger_classes = tuple(DEFAULT_LOGGERS if loggers is None else loggers)
+        super().__init__(config, logdir, trial)
+
+    def _init(self) -> None:
+        self._loggers = [cls(self.config, self.logdir, self.trial) for cls in self._logger_classes]
+
+    def on_result(self, result: dict) -> None:
+        for log in self._loggers:
+            log.on_result(result)
+
+    def update_config(self, config: dict) -> None:
+        for log in self._loggers:
+            log.update_config(config)
+
+    def close(self) -> None:
+        for log in self._loggers:
+            log.close()
+
+    def flush(self) -> None:
+        for log in self._loggers:
+            log.flush()
+
+
+class LegacyLoggerCallback(LoggerCallback):
+    """Runs legacy ``Logger`` classes as a logger callback (one set of loggers per trial).
+
+    Args:
+        logger_classes: Logger subclasses to instantiate for each trial.
+    """
+
+    def __init__(self, logger_classes: Iterable[type[Logger]]) -> None:
+        self.logger_classes = list(logger_classes)
+        for cls in self.logger_classes:
+            if not (isinstance(cls, type) and issubclass(cls, Logger)):
+                raise TypeError(f"logger_classes must be Logger subclasses, got {cls!r}")
+        self._trial_loggers: dict[str, list[Logger]] = {}
+
+    def _loggers_for(self, trial: Trial) -> list[Logger]:
+        loggers = self._trial_loggers.get(trial.trial_id)
+        if loggers is None:
+            loggers = [cls(trial.config, trial.logdir, trial) for cls in self.logger_classes]
+            self._trial_loggers[trial.trial_id] = loggers
+        return loggers
+
+    def log_trial_start(self, trial: Trial) -> None:
+        if trial.trial_id in self._trial_loggers:
+            for log in self._trial_loggers[trial.trial_id]:
+                log.update_config(trial.config)
+        elif trial.logdir:
+            self._loggers_for(trial)
+
+    def log_trial_result(self, iteration: int, trial: Trial, result: dict) -> None:
+        if not trial.logdir:
+            return
+        for log in self._loggers_for(trial):
+            log.on_result(result)
+
+    def log_trial_end(self, trial: Trial, failed: bool = False) -> None:
+        for log in self._trial_loggers.pop(trial.trial_id, ()):
+            log.close()
+
+    def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
+        for loggers in self._trial_loggers.values():
+            for log in loggers:
+                log.close()
+        self._trial_loggers.clear()

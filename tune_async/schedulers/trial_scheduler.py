@@ -1,0 +1,97 @@
+"""The TrialScheduler interface (1.x hook names) and the FIFO scheduler."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tune_async.result import DEFAULT_METRIC
+from tune_async.trial import Trial, TrialStatus
+
+
+class TrialScheduler:
+    """Decides, per result, whether a trial continues, pauses or stops.
+
+    Hooks (plain methods or coroutines; ``trial_runner`` is a read-only view
+    with ``get_trials()`` and ``has_resources_for_trial(trial)``):
+
+    - ``set_search_properties(metric, mode) -> bool``: take ``tune.run``'s
+      metric/mode; return False if the scheduler already has its own.
+    - ``on_trial_add(trial_runner, trial)``: a trial was created.
+    - ``on_trial_result(trial_runner, trial, result) -> CONTINUE | PAUSE | STOP``.
+    - ``on_trial_complete(trial_runner, trial, result)``: the trial ended normally.
+    - ``on_trial_error(trial_runner, trial)``: the trial failed for good.
+    - ``on_trial_remove(trial_runner, trial)``: a PENDING/PAUSED trial was stopped.
+    - ``choose_trial_to_run(trial_runner) -> Trial | None``: which waiting trial
+      to start next (must be idempotent until the trial starts).
+    - ``debug_string() -> str``: a line for the progress table.
+    """
+
+    CONTINUE = "CONTINUE"
+    PAUSE = "PAUSE"
+    STOP = "STOP"
+
+    _metric: str | None = None
+    _mode: str | None = None
+
+    @property
+    def metric(self) -> str | None:
+        return self._metric
+
+    def set_search_properties(self, metric: str | None, mode: str | None) -> bool:
+        if self._metric and metric:
+            return False
+        if self._mode and mode:
+            return False
+        if metric:
+            self._metric = metric
+        if mode:
+            self._mode = mode
+        if self._mode and not self._metric:
+            self._metric = DEFAULT_METRIC
+        return True
+
+    def on_trial_add(self, trial_runner: Any, trial: Trial) -> None:
+        pass
+
+    def on_trial_error(self, trial_runner: Any, trial: Trial) -> None:
+        pass
+
+    def on_trial_result(self, trial_runner: Any, trial: Trial, result: dict) -> str:
+        return TrialScheduler.CONTINUE
+
+    def on_trial_complete(self, trial_runner: Any, trial: Trial, result: dict) -> None:
+        pass
+
+    def on_trial_remove(self, trial_runner: Any, trial: Trial) -> None:
+        pass
+
+    def choose_trial_to_run(self, trial_runner: Any) -> Trial | None:
+        raise NotImplementedError
+
+    def debug_string(self) -> str:
+        return ""
+
+    def save(self, checkpoint_path: str) -> None:
+        raise NotImplementedError
+
+    def restore(self, checkpoint_path: str) -> None:
+        raise NotImplementedError
+
+
+class FIFOScheduler(TrialScheduler):
+    """Runs trials in the order they were created; never pauses or stops them."""
+
+    def on_trial_result(self, trial_runner: Any, trial: Trial, result: dict) -> str:
+        return TrialScheduler.CONTINUE
+
+    def choose_trial_to_run(self, trial_runner: Any) -> Trial | None:
+        waiting = getattr(trial_runner, "waiting_trials", None)
+        candidates = waiting() if waiting else trial_runner.get_trials()
+        for status in (TrialStatus.PENDING, TrialStatus.PAUSED):
+            for trial in candidates:
+                if trial.status == status and trial_runner.has_resources_for_trial(trial):
+                    return trial
+        return None
+
+    def debug_string(self) -> str:
+        return "Using FIFO scheduling algorithm."
