@@ -14,6 +14,7 @@ import datetime
 import logging
 import math
 import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -30,6 +31,9 @@ from tune_async.state import snapshot, state_path, write_snapshot
 from tune_async.transitions import Effect, Event
 from tune_async.trial import Trial, TrialStatus
 from tune_async.utils.util import flatten_dict
+
+if sys.version_info < (3, 11):  # pragma: no cover - the backport anyio depends on
+    from exceptiongroup import BaseExceptionGroup
 
 logger = logging.getLogger(__name__)
 
@@ -177,14 +181,17 @@ class Controller:
         send, receive = anyio.create_memory_object_stream[Any](math.inf)
         self._send = send
         try:
-            async with anyio.create_task_group() as tg:
-                self._tg = tg
-                tg.start_soon(self._ticker)
-                await self._fill()
-                while not self._is_finished():
-                    event = await receive.receive()
-                    await self._step(event)
-                tg.cancel_scope.cancel()
+            try:
+                async with anyio.create_task_group() as tg:
+                    self._tg = tg
+                    tg.start_soon(self._ticker)
+                    await self._fill()
+                    while not self._is_finished():
+                        event = await receive.receive()
+                        await self._step(event)
+                    tg.cancel_scope.cancel()
+            except BaseExceptionGroup as group:
+                raise _first_error(group) from None
         finally:
             with anyio.CancelScope(shield=True):
                 await self._cleanup()
@@ -612,6 +619,17 @@ class Controller:
                 self.write_state()
             finally:
                 await self.executor.shutdown()
+
+
+def _first_error(group: BaseExceptionGroup) -> BaseException:
+    """The exception to surface from a task group: the first that is not a cancellation."""
+    cancelled = anyio.get_cancelled_exc_class()
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            exc = _first_error(exc)
+        if not isinstance(exc, cancelled):
+            return exc
+    return group.exceptions[0]
 
 
 async def _stop_on(executor: Executor, trial: Trial, in_flight: bool, failed: bool) -> None:
