@@ -456,7 +456,7 @@ def _validate_later_params(**params: Any) -> None:
 
 def _build_search_alg(search_alg: Any, metric: Any, mode: Any, config: dict) -> Any:
     from tune_async.search.variant_generator import has_unresolved_values
-    from tune_async.suggest import BasicVariantGenerator, SearchAlgorithm, SearchGenerator, Searcher
+    from tune_async.suggest import BasicVariantGenerator, SearchAlgorithm, Searcher, SearchGenerator
 
     if search_alg is None:
         search_alg = BasicVariantGenerator()

@@ -12,11 +12,16 @@ import os
 import socket
 from typing import Any
 
-import cloudpickle
-
 
 class TrialActor:
-    def __init__(self) -> None:
+    def __init__(self, driver_sys_path: list[str] | None = None) -> None:
+        # The trainable may live in a module only the driver's sys.path reaches (a
+        # script's folder, a test directory): make the same folders importable here.
+        import sys
+
+        for entry in driver_sys_path or []:
+            if entry and entry not in sys.path and os.path.isdir(entry):
+                sys.path.append(entry)
         self._classes: dict[str, type] = {}
         self._trainable: Any = None
 
@@ -70,6 +75,6 @@ class TrialActor:
         key = ref.hex()
         cls = self._classes.get(key)
         if cls is None:
-            cls = cloudpickle.loads(ray.get(ref))
+            cls = ray.get(ref)
             self._classes[key] = cls
         return cls

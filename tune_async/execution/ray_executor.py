@@ -9,7 +9,6 @@ from typing import Any
 
 import anyio
 import attrs
-import cloudpickle
 
 from tune_async.error import TuneError
 from tune_async.execution.base import TrialFailure
@@ -38,6 +37,9 @@ def ensure_ray_initialized() -> None:
         ray.init(include_dashboard=False, configure_logging=False, log_to_driver=True)
     except Exception as exc:  # noqa: BLE001 - any failure to reach Ray is a TuneError
         raise TuneError(f"Could not start or connect to Ray: {exc}") from exc
+    from tune_async.trainable.with_parameters import flush_parameter_registry
+
+    flush_parameter_registry()
 
 
 def request_of(trial: Trial) -> dict[str, float]:
@@ -97,6 +99,7 @@ class RayExecutor:
         from tune_async.execution.actor import TrialActor
 
         self._actor_cls = ray.remote(TrialActor)
+        self._driver_sys_path = _driver_sys_path()
         self._refresh_resources(force=True)
 
     def _refresh_resources(self, force: bool = False) -> None:
@@ -248,7 +251,7 @@ class RayExecutor:
             )
         else:
             options.update(_actor_options(res))
-        actor = self._actor_cls.options(**options).remote()
+        actor = self._actor_cls.options(**options).remote(self._driver_sys_path)
         return _Worker(actor=actor, key=key, request=request_of(trial), placement_group=pg)
 
     def _kill(self, worker: _Worker) -> None:
@@ -270,9 +273,17 @@ class RayExecutor:
 
         ref = self._class_refs.get(id(cls))
         if ref is None:
-            ref = [ray.put(cloudpickle.dumps(cls))]
+            # ray.put (not cloudpickle bytes): ObjectRefs inside the trainable, e.g. from
+            # with_parameters, must go through Ray's serializer to stay resolvable.
+            ref = [ray.put(cls)]
             self._class_refs[id(cls)] = ref
         return ref
+
+
+def _driver_sys_path() -> list[str]:
+    import sys
+
+    return [os.path.abspath(p) for p in sys.path]
 
 
 def _actor_options(res: Resources) -> dict[str, Any]:

@@ -85,4 +85,4 @@ class PlacementGroupFactory:
     def __call__(self) -> Any:
         from ray.util.placement_group import placement_group
 
-        return placement_group(self.bundles, strategy=self._strategy, *self._args, **self._kwargs)
+        return placement_group(self.bundles, self._strategy, *self._args, **self._kwargs)

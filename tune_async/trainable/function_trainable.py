@@ -1,0 +1,373 @@
+"""The function API: run ``f(config[, checkpoint_dir])`` as a :class:`Trainable`.
+
+The function runs in a daemon thread. Each ``tune.report`` hands a result to the
+actor's thread through the :class:`~tune_async.trainable.session.TrialSession`.
+Flow control is by credits: ``train_batch(max_results, ...)`` grants ``max_results``
+credits, every report spends one, and a report that finds none left blocks until
+the next ``train``/``train_batch`` call. Credits left when a batch returns are
+revoked, so the function never runs more results ahead of the driver than it was
+granted (and is paused, like in 1.x, while the driver handles a result).
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from numbers import Number
+from typing import Any
+
+from tune_async.error import TuneError
+from tune_async.result import (
+    DEFAULT_METRIC,
+    DONE,
+    RESULT_DUPLICATE,
+    SHOULD_CHECKPOINT,
+    TIME_THIS_ITER_S,
+)
+from tune_async.trainable import session as _sess
+from tune_async.trainable.session import (
+    CHECKPOINT_MARKER,
+    CHECKPOINT_PATH,
+    ITEM_END,
+    ITEM_ERROR,
+    ITEM_RESULT,
+    StopTrial,
+    TrialSession,
+)
+from tune_async.trainable.trainable import Trainable, _metadata_path
+
+logger = logging.getLogger(__name__)
+
+NULL_MARKER = ".null_marker"
+_MODE_CONFIG = "config"
+_MODE_CHECKPOINT = "checkpoint_dir"
+_MODE_REPORTER = "reporter"
+
+
+class _LegacyReporter:
+    """The ``reporter`` argument of legacy ``f(config, reporter)`` functions."""
+
+    def __init__(self, session: TrialSession) -> None:
+        self._session = session
+
+    def __call__(self, _metric: Any = None, **kwargs: Any) -> None:
+        self._session.report(_sess._make_result(_metric, kwargs))
+
+    @property
+    def logdir(self) -> str:
+        return self._session.logdir
+
+    @property
+    def trial_name(self) -> str:
+        return self._session.trial_name
+
+    @property
+    def trial_id(self) -> str:
+        return self._session.trial_id
+
+
+class FunctionTrainable(Trainable):
+    """A :class:`Trainable` that runs a user function in a thread (see :func:`wrap_function`)."""
+
+    _function: Callable[..., Any]
+    _call_mode: str = _MODE_CONFIG
+    # How long stop()/reset() wait for the function's thread to unwind.
+    _stop_timeout_s: float = 5.0
+
+    def setup(self, config: dict) -> None:
+        self._fn_config = config
+        self._session: TrialSession | None = None
+        self._thread: threading.Thread | None = None
+        self._restore_dir: str | None = None
+        self._last_checkpoint: str | None = None
+        self._finished = False
+
+    # -- the function's thread ------------------------------------------------------------
+
+    def _start(self) -> None:
+        session = TrialSession(self.trial_name, self.trial_id, self.logdir)
+        thread = threading.Thread(
+            target=self._run,
+            args=(session, self._fn_config, self._restore_dir),
+            name=f"tune-function-{self.trial_name}",
+            daemon=True,
+        )
+        self._session, self._thread = session, thread
+        _sess._set_session(session)
+        thread.start()
+
+    def _run(self, session: TrialSession, config: dict, checkpoint: str | None) -> None:
+        _sess._set_session(session, thread_only=True)
+        session.mark_started()
+        try:
+            value = self._invoke(session, config, checkpoint)
+        except StopTrial:
+            return
+        except SystemExit as exc:  # sys.exit(0) in the function is a normal end
+            if exc.code not in (None, 0):
+                session.finish(ITEM_ERROR, exc)
+                return
+            value = None
+        except BaseException as exc:
+            session.finish(ITEM_ERROR, exc)
+            return
+        session.finish(ITEM_END, (value, session.since_last_report()))
+
+    def _invoke(self, session: TrialSession, config: dict, checkpoint: str | None) -> Any:
+        fn = type(self)._function
+        if self._call_mode == _MODE_CHECKPOINT:
+            value = fn(config, checkpoint_dir=checkpoint)
+        elif self._call_mode == _MODE_REPORTER:
+            value = fn(config, _LegacyReporter(session))
+        else:
+            value = fn(config)
+        if inspect.isgenerator(value):  # 1.x: each yielded value is a report
+            for item in value:
+                session.report(_sess._make_result(item, {}))
+            return None
+        return value
+
+    def _stop_thread(self) -> None:
+        session, thread = self._session, self._thread
+        self._session = self._thread = None
+        if session is None or thread is None:
+            return
+        session.stop()
+        if thread is not threading.current_thread():
+            thread.join(self._stop_timeout_s)
+            if thread.is_alive():
+                logger.warning(
+                    "The function of trial %s did not stop within %.1f s; leaving its thread "
+                    "behind (it ends at its next tune.report).",
+                    self.trial_name,
+                    self._stop_timeout_s,
+                )
+        _sess._clear_session(session)
+
+    # -- the actor's side -----------------------------------------------------------------
+
+    def step(self) -> dict:  # pragma: no cover - train/train_batch do not call step
+        raise NotImplementedError("FunctionTrainable results come from train_batch().")
+
+    def train(self) -> dict:
+        """Let the function run to its next report and return that result."""
+        results = self.train_batch(1, 0.0)
+        if not results:
+            raise TuneError(f"Trial {self.trial_name} was stopped while waiting for a result.")
+        return results[0]
+
+    def train_batch(self, max_results: int, window_s: float) -> list[dict]:
+        """Grant ``max_results`` credits and return the function's results.
+
+        Returns after ``max_results`` results, at a result with ``done`` or
+        ``should_checkpoint``, at the function's end, or once ``window_s`` seconds have
+        passed (with at least one result). Raises the function's exception, with its
+        original type and traceback.
+        """
+        if max_results < 1:
+            raise ValueError(f"train_batch: max_results must be >= 1, got {max_results}.")
+        self._raise_pending_error()
+        if self._finished:
+            raise TuneError(f"The function of trial {self.trial_name} has already finished.")
+        if self._thread is None:
+            self._start()
+        return self._process_items(self._take(max_results, window_s))
+
+    def _take(self, max_results: int, window_s: float) -> list[tuple[str, Any]]:
+        session, thread = self._session, self._thread
+        assert session is not None and thread is not None
+        deadline = time.monotonic() + window_s
+        taken: list[tuple[str, Any]] = []
+        with session.cond:
+            # Results already waiting count towards this grant.
+            session.credits = max_results - len(session.items)
+            session.cond.notify_all()
+            try:
+                while True:
+                    while not session.items:
+                        if session.stopping:
+                            return taken
+                        if taken:
+                            remaining = deadline - time.monotonic()
+                            if remaining <= 0:
+                                return taken
+                            session.cond.wait(remaining)
+                        elif not session.cond.wait(1.0) and not thread.is_alive():
+                            raise TuneError(f"The function thread of {self.trial_name} died.")
+                    kind, payload = session.items.popleft()
+                    taken.append((kind, payload))
+                    if (
+                        kind != ITEM_RESULT
+                        or len(taken) >= max_results
+                        or payload.get(DONE)
+                        or payload.get(SHOULD_CHECKPOINT)
+                        or time.monotonic() >= deadline
+                    ):
+                        return taken
+            finally:
+                session.credits = 0  # revoke: the function waits while the driver works
+
+    def _process_items(self, taken: list[tuple[str, Any]]) -> list[dict]:
+        out: list[dict] = []
+        for kind, payload in taken:
+            if kind == ITEM_RESULT:
+                out.append(self._process_function_result(payload))
+                continue
+            self._finished = True
+            try:
+                if kind == ITEM_ERROR:
+                    raise payload
+                end = self._end_result(*payload)
+            except BaseException as exc:
+                if not out:
+                    raise
+                self._pending_error = exc  # deliver the results first, raise next call
+                break
+            out.append(end)
+        return out
+
+    def _process_function_result(self, result: dict) -> dict:
+        result = self._process_result(result, 0.0)
+        path = result.get(CHECKPOINT_PATH)
+        if path:
+            self._last_checkpoint = path
+            self._write_metadata(path, saved_as_dict=False)
+        return result
+
+    def _end_result(self, value: Any, elapsed: float) -> dict:
+        if isinstance(value, dict):
+            return self._process_function_result({TIME_THIS_ITER_S: elapsed, **value, DONE: True})
+        if isinstance(value, Number):
+            result = {DEFAULT_METRIC: value, TIME_THIS_ITER_S: elapsed, DONE: True}
+            return self._process_function_result(result)
+        if value is not None:
+            raise TypeError(
+                f"The trainable function {type(self).__name__} returned a "
+                f"{type(value).__name__}; expected a dict of metrics, a number or None."
+            )
+        session = self._session
+        if session is not None and session.reported_any:
+            return {DONE: True, RESULT_DUPLICATE: True}
+        return self._process_function_result({TIME_THIS_ITER_S: elapsed, DONE: True})
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """End the function's thread (a blocked report raises) and call ``cleanup()``."""
+        self._stop_thread()
+        super().stop()
+
+    def reset_config(self, new_config: dict) -> bool:
+        """Stop the function; it starts again with ``new_config`` on the next call."""
+        self._stop_thread()
+        self._fn_config = copy.deepcopy(new_config)
+        self._restore_dir = None
+        self._last_checkpoint = None
+        self._finished = False
+        return True
+
+    # -- checkpoints ----------------------------------------------------------------------
+
+    def save(self, checkpoint_dir: str | None = None) -> str:
+        """Return the last checkpoint directory the function reported.
+
+        With no checkpoint reported yet, a "null" checkpoint holding only the counters is
+        made in the trial directory. The function decides where checkpoints go, so passing
+        ``checkpoint_dir`` is an error (as in 1.x).
+        """
+        if checkpoint_dir is not None:
+            raise ValueError("Checkpoint path should not be used with function API.")
+        return self._save_to(self.logdir)[1]
+
+    def _save_to(self, parent: str) -> tuple[str, str]:
+        if self._last_checkpoint is not None:
+            return self._last_checkpoint, self._last_checkpoint
+        path = os.path.join(parent, f"checkpoint_null_{self._iteration:06d}")
+        os.makedirs(path, exist_ok=True)
+        for marker in (CHECKPOINT_MARKER, NULL_MARKER):
+            open(os.path.join(path, marker), "a").close()
+        self._write_metadata(path, saved_as_dict=False)
+        return path, path
+
+    def load_checkpoint(self, checkpoint: str | dict) -> None:
+        """Restart the function with ``checkpoint_dir`` set to ``checkpoint``."""
+        if not isinstance(checkpoint, (str, os.PathLike)):
+            raise ValueError("A function trainable restores from a checkpoint directory path.")
+        path = os.fspath(checkpoint)
+        if not os.path.isdir(path):
+            path = os.path.dirname(path)
+        self._stop_thread()
+        self._finished = False
+        is_null = os.path.exists(os.path.join(path, NULL_MARKER))
+        self._restore_dir = None if is_null else path
+        self._last_checkpoint = None if is_null else path
+
+    def _read_metadata(self, path: str) -> dict:
+        if not os.path.exists(_metadata_path(path)) and not os.path.isdir(path):
+            path = os.path.dirname(path)
+        return super()._read_metadata(path)
+
+
+def _call_mode(fn: Callable[..., Any]) -> str:
+    """How to call ``fn``: with config only, plus ``checkpoint_dir``, or plus a reporter."""
+    name = getattr(fn, "__name__", repr(fn))
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):  # builtins and the like: assume f(config)
+        return _MODE_CONFIG
+    positional = [
+        p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    var_positional = any(p.kind == p.VAR_POSITIONAL for p in params)
+    known = (_MODE_CHECKPOINT, _MODE_REPORTER)
+    extra = [p.name for p in positional[1:] if p.name not in known]
+    extra += [
+        p.name
+        for p in params
+        if p.kind == p.KEYWORD_ONLY and p.default is p.empty and p.name not in known
+    ]
+    if (not positional and not var_positional) or extra:
+        found = [p.name for p in params]
+        raise ValueError(
+            f"Unknown argument found in the Trainable function {name!r}. The function "
+            "args must include a 'config' positional parameter. Any other args must be "
+            f"'checkpoint_dir'. Found: {found}"
+        )
+    names = {p.name for p in params}
+    if _MODE_CHECKPOINT in names:
+        return _MODE_CHECKPOINT
+    if _MODE_REPORTER in names:
+        return _MODE_REPORTER
+    return _MODE_CONFIG
+
+
+def accepts_checkpoint_dir(fn: Callable[..., Any]) -> bool:
+    """Whether ``fn`` takes a ``checkpoint_dir`` argument."""
+    return _call_mode(fn) == _MODE_CHECKPOINT
+
+
+def wrap_function(fn: Callable[..., Any]) -> type[Trainable]:
+    """Turn a training function into a :class:`Trainable` class.
+
+    Args:
+        fn: ``f(config)``, ``f(config, checkpoint_dir=None)`` or the legacy
+            ``f(config, reporter)``. It reports with ``tune.report``, and may return
+            (or yield) a dict of metrics or a number (reported as ``_metric``).
+
+    Returns:
+        A :class:`FunctionTrainable` subclass running ``fn``.
+    """
+    if isinstance(fn, type) and issubclass(fn, Trainable):
+        raise TypeError(f"wrap_function expects a function, got the Trainable class {fn!r}.")
+    if not callable(fn):
+        raise TypeError(f"wrap_function expects a callable, got {type(fn).__name__}.")
+    mode = _call_mode(fn)
+    name = getattr(fn, "__name__", type(fn).__name__)
+    bases = tuple(getattr(fn, "__mixins__", ())) + (FunctionTrainable,)
+    attrs = {"_function": staticmethod(fn), "_call_mode": mode, "__module__": __name__}
+    return type(name if name.isidentifier() else "ImplicitFunc", bases, attrs)

@@ -1,0 +1,258 @@
+"""The function-API session: ``tune.report``, ``tune.checkpoint_dir`` and friends.
+
+One :class:`TrialSession` exists per running function trainable. The function's
+thread finds it through a thread-local; threads the user spawns from the function
+fall back to the process-wide session (one trial per actor process).
+
+The session is also the hand-off between the function's thread and the actor's
+thread: results go into a deque, and **credits** granted by the actor bound how
+far the function may run ahead of the driver.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import tempfile
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from numbers import Number
+from typing import Any
+
+from tune_async.result import DEFAULT_METRIC, SHOULD_CHECKPOINT, TIME_THIS_ITER_S
+
+# Result key carrying the checkpoint directory registered with ``checkpoint_dir``
+# (an absolute path on the trial's node). Internal: the driver pops it.
+CHECKPOINT_PATH = "__checkpoint_path__"
+# Marker file written into every checkpoint directory (1.x layout).
+CHECKPOINT_MARKER = ".is_checkpoint"
+
+# Kinds of items the function thread hands to the actor thread.
+ITEM_RESULT = "result"
+ITEM_END = "end"
+ITEM_ERROR = "error"
+
+
+class StopTrial(BaseException):
+    """Raised inside the function's thread to unwind it when the trial is stopped.
+
+    A ``BaseException`` so that ``except Exception`` in user code does not swallow it.
+    """
+
+
+class TrialSession:
+    """Shared state between a function trainable's thread and its actor.
+
+    Args:
+        trial_name: Name of the trial (``"default"`` outside Tune).
+        trial_id: Id of the trial (``"default"`` outside Tune).
+        logdir: The trial directory; checkpoint directories are made inside it.
+    """
+
+    def __init__(self, trial_name: str, trial_id: str, logdir: str) -> None:
+        self.trial_name = trial_name
+        self.trial_id = trial_id
+        self.logdir = logdir
+        self.cond = threading.Condition()
+        self.items: collections.deque[tuple[str, Any]] = collections.deque()
+        self.credits = 0
+        self.stopping = False
+        self.reported_any = False
+        self._pending_checkpoint: str | None = None
+        self._last_report_time = time.time()
+
+    # -- the function thread's side -------------------------------------------------
+
+    def mark_started(self) -> None:
+        """Start the clock for the first ``time_this_iter_s``."""
+        self._last_report_time = time.time()
+
+    def report(self, result: dict) -> None:
+        """Hand ``result`` to the actor; block while the actor has granted no credit."""
+        now = time.time()
+        with self.cond:
+            # Credits may have been revoked while the function was computing.
+            self._wait_for_credit()
+            if TIME_THIS_ITER_S not in result:
+                result[TIME_THIS_ITER_S] = now - self._last_report_time
+            if self._pending_checkpoint is not None:
+                result[SHOULD_CHECKPOINT] = True
+                result[CHECKPOINT_PATH] = self._pending_checkpoint
+                self._pending_checkpoint = None
+            self.items.append((ITEM_RESULT, result))
+            self.credits -= 1
+            self.reported_any = True
+            self.cond.notify_all()
+            self._wait_for_credit()
+        self._last_report_time = time.time()
+
+    def finish(self, kind: str, payload: Any) -> None:
+        """Hand over the function's end (return value or exception)."""
+        with self.cond:
+            self.items.append((kind, payload))
+            self.cond.notify_all()
+
+    def since_last_report(self) -> float:
+        """Seconds the function has run since its last report returned."""
+        return time.time() - self._last_report_time
+
+    def make_checkpoint_dir(self, step: Any) -> str:
+        suffix = f"{step:06d}" if isinstance(step, int) else str(step)
+        path = os.path.join(self.logdir, f"checkpoint_{suffix}")
+        os.makedirs(path, exist_ok=True)
+        open(os.path.join(path, CHECKPOINT_MARKER), "a").close()
+        return path
+
+    def set_checkpoint(self, path: str) -> None:
+        """Pair ``path`` with the next report (``should_checkpoint=True``)."""
+        with self.cond:
+            self._pending_checkpoint = os.path.abspath(path)
+
+    def _wait_for_credit(self) -> None:
+        while self.credits <= 0 and not self.stopping:
+            self.cond.wait()
+        if self.stopping:
+            raise StopTrial
+
+    # -- the actor thread's side ----------------------------------------------------
+
+    def stop(self) -> None:
+        """Make a blocked (or the next) ``report`` raise :class:`StopTrial`."""
+        with self.cond:
+            self.stopping = True
+            self.cond.notify_all()
+
+
+# -- the current session ----------------------------------------------------------------
+
+_local = threading.local()
+_process_session: TrialSession | None = None
+_warned: set[str] = set()
+
+
+def _set_session(session: TrialSession, *, thread_only: bool = False) -> None:
+    """Make ``session`` current for this thread (and the process unless ``thread_only``)."""
+    global _process_session
+    _local.session = session
+    if not thread_only:
+        _process_session = session
+
+
+def _clear_session(session: TrialSession) -> None:
+    """Forget ``session`` as the process-wide session if it still is."""
+    global _process_session
+    if _process_session is session:
+        _process_session = None
+    if getattr(_local, "session", None) is session:
+        _local.session = None
+
+
+def get_session() -> TrialSession | None:
+    """The session of the calling thread, else the process's, else None."""
+    return getattr(_local, "session", None) or _process_session
+
+
+def _warn_no_session(api: str) -> None:
+    if api in _warned:
+        return
+    _warned.add(api)
+    warnings.warn(
+        f"Session not detected: `tune.{api}` does nothing outside a function trainable "
+        "run by tune_async. Run this function with `tune.run` to enable it.",
+        stacklevel=3,
+    )
+
+
+# -- public functions (tune.report etc.) ----------------------------------------------
+
+
+def report(_metric: Any = None, **kwargs: Any) -> None:
+    """Report a result to Tune from a function trainable.
+
+    Both 1.x forms work: ``tune.report(loss=1.0)`` and ``tune.report({"loss": 1.0})``.
+
+    Args:
+        _metric: A dict of metrics (its items are reported), or a number reported
+            under the key ``_metric``. Optional.
+        **kwargs: Metrics to report. ``done=True`` ends the trial after this result.
+    """
+    session = get_session()
+    if session is None:
+        _warn_no_session("report")
+        return
+    session.report(_make_result(_metric, kwargs))
+
+
+def _make_result(metric: Any, kwargs: dict) -> dict:
+    if metric is None:
+        return dict(kwargs)
+    if isinstance(metric, dict):
+        return {**metric, **kwargs}
+    if isinstance(metric, Number):
+        return {DEFAULT_METRIC: metric, **kwargs}
+    raise TypeError(
+        f"tune.report: the positional argument `_metric` must be a dict or a number, "
+        f"got {type(metric).__name__}."
+    )
+
+
+@contextlib.contextmanager
+def checkpoint_dir(step: Any) -> Iterator[str]:
+    """Yield a directory to write a checkpoint into; it pairs with the next report.
+
+    Use it *before* ``tune.report`` so the checkpoint belongs to that result::
+
+        with tune.checkpoint_dir(step=epoch) as d:
+            save(os.path.join(d, "model.pt"))
+        tune.report(loss=loss)
+
+    Args:
+        step: Index of the checkpoint (usually the epoch); names the directory
+            ``checkpoint_<step:06d>`` inside the trial directory. Required.
+    """
+    if step is None:
+        raise ValueError("checkpoint_dir(step) requires a `step`, e.g. the epoch; got None.")
+    session = get_session()
+    if session is None:
+        _warn_no_session("checkpoint_dir")
+        with tempfile.TemporaryDirectory(prefix="tune_checkpoint_") as tmp:
+            yield tmp
+        return
+    path = session.make_checkpoint_dir(step)
+    yield path
+    session.set_checkpoint(path)
+
+
+def get_trial_dir() -> str | None:
+    """The trial's log directory (None outside Tune)."""
+    session = get_session()
+    if session is None:
+        _warn_no_session("get_trial_dir")
+        return None
+    return session.logdir
+
+
+def get_trial_name() -> str | None:
+    """The trial's name (None outside Tune)."""
+    session = get_session()
+    if session is None:
+        _warn_no_session("get_trial_name")
+        return None
+    return session.trial_name
+
+
+def get_trial_id() -> str | None:
+    """The trial's id (None outside Tune)."""
+    session = get_session()
+    if session is None:
+        _warn_no_session("get_trial_id")
+        return None
+    return session.trial_id
+
+
+def is_session_enabled() -> bool:
+    """Whether the caller runs inside a function trainable run by Tune."""
+    return get_session() is not None
