@@ -6,6 +6,7 @@ from typing import Any
 
 import anyio
 
+from tune_async.execution.actor import restore_into, run_batch
 from tune_async.execution.base import TrialFailure
 from tune_async.trial import Trial
 
@@ -20,6 +21,7 @@ class ScriptedExecutor:
         self.max_used = 0
         self.instances: dict[str, Any] = {}
         self.started: list[str] = []
+        self.restored_from: list[Any] = []
         self.stopped: list[tuple[str, bool]] = []
         self.shut_down = False
 
@@ -46,20 +48,29 @@ class ScriptedExecutor:
         info = TrialInfo(trial_id=trial.trial_id, trial_name=trial.trial_name,
                          logdir=trial.logdir)
         try:
-            self.instances[trial.trial_id] = trainable_cls(config=trial.config, trial_info=info)
+            trainable = trainable_cls(config=trial.config, trial_info=info)
+            self.instances[trial.trial_id] = trainable
+            restore_into(trainable, checkpoint)
         except Exception as exc:  # noqa: BLE001
             raise TrialFailure(traceback=repr(exc), exception=exc) from None
         self.started.append(trial.trial_id)
+        self.restored_from.append(checkpoint)
 
-    async def fetch_results(self, trial: Trial, max_results: int) -> list[dict]:
+    async def fetch_results(self, trial: Trial, max_results: int,
+                            checkpoint_freq: int = 0) -> list[dict]:
         trainable = self.instances[trial.trial_id]
         try:
-            return await anyio.to_thread.run_sync(trainable.train_batch, max_results, 0.05)
+            return await anyio.to_thread.run_sync(
+                run_batch, trainable, max_results, 0.05, checkpoint_freq
+            )
         except Exception as exc:  # noqa: BLE001
             import traceback
 
             raise TrialFailure(traceback="".join(traceback.format_exception(exc)),
                                exception=exc) from None
+
+    async def save(self, trial: Trial) -> str:
+        return await anyio.to_thread.run_sync(self.instances[trial.trial_id].save)
 
     async def save_to_memory(self, trial: Trial) -> Any:
         return None

@@ -595,3 +595,169 @@ def test_unfiltered_nan_is_best_only_when_all_are_nan(tmp_path):
     analysis = ExperimentAnalysis(str(tmp_path))
     assert analysis.get_best_trial("loss", "min", filter_nan_and_inf=False).trial_id == "only_nan"
     assert analysis.get_best_trial("loss", "min") is None
+
+
+# ---- checkpoints -------------------------------------------------------------------------
+
+
+def add_checkpoint(logdir: str, iteration: int, *, dir_path: bool = False) -> str:
+    """A checkpoint directory as ``Trainable.save`` (or ``tune.checkpoint_dir``) leaves it."""
+    import pickle
+
+    ckpt_dir = os.path.join(logdir, f"checkpoint_{iteration:06d}")
+    os.makedirs(ckpt_dir)
+    open(os.path.join(ckpt_dir, ".is_checkpoint"), "a").close()
+    path = ckpt_dir if dir_path else os.path.join(ckpt_dir, "checkpoint")
+    if not dir_path:
+        with open(path, "wb") as f:
+            pickle.dump({"it": iteration}, f)
+    meta = os.path.join(path, ".tune_metadata") if dir_path else path + ".tune_metadata"
+    with open(meta, "wb") as f:
+        pickle.dump({"iteration": iteration, "time_total": 1.0}, f)
+    return path
+
+
+def test_checkpoints_paths_from_live_trial_manager(tmp_path):
+    from tune_async.checkpoint import Checkpoint, CheckpointManager
+
+    logdir = write_trial_dir(tmp_path, "live", {}, [{"loss": 3.0}, {"loss": 1.0}, {"loss": 2.0}])
+    manager = CheckpointManager(keep_checkpoints_num=2, checkpoint_score_attr="min-loss")
+    for i, loss in enumerate([3.0, 1.0, 2.0], start=1):
+        path = add_checkpoint(logdir, i)
+        result = {"training_iteration": i, "loss": loss, "info": {"acc": i / 10}}
+        manager.on_checkpoint(Checkpoint(path=path, iteration=i, result=result))
+    trial = Trial("train", trial_id="live", logdir=logdir)
+    trial.extra["checkpoint_manager"] = manager
+    analysis = ExperimentAnalysis(str(tmp_path), trials=[trial], default_metric="loss")
+    paths = analysis.get_trial_checkpoints_paths(trial)
+    ckpt = os.path.join(logdir, "checkpoint_{:06d}", "checkpoint").format
+    assert paths == [(ckpt(2), 1.0), (ckpt(3), 2.0)]  # 1 was deleted: worst of three
+    assert analysis.get_trial_checkpoints_paths(trial, "info/acc") == [
+        (ckpt(2), 0.2),
+        (ckpt(3), 0.3),
+    ]
+    assert analysis.get_trial_checkpoints_paths(trial, "missing") == [
+        (ckpt(2), None),
+        (ckpt(3), None),
+    ]
+    assert analysis.get_best_checkpoint(trial, mode="min") == ckpt(2)
+    assert analysis.get_best_checkpoint(trial, "training_iteration", "max") == ckpt(3)
+
+
+def test_checkpoints_paths_from_logdir_join_progress(experiment):
+    analysis = ExperimentAnalysis(str(experiment))
+    logdir = logdir_of(analysis, "t2")  # losses 0.5, 2.5, 2.0
+    paths = [add_checkpoint(logdir, i) for i in (1, 2, 3)]
+    assert analysis.get_trial_checkpoints_paths(logdir) == list(
+        zip(paths, [0.5, 2.5, 2.0], strict=True)
+    )
+    assert analysis.get_trial_checkpoints_paths(logdir, "training_iteration") == list(
+        zip(paths, [1, 2, 3], strict=True)
+    )
+    assert analysis.get_trial_checkpoints_paths(logdir, "info/acc")[0][1] == pytest.approx(0.95)
+    assert analysis.get_best_checkpoint(logdir) == paths[0]  # default metric/mode: loss, min
+    assert analysis.get_best_checkpoint(logdir, mode="max") == paths[1]
+
+
+def test_checkpoints_paths_of_trial_without_manager_come_from_disk(experiment):
+    analysis = ExperimentAnalysis(str(experiment))
+    trial = next(t for t in analysis.trials if t.trial_id == "t1")
+    assert "checkpoint_manager" not in trial.extra
+    path = add_checkpoint(trial.logdir, 2, dir_path=True)  # a function trainable's dir
+    assert analysis.get_trial_checkpoints_paths(trial) == [(path, 2.0)]
+
+
+def test_checkpoints_from_state_file(experiment):
+    from tune_async.checkpoint import Checkpoint, CheckpointManager
+
+    state_file = next(experiment.glob("experiment_state-*.json"))
+    state = json.loads(state_file.read_text())
+    for entry in state["checkpoints"]:
+        losses = LOSSES[entry["trial_id"]]
+        entry["checkpoints"] = [
+            Checkpoint(
+                path=add_checkpoint(entry["logdir"], i),
+                iteration=i,
+                result={"training_iteration": i, "loss": losses[i - 1]},
+            ).to_json()
+            for i in (1, 3)
+        ]
+    state_file.write_text(json.dumps(state))
+    analysis = ExperimentAnalysis(str(experiment))
+    t1 = next(t for t in analysis.trials if t.trial_id == "t1")
+    manager = t1.extra["checkpoint_manager"]
+    assert isinstance(manager, CheckpointManager)
+    assert [c.iteration for c in manager.checkpoints] == [1, 3]
+    best = os.path.join(t1.logdir, "checkpoint_000003", "checkpoint")
+    assert analysis.get_trial_checkpoints_paths(t1)[-1] == (best, 1.0)
+    assert analysis.best_checkpoint == best  # best trial t1 (loss min), its best checkpoint
+
+
+def test_checkpoints_follow_a_moved_experiment(tmp_path):
+    from tune_async.checkpoint import Checkpoint
+
+    exp_dir = tmp_path / "moved"
+    exp_dir.mkdir()
+    logdir = write_trial_dir(exp_dir, "t1", {"a": 1}, [{"loss": 1.0}])
+    path = add_checkpoint(logdir, 1)
+    old_logdir = os.path.join("/nonexistent/old_place", os.path.basename(logdir))
+    old_path = os.path.join(old_logdir, "checkpoint_000001", "checkpoint")
+    entry = trial_state("t1", old_logdir, {"a": 1}, [{"loss": 1.0}])
+    entry["checkpoints"] = [Checkpoint(path=old_path, iteration=1).to_json()]
+    write_state(exp_dir, [entry])
+    analysis = ExperimentAnalysis(str(exp_dir))
+    trial = analysis.trials[0]
+    assert analysis.get_trial_checkpoints_paths(trial) == [(path, 1)]
+    assert trial.extra["checkpoint_manager"].newest_checkpoint.dir == os.path.dirname(path)
+
+
+def test_get_best_checkpoint_none_when_no_checkpoints(experiment, caplog):
+    analysis = ExperimentAnalysis(str(experiment))
+    trial = analysis.trials[0]
+    with caplog.at_level("ERROR"):
+        assert analysis.get_best_checkpoint(trial) is None
+    assert "No checkpoints" in caplog.text
+    assert analysis.get_trial_checkpoints_paths(trial) == []
+    assert analysis.best_checkpoint is None
+
+
+def test_get_best_checkpoint_none_when_metric_not_numeric(experiment, caplog):
+    analysis = ExperimentAnalysis(str(experiment))
+    logdir = logdir_of(analysis, "t1")
+    add_checkpoint(logdir, 1)
+    with caplog.at_level("ERROR"):
+        assert analysis.get_best_checkpoint(logdir, "nope", "max") is None
+    assert "nope" in caplog.text
+
+
+def test_checkpoint_methods_errors(experiment, tmp_path):
+    analysis = ExperimentAnalysis(str(experiment))
+    with pytest.raises(ValueError, match="`trial`"):
+        analysis.get_trial_checkpoints_paths(str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="`trial`"):
+        analysis.get_trial_checkpoints_paths(42)
+    no_defaults = ExperimentAnalysis(str(experiment), default_metric="loss")
+    no_defaults.default_mode = None
+    with pytest.raises(ValueError, match="mode"):
+        no_defaults.get_best_checkpoint(logdir_of(analysis, "t1"))
+    write_state(tmp_path, [trial_state("t1", None, {}, [{"loss": 1.0}])])
+    with pytest.raises(ValueError, match="To fetch the `best_checkpoint`"):
+        _ = ExperimentAnalysis(str(tmp_path)).best_checkpoint
+
+
+def test_analysis_base_class_checkpoints(experiment):
+    analysis = Analysis(str(experiment), default_metric="loss", default_mode="min")
+    logdir = ExperimentAnalysis(str(experiment)).get_best_logdir()
+    paths = [add_checkpoint(logdir, i) for i in (1, 2)]
+    assert analysis.get_trial_checkpoints_paths(logdir) == [(paths[0], 3.0), (paths[1], 2.0)]
+    assert analysis.get_best_checkpoint(logdir) == paths[1]
+
+
+def test_empty_manager_falls_back_to_disk(experiment):
+    from tune_async.checkpoint import CheckpointManager
+
+    analysis = ExperimentAnalysis(str(experiment))
+    trial = next(t for t in analysis.trials if t.trial_id == "t3")  # losses 4.0, 3.0, 1.5
+    trial.extra["checkpoint_manager"] = CheckpointManager()
+    path = add_checkpoint(trial.logdir, 3)
+    assert analysis.get_trial_checkpoints_paths(trial) == [(path, 1.5)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import inspect
 import logging
 import os
 import signal
@@ -131,6 +132,10 @@ def run(run_or_experiment: Any, **kwargs: Any) -> Any:
     """
     job = _prepare_run(run_or_experiment=run_or_experiment, **kwargs)
     return _run_blocking(job)
+
+
+# ``run`` takes exactly arun's keywords; show them to help() and IDEs.
+run.__signature__ = inspect.signature(arun)  # type: ignore[attr-defined]
 
 
 def run_experiments(
@@ -264,9 +269,7 @@ def _prepare_run(
     fail_fast = _validate_fail_fast(fail_fast, max_failures)
     verbose = _validate_verbose(verbose)
     _validate_later_params(
-        checkpoint_freq=checkpoint_freq, checkpoint_at_end=checkpoint_at_end,
-        keep_checkpoints_num=keep_checkpoints_num, checkpoint_score_attr=checkpoint_score_attr,
-        restore=restore, resume=resume, sync_config=sync_config, server_port=server_port,
+        resume=resume, sync_config=sync_config, server_port=server_port,
         export_formats=export_formats, log_to_file=log_to_file,
     )
     if _remote:
@@ -296,10 +299,12 @@ def _prepare_run(
     executor = _build_executor(trial_executor, reuse_actors, queue_trials)
     reporter = _build_reporter(progress_reporter, verbose, metric, mode)
     callback_list = _build_callbacks(callbacks, loggers, metric, verbose)
-    call_add_configurations(search_alg, experiments)
+    experiment_dir = experiments[0].checkpoint_dir
+    resume_state = _load_resume_state(resume, experiment_dir)
+    if resume_state is None or resume_state.get("searcher_state") is None:
+        search_alg.add_configurations(experiments)
     if reporter is not None and hasattr(reporter, "set_total_samples"):
         reporter.set_total_samples(search_alg.total_samples)
-    experiment_dir = experiments[0].checkpoint_dir
     os.makedirs(experiment_dir, exist_ok=True)
     stoppers = [e.stopper for e in experiments if e.stopper is not None]
     settings = ControllerSettings(
@@ -320,13 +325,30 @@ def _prepare_run(
         queue_trials=queue_trials,
         max_pending_trials=_max_pending(search_alg),
         strict_metrics=_strict_metrics(metric, scheduler, search_alg),
+        resume_state=resume_state,
+        resume_errored_only=resume == "ERRORED_ONLY",
         clock=RealClock(),
     )
     return _Job(Controller(settings), metric, mode, raise_on_failed_trial)
 
 
-def call_add_configurations(search_alg: Any, experiments: list) -> None:
-    search_alg.add_configurations(experiments)
+def _load_resume_state(resume: Any, experiment_dir: str) -> dict | None:
+    """The saved state to continue from, or None for a fresh start (1.x rules)."""
+    from tune_async.state import load_state, newest_state_file
+
+    if not resume:
+        return None
+    path = newest_state_file(experiment_dir) if os.path.isdir(experiment_dir) else None
+    if path is None:
+        raise ValueError(
+            "Called resume when no checkpoint exists in local directory "
+            f"({experiment_dir}). Pass the same name= and local_dir= as the run to resume."
+        )
+    if resume == "PROMPT":
+        answer = input(f"Resume from local directory {experiment_dir}? [y/N]: ")
+        if answer.strip().lower() not in ("y", "yes"):
+            return None
+    return load_state(path)
 
 
 def _map_deprecated(
@@ -407,24 +429,18 @@ def _validate_later_params(**params: Any) -> None:
     """Parameters later releases implement: validated now, refused if actually used."""
     from tune_async.sync import SyncConfig
 
-    if params["checkpoint_freq"]:
-        raise _not_yet("checkpoint_freq")
-    if params["checkpoint_at_end"]:
-        raise _not_yet("checkpoint_at_end")
-    if params["keep_checkpoints_num"] is not None:
-        raise _not_yet("keep_checkpoints_num")
-    if params["checkpoint_score_attr"] is not None:
-        raise _not_yet("checkpoint_score_attr")
-    if params["restore"] is not None:
-        raise _not_yet("restore")
+    # The checkpoint arguments are validated by Experiment (validate_checkpoint_params).
     resume = params["resume"]
     if resume not in (False, True, None, "LOCAL", "REMOTE", "PROMPT", "ERRORED_ONLY"):
         raise ValueError(
             "resume must be one of True, False, 'LOCAL', 'REMOTE', 'PROMPT', 'ERRORED_ONLY', "
             f"got {resume!r}"
         )
-    if resume:
-        raise _not_yet("resume")
+    if resume == "REMOTE":
+        raise NotImplementedError(
+            f'tune.run(resume="REMOTE") {_NOT_YET} (it needs cloud sync); use resume=True '
+            "to continue from the local directory."
+        )
     sync_config = params["sync_config"]
     if sync_config is not None:
         if not isinstance(sync_config, SyncConfig):
@@ -521,9 +537,9 @@ def _build_executor(trial_executor: Any, reuse_actors: bool, queue_trials: bool)
 def _build_reporter(progress_reporter: Any, verbose: int, metric: Any, mode: Any) -> Any:
     from tune_async.progress import ProgressReporter, detect_reporter
 
-    if verbose == 0:
-        return None
     if progress_reporter is None:
+        if verbose == 0:
+            return None
         progress_reporter = detect_reporter(verbose)
     elif not isinstance(progress_reporter, ProgressReporter) and not callable(
         getattr(progress_reporter, "report", None)
@@ -542,7 +558,8 @@ def _build_reporter(progress_reporter: Any, verbose: int, metric: Any, mode: Any
             "parameters. Either remove the arguments from your reporter or from your call "
             "to `tune.run()`"
         )
-    return progress_reporter
+    # Validated above even when silent (1.x checks the reporter at any verbosity).
+    return progress_reporter if verbose else None
 
 
 def _build_callbacks(callbacks: Any, loggers: Any, metric: Any, verbose: int) -> Any:

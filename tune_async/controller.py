@@ -26,7 +26,13 @@ from tune_async._hooks import call_hook
 from tune_async.clock import Clock, RealClock
 from tune_async.error import TuneError
 from tune_async.execution.base import Executor, TrialFailure
-from tune_async.result import AUTO_RESULT_KEYS, DONE, RESULT_DUPLICATE, TRAINING_ITERATION
+from tune_async.result import (
+    AUTO_RESULT_KEYS,
+    CHECKPOINT_PATH,
+    DONE,
+    RESULT_DUPLICATE,
+    TRAINING_ITERATION,
+)
 from tune_async.state import snapshot, state_path, write_snapshot
 from tune_async.transitions import Effect, Event
 from tune_async.trial import Trial, TrialStatus
@@ -127,6 +133,8 @@ class ControllerSettings:
     queue_trials: bool = False
     max_pending_trials: int = 1000
     strict_metrics: tuple[str, ...] = ()
+    resume_state: dict | None = None  # a loaded experiment state to continue from
+    resume_errored_only: bool = False
     clock: Clock = attrs.field(factory=RealClock)
 
 
@@ -156,6 +164,7 @@ class Controller:
         self._send: Any = None
         self._tg: Any = None
         self._state_dirty = True
+        self._state_urgent = False
         self._state_written_at = -math.inf
         self._state_write_cost = 0.0
         self._start_time = 0.0
@@ -178,6 +187,8 @@ class Controller:
             self._deadline = self.clock.now() + self.s.time_budget_s
         await self.executor.setup()
         await call_hook(self.callbacks.setup)
+        if self.s.resume_state is not None:
+            self._restore(self.s.resume_state)
         send, receive = anyio.create_memory_object_stream[Any](math.inf)
         self._send = send
         try:
@@ -217,6 +228,8 @@ class Controller:
             await self._stop_all("stopper")
         await self._fill()
         await self.callbacks.on_step_end(iteration=self.iteration, trials=self.trials)
+        if self._state_urgent:
+            self.write_state()
 
     def _is_finished(self) -> bool:
         if self.running or self._releasing:
@@ -265,6 +278,10 @@ class Controller:
             trial.trial_id = suggestion.trial_id
         if exp.spec.get("restore"):
             trial.restore_path = exp.spec["restore"]
+        trial.checkpoint_freq = exp.spec["checkpoint_freq"]
+        trial.checkpoint_at_end = exp.spec["checkpoint_at_end"]
+        trial.keep_checkpoints_num = exp.spec["keep_checkpoints_num"]
+        trial.checkpoint_score_attr = exp.spec["checkpoint_score_attr"]
         if exp.trial_name_creator is not None:
             trial.custom_trial_name = _checked_name(exp.trial_name_creator(trial),
                                                     "trial_name_creator")
@@ -363,11 +380,13 @@ class Controller:
     async def _launch(self, trial: Trial, scope: anyio.CancelScope) -> None:
         with scope:
             try:
-                checkpoint = self._memory_checkpoints.pop(trial.trial_id, None)
                 await self.executor.start_trial(
-                    trial, self._trainables[trial.trial_id], self.s.reuse_actors, checkpoint
+                    trial, self._trainables[trial.trial_id], self.s.reuse_actors,
+                    self._restore_point(trial),
                 )
-                results = await self.executor.fetch_results(trial, self._credit(trial))
+                results = await self.executor.fetch_results(
+                    trial, self._credit(trial), trial.checkpoint_freq
+                )
             except TrialFailure as failure:
                 self._post(TrialFailed(trial, failure))
             else:
@@ -376,11 +395,24 @@ class Controller:
     async def _fetch(self, trial: Trial, scope: anyio.CancelScope) -> None:
         with scope:
             try:
-                results = await self.executor.fetch_results(trial, self._credit(trial))
+                results = await self.executor.fetch_results(
+                    trial, self._credit(trial), trial.checkpoint_freq
+                )
             except TrialFailure as failure:
                 self._post(TrialFailed(trial, failure))
             else:
                 self._post(ResultsArrived(trial, results))
+
+    def _restore_point(self, trial: Trial) -> tuple[str, Any] | None:
+        """Where a (re)starting trial continues from: paused state, checkpoint, restore=."""
+        memory = self._memory_checkpoints.pop(trial.trial_id, None)
+        if memory is not None:
+            return ("object", memory)
+        if trial.checkpoint is not None:
+            return ("path", trial.checkpoint.path)
+        if trial.restore_path:
+            return ("path", trial.restore_path)
+        return None
 
     async def _release(self, trial: Trial, in_flight: bool, failed: bool) -> None:
         try:
@@ -400,6 +432,8 @@ class Controller:
 
     def _credit(self, trial: Trial) -> int:
         """How many results the trial may produce before the driver looks at them."""
+        if trial.checkpoint_at_end:
+            return 1  # the end checkpoint must hold exactly the last recorded state
         limit = trial.stopping_criterion.get(TRAINING_ITERATION)
         if isinstance(limit, (int, float)) and not isinstance(limit, bool):
             done_so_far = trial.last_result.get(TRAINING_ITERATION, 0) or 0
@@ -431,6 +465,7 @@ class Controller:
             trial.last_result = result
             await self._notify_complete(trial, result, record=False)
             return Event.COMPLETE
+        checkpoint_path = result.pop(CHECKPOINT_PATH, None)
         result["trial_id"] = trial.trial_id
         result["experiment_tag"] = trial.experiment_tag
         done = bool(result.get(DONE))
@@ -443,12 +478,17 @@ class Controller:
             result[DONE] = True
         self._record(trial, result)
         if stop:
-            await self._notify_complete(trial, result, record=True)
+            if checkpoint_path is None and trial.checkpoint_at_end:
+                checkpoint_path = await self._save_now(trial)
+            await self._notify_complete(trial, result, record=True,
+                                        checkpoint_path=checkpoint_path)
             return Event.COMPLETE if done else Event.STOP
         decision = await call_hook(self.scheduler.on_trial_result, self.view, trial, result)
         await call_hook(self.search_alg.on_trial_result, trial.trial_id, result)
         await self.callbacks.on_trial_result(iteration=self.iteration, trials=self.trials,
                                              trial=trial, result=result)
+        if checkpoint_path is not None:
+            await self._register_checkpoint(trial, checkpoint_path, result)
         if decision == "STOP":
             await call_hook(self.search_alg.on_trial_complete, trial.trial_id, result)
             await self.callbacks.on_trial_complete(iteration=self.iteration, trials=self.trials,
@@ -490,14 +530,38 @@ class Controller:
         trial.last_update_time = self.clock.now()
         trial.update_metric_analysis(result)
 
-    async def _notify_complete(self, trial: Trial, result: dict, record: bool) -> None:
+    async def _notify_complete(self, trial: Trial, result: dict, record: bool,
+                               checkpoint_path: str | None = None) -> None:
         await call_hook(self.scheduler.on_trial_complete, self.view, trial, result)
         await call_hook(self.search_alg.on_trial_complete, trial.trial_id, result)
         if record:
             await self.callbacks.on_trial_result(iteration=self.iteration, trials=self.trials,
                                                  trial=trial, result=result)
+        if checkpoint_path is not None:
+            await self._register_checkpoint(trial, checkpoint_path, result)
         await self.callbacks.on_trial_complete(iteration=self.iteration, trials=self.trials,
                                                trial=trial)
+        self._state_urgent = True  # a finished trial must never run again after a crash
+
+    # ---- checkpoints ------------------------------------------------------------------------
+    async def _save_now(self, trial: Trial) -> str | None:
+        try:
+            return await self.executor.save(trial)
+        except TrialFailure as failure:
+            logger.warning("Checkpoint at end of trial %s failed: %s", trial, failure)
+            return None
+
+    async def _register_checkpoint(self, trial: Trial, path: str, result: dict) -> None:
+        from tune_async.checkpoint import Checkpoint
+
+        checkpoint = Checkpoint.from_path(path, result)
+        trial.checkpoint_manager.on_checkpoint(checkpoint)
+        trial.checkpoint = trial.checkpoint_manager.newest_checkpoint
+        await self.callbacks.on_checkpoint(iteration=self.iteration, trials=self.trials,
+                                           trial=trial, checkpoint=checkpoint)
+        await self.callbacks.on_trial_save(iteration=self.iteration, trials=self.trials,
+                                           trial=trial)
+        self._state_urgent = True  # a crash now must resume from this checkpoint
 
     async def _notify_paused(self, trial: Trial) -> None:
         on_pause = getattr(self.search_alg, "on_pause", None)
@@ -517,6 +581,7 @@ class Controller:
             return
         if trial.max_failures < 0 or trial.num_failures <= trial.max_failures:
             logger.info("Trial %s failed (%d); retrying", trial, trial.num_failures)
+            self._rewind_to_checkpoint(trial)
             self._transition(trial, Event.RETRY)
             self.pending.pop(trial.trial_id, None)
             self.pending[trial.trial_id] = trial  # re-queued at the end, as 1.x
@@ -527,6 +592,27 @@ class Controller:
                                             trial=trial)
         if self.s.fail_fast:
             await self._stop_all("fail_fast")
+
+    def _rewind_to_checkpoint(self, trial: Trial) -> None:
+        """Drop what was recorded after the restore point, so no result is logged twice."""
+        from tune_async.checkpoint import truncate_trial_results
+
+        checkpoint = trial.checkpoint
+        iteration = checkpoint.iteration if checkpoint is not None else 0
+        self._flush_loggers()
+        if trial.logdir and os.path.isdir(trial.logdir):
+            truncate_trial_results(trial.logdir, iteration)
+        trial.last_result = dict(checkpoint.result) if checkpoint is not None else {}
+        trial.results_recorded = iteration
+        trial.reset_metric_analysis()
+        if checkpoint is not None:
+            trial.update_metric_analysis(trial.last_result)
+
+    def _flush_loggers(self) -> None:
+        for callback in self.callbacks:
+            flush = getattr(callback, "flush", None)
+            if callable(flush):
+                flush()
 
     # ---- stopping everything ---------------------------------------------------------
     async def _stop_all(self, reason: str) -> None:
@@ -591,11 +677,50 @@ class Controller:
             "iteration": self.iteration,
             "interrupted": self.interrupted,
         }
-        text = snapshot(self.trials, runner_data, self._start_time)
+        self._flush_loggers()  # the files must hold what the state says was recorded
+        text = snapshot(self.trials, runner_data, self._start_time,
+                        searcher_state=self._searcher_state())
         write_snapshot(self._state_file, text)
         self._state_dirty = False
+        self._state_urgent = False
         self._state_written_at = self.clock.now()
         self._state_write_cost = time.perf_counter() - began
+
+    def _searcher_state(self) -> Any:
+        get_state = getattr(self.search_alg, "get_state", None)
+        if get_state is None:
+            return None
+        try:
+            return get_state()
+        except NotImplementedError:
+            return None
+
+    # ---- resume -----------------------------------------------------------------------------
+    def _restore(self, state: dict) -> None:
+        """Continue a saved experiment: finished trials stay, the rest start again."""
+        from tune_async.state import trials_from_state
+
+        trials = trials_from_state(state)
+        by_name = {e.run_identifier: e for e in self.s.experiments}
+        for trial in trials:
+            exp = by_name.get(trial.trainable_name) or self.s.experiments[0]
+            if self.s.resume_errored_only and trial.status is TrialStatus.ERROR:
+                trial = _fresh_copy(trial)
+            elif trial.status is TrialStatus.RUNNING:
+                transitions.apply(trial, Event.INTERRUPT)
+            elif trial.status is TrialStatus.PAUSED:
+                transitions.apply(trial, Event.UNPAUSE)
+            if trial.status is TrialStatus.PENDING and trial.logdir:
+                self._rewind_to_checkpoint(trial)
+            self._trainables[trial.trial_id] = exp.trainable_cls
+            self.trials.append(trial)
+            self.trial_by_id[trial.trial_id] = trial
+            if trial.status is TrialStatus.PENDING:
+                self.pending[trial.trial_id] = trial
+        searcher_state = state.get("searcher_state")
+        if searcher_state is not None and hasattr(self.search_alg, "set_state"):
+            self.search_alg.set_state(searcher_state)
+        self._state_dirty = True
 
     @property
     def state_file(self) -> str:
@@ -648,6 +773,28 @@ def _write_error_file(trial: Trial, failure: TrialFailure) -> None:
         f.write(f"Failure # {trial.num_failures} (occurred at {stamp})\n")
         f.write(failure.traceback.rstrip() + "\n\n")
     trial.error_file = path
+
+
+def _fresh_copy(trial: Trial) -> Trial:
+    """ERRORED_ONLY: a new trial (new id, new directory) with the errored one's config."""
+    fresh = Trial(
+        trainable_name=trial.trainable_name,
+        config=trial.config,
+        experiment_tag=trial.experiment_tag,
+        evaluated_params=trial.evaluated_params,
+        local_dir=trial.local_dir,
+        resources=trial.resources,
+        stopping_criterion=trial.stopping_criterion,
+        max_failures=trial.max_failures,
+        custom_trial_name=None,
+        experiment_name=trial.experiment_name,
+        restore_path=trial.restore_path,
+        checkpoint_freq=trial.checkpoint_freq,
+        checkpoint_at_end=trial.checkpoint_at_end,
+        keep_checkpoints_num=trial.keep_checkpoints_num,
+        checkpoint_score_attr=trial.checkpoint_score_attr,
+    )
+    return fresh
 
 
 def _checked_name(name: Any, arg: str) -> str:

@@ -93,9 +93,10 @@ class Experiment:
         self.time_budget_s = _validate_time_budget(time_budget_s)
         self.resources = _parse_resources(resources_per_trial, self.trainable_cls, config)
         self.num_samples = _validate_num_samples(num_samples)
-        _validate_nonneg_int("checkpoint_freq", checkpoint_freq)
-        if keep_checkpoints_num is not None:
-            _validate_positive_int("keep_checkpoints_num", keep_checkpoints_num)
+        validate_checkpoint_params(
+            checkpoint_freq, keep_checkpoints_num, checkpoint_score_attr, restore
+        )
+        _validate_checkpoint_policy(self.trainable_cls, checkpoint_freq, checkpoint_at_end)
         if not isinstance(max_failures, int) or isinstance(max_failures, bool) or max_failures < -1:
             raise ValueError(f"max_failures must be an int >= -1, got {max_failures!r}")
         _validate_log_to_file(log_to_file)
@@ -203,10 +204,37 @@ def _validate_time_budget(value: Any) -> float | None:
     return float(value)
 
 
+def _validate_checkpoint_policy(trainable_cls: type, freq: int, at_end: bool) -> None:
+    from tune_async.trainable.function_trainable import FunctionTrainable
+
+    if (freq or at_end) and issubclass(trainable_cls, FunctionTrainable):
+        raise ValueError(
+            "'checkpoint_freq' and 'checkpoint_at_end' cannot be used with a function "
+            "trainable: a function decides when to checkpoint with "
+            "`with tune.checkpoint_dir(step=...) as d:`. Remove them, or use a "
+            "tune.Trainable class."
+        )
+
+
 def _validate_num_samples(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or (value < 1 and value != -1):
         raise ValueError(f"num_samples must be a positive int or -1 (unlimited), got {value!r}")
     return sys.maxsize if value == -1 else value
+
+
+def validate_checkpoint_params(
+    checkpoint_freq: Any, keep_checkpoints_num: Any, checkpoint_score_attr: Any, restore: Any
+) -> None:
+    """Type/range checks of the checkpoint arguments (ValueError naming the argument)."""
+    _validate_nonneg_int("checkpoint_freq", checkpoint_freq)
+    if keep_checkpoints_num is not None:
+        _validate_positive_int("keep_checkpoints_num", keep_checkpoints_num)
+    if checkpoint_score_attr is not None and not isinstance(checkpoint_score_attr, str):
+        raise ValueError(
+            f"checkpoint_score_attr must be a result key (str), got {checkpoint_score_attr!r}"
+        )
+    if restore is not None and not isinstance(restore, (str, os.PathLike)):
+        raise ValueError(f"restore must be a checkpoint path, got {restore!r}")
 
 
 def _validate_nonneg_int(name: str, value: Any) -> None:

@@ -32,6 +32,8 @@ SHOULD_CHECKPOINT = "should_checkpoint"
 # A function trainable that returned without reporting ``done``: ends the trial,
 # is not recorded as a result of its own.
 RESULT_DUPLICATE = "__duplicate__"
+# Set by the worker on a result a persistent checkpoint was taken at (never logged).
+CHECKPOINT_PATH = "__checkpoint_path__"
 DEFAULT_METRIC = "_metric"
 
 AUTO_RESULT_KEYS = (

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import glob
+import json
 import os
 import time
 from typing import Any
+
+import cloudpickle
 
 from tune_async.trial import Trial
 from tune_async.utils.util import atomic_write_text, json_dumps
@@ -23,23 +27,60 @@ def newest_state_file(experiment_dir: str) -> str | None:
     return files[-1] if files else None
 
 
+PICKLED_KEY = "__pickled__"
+
+
+def _encode(value: Any) -> str:
+    return base64.b64encode(cloudpickle.dumps(value)).decode("ascii")
+
+
+def _decode(text: str) -> Any:
+    return cloudpickle.loads(base64.b64decode(text))
+
+
 def trial_state(trial: Trial) -> dict[str, Any]:
+    """One trial's entry: readable fields for analysis, plus the exact record for resume."""
     state = trial.public_state()
     state["config"] = trial.config
     state["last_result"] = trial.last_result
+    state[PICKLED_KEY] = _encode(trial)
     return state
 
 
-def snapshot(trials: list[Trial], runner_data: dict[str, Any], start_time: float) -> str:
-    """The state file's JSON text (built on the event loop: a consistent view)."""
+def snapshot(trials: list[Trial], runner_data: dict[str, Any], start_time: float,
+             searcher_state: Any = None) -> str:
+    """The state file's JSON text (built on the event loop: a consistent view).
+
+    Trials and the searcher's state travel in the same file, so one atomic rename
+    keeps them consistent with each other.
+    """
     return json_dumps(
         {
             "checkpoints": [trial_state(t) for t in trials],
             "runner_data": runner_data,
+            "searcher_state": None if searcher_state is None else _encode(searcher_state),
             "stats": {"start_time": start_time, "timestamp": time.time()},
             "timestamp": time.time(),
         }
     )
+
+
+def load_state(path: str) -> dict[str, Any]:
+    """Read a state file written by :func:`snapshot` (pickled parts decoded)."""
+    with open(path) as f:
+        state = json.load(f)
+    if state.get("searcher_state"):
+        state["searcher_state"] = _decode(state["searcher_state"])
+    return state
+
+
+def trials_from_state(state: dict[str, Any]) -> list[Trial]:
+    """The exact Trial records saved in a state file, in their original order."""
+    trials = []
+    for entry in state.get("checkpoints", []):
+        if isinstance(entry, dict) and PICKLED_KEY in entry:
+            trials.append(_decode(entry[PICKLED_KEY]))
+    return trials
 
 
 def write_snapshot(path: str, text: str) -> None:

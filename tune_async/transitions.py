@@ -24,7 +24,8 @@ class Event(str, enum.Enum):
     STOP = "STOP"  # a stopper, the scheduler, a time budget or the user ends it
     COMPLETE = "COMPLETE"  # the trainable itself finished (done=True)
     FAIL = "FAIL"  # the trainable raised or its process died
-    RETRY = "RETRY"  # a failed trial has retries left (or is resumed ERRORED_ONLY)
+    RETRY = "RETRY"  # a failed trial has retries left
+    INTERRUPT = "INTERRUPT"  # resume: a trial that was running when the driver stopped
 
 
 class Effect(str, enum.Enum):
@@ -48,6 +49,7 @@ TABLE: dict[tuple[TrialStatus, Event], tuple[TrialStatus, tuple[Effect, ...]]] =
     (S.PAUSED, E.UNPAUSE): (S.PENDING, ()),
     (S.PAUSED, E.STOP): (S.TERMINATED, ()),
     (S.ERROR, E.RETRY): (S.PENDING, ()),
+    (S.RUNNING, E.INTERRUPT): (S.PENDING, ()),
 }
 
 

@@ -78,7 +78,11 @@ class Trial:
     metric_analysis: dict = attrs.field(factory=dict)
     metric_n_steps: dict = attrs.field(factory=dict)
     restore_path: str | None = None
-    checkpoint: Any = None
+    checkpoint: Any = None  # the newest persistent Checkpoint (restore point on retry/resume)
+    checkpoint_freq: int = 0
+    checkpoint_at_end: bool = False
+    keep_checkpoints_num: int | None = None
+    checkpoint_score_attr: str = "training_iteration"
     extra: dict = attrs.field(factory=dict)  # room for later issues (checkpoint manager, ...)
 
     # ---- names -------------------------------------------------------------
@@ -106,6 +110,24 @@ class Trial:
 
     def is_finished(self) -> bool:
         return self.status.is_finished
+
+    @property
+    def checkpoint_manager(self) -> Any:
+        """The trial's CheckpointManager (made on first use; kept in ``extra``)."""
+        manager = self.extra.get("checkpoint_manager")
+        if manager is None:
+            from tune_async.checkpoint import CheckpointManager
+
+            manager = CheckpointManager(
+                keep_checkpoints_num=self.keep_checkpoints_num,
+                checkpoint_score_attr=self.checkpoint_score_attr,
+            )
+            self.extra["checkpoint_manager"] = manager
+        return manager
+
+    def reset_metric_analysis(self) -> None:
+        self.metric_analysis = {}
+        self.metric_n_steps = {}
 
     # ---- per-metric statistics (used by ExperimentAnalysis scopes) ---------
     def update_metric_analysis(self, result: dict) -> None:
@@ -157,6 +179,10 @@ class Trial:
         base = f"{self.trial_name}_{self.experiment_tag}"[:max_len]
         return f"{base}_{date_str()}".replace("/", "_")
 
+    def _persistent_checkpoints(self) -> list:
+        manager = self.extra.get("checkpoint_manager")
+        return manager.to_json()["checkpoints"] if manager is not None else []
+
     def public_state(self) -> dict[str, Any]:
         """JSON-able summary written to the experiment state file."""
         return {
@@ -174,6 +200,7 @@ class Trial:
             "start_time": self.start_time,
             "last_update_time": self.last_update_time,
             "evaluated_params": self.evaluated_params,
+            "checkpoints": self._persistent_checkpoints(),
             "metric_analysis": {
                 k: {s: v for s, v in st.items() if not s.startswith("_")}
                 for k, st in self.metric_analysis.items()

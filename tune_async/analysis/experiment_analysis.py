@@ -19,6 +19,12 @@ from typing import Any
 
 import pandas as pd
 
+from tune_async.checkpoint import (
+    Checkpoint,
+    CheckpointManager,
+    find_checkpoints_on_disk,
+    lookup_metric,
+)
 from tune_async.error import TuneError
 from tune_async.result import (
     CONFIG,
@@ -28,6 +34,7 @@ from tune_async.result import (
     EXPR_PARAM_FILE,
     EXPR_PROGRESS_FILE,
     EXPR_RESULT_FILE,
+    TRAINING_ITERATION,
     TRIAL_ID,
 )
 from tune_async.trial import Trial, TrialStatus
@@ -272,6 +279,83 @@ class Analysis:
         pick = max if mode == "max" else min
         return pick(rows, key=lambda p: rows[p][metric])
 
+    # -- checkpoints --
+    def get_trial_checkpoints_paths(
+        self, trial: Trial | str, metric: str | None = None
+    ) -> list[tuple[str, Any]]:
+        """The persistent checkpoints of a trial with their ``metric`` values.
+
+        Args:
+            trial (Trial | str): a Trial (its checkpoint manager's kept checkpoints;
+                with none, its logdir's checkpoint directories) or a trial logdir (its
+                checkpoint directories joined with ``progress.csv`` on
+                ``training_iteration``).
+            metric (str): the result key to report (nested keys "a/b"). Default:
+                ``default_metric``, else ``"training_iteration"``.
+
+        Returns:
+            list of ``(checkpoint path, metric value)``, ordered by iteration; the
+            value is None when that result lacks ``metric``.
+
+        Raises:
+            ValueError: ``trial`` is neither a Trial nor a directory.
+        """
+        metric = metric or self.default_metric or TRAINING_ITERATION
+        if isinstance(trial, Trial):
+            manager = trial.extra.get("checkpoint_manager")
+            if isinstance(manager, CheckpointManager) and manager.checkpoints:
+                kept = sorted(manager.checkpoints, key=lambda c: c.iteration)
+                return [(c.path, _metric_of(c, metric)) for c in kept]
+            logdir = trial.logdir
+        elif isinstance(trial, (str, os.PathLike)) and os.path.isdir(trial):
+            logdir = os.fspath(trial)
+        else:
+            raise ValueError(f"`trial` must be a Trial or a trial directory (str), got {trial!r}.")
+        return self._checkpoints_from_disk(logdir, metric)
+
+    def _checkpoints_from_disk(self, logdir: str | None, metric: str) -> list[tuple[str, Any]]:
+        if not logdir or not os.path.isdir(logdir):
+            return []
+        checkpoints = find_checkpoints_on_disk(logdir, with_results=False)
+        if not checkpoints:
+            return []
+        frames = self._trial_dataframes or {}
+        df = frames.get(logdir)
+        if df is None:
+            df = read_progress(logdir)
+        values = _column_by_iteration(df, metric)
+        return [(c.path, values.get(c.iteration)) for c in checkpoints]
+
+    def get_best_checkpoint(
+        self, trial: Trial | str, metric: str | None = None, mode: str | None = None
+    ) -> str | None:
+        """The path of the trial's checkpoint with the best ``metric`` value.
+
+        Args:
+            trial (Trial | str): as in :meth:`get_trial_checkpoints_paths`.
+            metric (str): default ``default_metric``, else ``"training_iteration"``.
+            mode (str): "min" or "max". Default ``default_mode``.
+
+        Returns:
+            The checkpoint path, or None (with an error logged) if the trial has no
+            checkpoint with a numeric ``metric`` value.
+
+        Raises:
+            ValueError: no ``mode`` and no ``default_mode``, or a bad ``mode``.
+        """
+        metric = metric or self.default_metric or TRAINING_ITERATION
+        mode = self._validate_mode(mode)
+        paths = self.get_trial_checkpoints_paths(trial, metric)
+        scored = [(path, value) for path, value in paths if _is_comparable(value)]
+        if not scored:
+            if paths:
+                logger.error("No checkpoint of trial %s has a numeric value for %r.", trial, metric)
+            else:
+                logger.error("No checkpoints have been found for trial %s.", trial)
+            return None
+        pick = max if mode == "max" else min
+        return pick(scored, key=lambda item: item[1])[0]
+
     # -- metric/mode defaults --
     def _validate_metric(self, metric: str | None) -> str:
         if not metric and not self.default_metric:
@@ -477,6 +561,14 @@ class ExperimentAnalysis(Analysis):
             return None
         return _results_frame([trial])
 
+    @property
+    def best_checkpoint(self) -> str | None:
+        """The best checkpoint path of :attr:`best_trial` by the default metric/mode (or None)."""
+        trial = self._default_best_trial("best_checkpoint")
+        if trial is None:
+            return None
+        return self.get_best_checkpoint(trial, self.default_metric, self.default_mode)
+
     # -- all trials --
     @property
     def results(self) -> dict[str, dict]:
@@ -502,6 +594,32 @@ def _better(score: float, best: float, mode: str) -> bool:
     if math.isnan(best):
         return not math.isnan(score)
     return score > best if mode == "max" else score < best
+
+
+def _metric_of(checkpoint: Checkpoint, metric: str) -> Any:
+    try:
+        return lookup_metric(checkpoint.result, metric)
+    except KeyError:
+        return None
+
+
+def _is_comparable(value: Any) -> bool:
+    # A number that is not NaN (NaN never wins, nor loses, a comparison).
+    return isinstance(value, Number) and not isinstance(value, bool) and value == value
+
+
+def _column_by_iteration(df: pd.DataFrame | None, metric: str) -> dict[int, Any]:
+    """``training_iteration`` -> value of ``metric`` in a progress DataFrame (last row wins)."""
+    if df is None or TRAINING_ITERATION not in df.columns or metric not in df.columns:
+        return {}
+    values = {}
+    for iteration, value in zip(df[TRAINING_ITERATION], df[metric], strict=True):
+        try:
+            key = int(iteration)
+        except (TypeError, ValueError):
+            continue
+        values[key] = value.item() if hasattr(value, "item") else value
+    return values
 
 
 def _results_frame(trials: list[Trial]) -> pd.DataFrame:
@@ -582,7 +700,48 @@ def _trial_from_state(state: dict, experiment_dir: str) -> Trial:
     if name and name != trial.default_name():
         trial.custom_trial_name = name
     _fill_from_logdir(trial, state)
+    moved_from = state.get("logdir") if moved else None
+    manager = _checkpoint_manager_from_state(state, moved_from, logdir)
+    if manager is not None:
+        trial.extra["checkpoint_manager"] = manager
     return trial
+
+
+def _checkpoint_manager_from_state(
+    state: dict, moved_from: str | None, logdir: str | None
+) -> CheckpointManager | None:
+    """The trial's CheckpointManager from its ``checkpoints`` entry, if it has one."""
+    entries = state.get("checkpoints")
+    if not isinstance(entries, (list, dict)):
+        return None
+    try:
+        manager = CheckpointManager.from_json(
+            entries,
+            keep_checkpoints_num=state.get("keep_checkpoints_num"),
+            checkpoint_score_attr=state.get("checkpoint_score_attr"),
+        )
+    except (TypeError, ValueError) as exc:
+        raise TuneError(
+            f"Experiment state invalid: trial {state.get('trial_id')} has bad checkpoints: {exc}"
+        ) from exc
+    if moved_from and logdir:
+        for checkpoint in manager.checkpoints:
+            checkpoint.path = _rebase(checkpoint.path, moved_from, logdir)
+            checkpoint.dir = _rebase(checkpoint.dir, moved_from, logdir)
+    return manager
+
+
+def _rebase(path: str | None, old_root: str, new_root: str) -> str | None:
+    """``path`` moved from under ``old_root`` to under ``new_root`` (unchanged if outside)."""
+    if not path:
+        return path
+    try:
+        rel = os.path.relpath(path, old_root)
+    except ValueError:
+        return path
+    if rel == os.pardir or rel.startswith(os.pardir + os.sep):
+        return path
+    return os.path.normpath(os.path.join(new_root, rel))
 
 
 def _fill_from_logdir(trial: Trial, state: dict) -> None:

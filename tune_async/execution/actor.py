@@ -12,6 +12,13 @@ import os
 import socket
 from typing import Any
 
+from tune_async.result import (
+    CHECKPOINT_PATH,
+    RESULT_DUPLICATE,
+    SHOULD_CHECKPOINT,
+    TRAINING_ITERATION,
+)
+
 
 class TrialActor:
     def __init__(self, driver_sys_path: list[str] | None = None) -> None:
@@ -47,11 +54,14 @@ class TrialActor:
         else:
             self._discard_trainable()
             self._trainable = cls(config=config, trial_info=trial_info)
-        if checkpoint is not None:
-            self._trainable.restore_from_object(checkpoint)
+        restore_into(self._trainable, checkpoint)
 
-    def train_batch(self, max_results: int, window_s: float) -> list[dict]:
-        return self._trainable.train_batch(max_results, window_s)
+    def train_batch(self, max_results: int, window_s: float, checkpoint_freq: int = 0) -> list[dict]:
+        return run_batch(self._trainable, max_results, window_s, checkpoint_freq)
+
+    def save(self) -> str:
+        """A persistent checkpoint of the current state; returns its path."""
+        return self._trainable.save()
 
     def save_to_object(self) -> Any:
         return self._trainable.save_to_object()
@@ -78,3 +88,33 @@ class TrialActor:
             cls = ray.get(ref)
             self._classes[key] = cls
         return cls
+
+
+def restore_into(trainable: Any, checkpoint: tuple[str, Any] | None) -> None:
+    """Restore from ``("path", checkpoint path)`` or ``("object", in-memory checkpoint)``."""
+    if checkpoint is None:
+        return
+    kind, value = checkpoint
+    if kind == "path":
+        trainable.restore(value)
+    else:
+        trainable.restore_from_object(value)
+
+
+def run_batch(trainable: Any, max_results: int, window_s: float, checkpoint_freq: int) -> list:
+    """Results of up to ``max_results`` steps; checkpoints are taken right here.
+
+    A result asking for a checkpoint (``should_checkpoint``, or every
+    ``checkpoint_freq`` iterations for class trainables) ends the batch and is saved
+    before any further step, so the checkpoint pairs with exactly that result.
+    """
+    if checkpoint_freq > 0:
+        max_results = min(max_results, checkpoint_freq - trainable.iteration % checkpoint_freq)
+    results = trainable.train_batch(max_results, window_s)
+    last = results[-1]
+    wants = last.get(SHOULD_CHECKPOINT) or (
+        checkpoint_freq > 0 and last.get(TRAINING_ITERATION, 0) % checkpoint_freq == 0
+    )
+    if wants and not last.get(RESULT_DUPLICATE) and CHECKPOINT_PATH not in last:
+        last[CHECKPOINT_PATH] = trainable.save()
+    return results

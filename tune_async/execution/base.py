@@ -46,16 +46,20 @@ class Executor(Protocol):
     - ``start_trial(trial, trainable_cls, reuse)`` sets the trainable up with
       ``trial.config`` (reusing a warm instance via ``reset_config`` when
       ``reuse``); raises :class:`TrialFailure` if setup fails.
-    - ``fetch_results(trial, max_results)`` returns 1..max_results results in
-      order (each a dict with the automatic fields); raises
+    - ``fetch_results(trial, max_results, checkpoint_freq)`` returns
+      1..max_results results in order (each a dict with the automatic fields);
+      a result a persistent checkpoint was taken at carries its path under
+      ``result.CHECKPOINT_PATH`` (taken every ``checkpoint_freq`` iterations for
+      class trainables, or when a result says ``should_checkpoint``); raises
       :class:`TrialFailure` when the trainable raised or died.
+    - ``save(trial)`` takes a persistent checkpoint now and returns its path.
     - ``stop_trial(trial, in_flight)`` stops the trainable and releases its
       resources (``in_flight``: a fetch was cancelled mid-call, so the worker
       may be busy and should be discarded rather than reused; ``failed``: the
       trainable raised or died, so its worker is not reused either).
     - ``save_to_memory(trial)`` returns an opaque in-memory checkpoint, used
       before a PAUSE releases the trial; ``start_trial(..., checkpoint=...)``
-      restores it.
+      restores from ``("object", value)`` or ``("path", checkpoint path)``.
     - ``resource_summary()`` describes used/total capacity for progress output.
     - ``shutdown()`` releases everything; awaited once, even on cancellation.
     """
@@ -72,7 +76,11 @@ class Executor(Protocol):
         self, trial: Trial, trainable_cls: type, reuse: bool, checkpoint: Any = None
     ) -> None: ...
 
-    async def fetch_results(self, trial: Trial, max_results: int) -> list[dict]: ...
+    async def fetch_results(
+        self, trial: Trial, max_results: int, checkpoint_freq: int = 0
+    ) -> list[dict]: ...
+
+    async def save(self, trial: Trial) -> str: ...
 
     async def save_to_memory(self, trial: Trial) -> Any: ...
 

@@ -167,10 +167,20 @@ class RayExecutor:
             raise _as_failure(exc) from None
         worker.trainable_cls = trainable_cls
 
-    async def fetch_results(self, trial: Trial, max_results: int) -> list[dict]:
+    async def fetch_results(self, trial: Trial, max_results: int,
+                            checkpoint_freq: int = 0) -> list[dict]:
         worker = self._running[trial.trial_id]
         try:
-            return await worker.actor.train_batch.remote(max_results, FETCH_WINDOW_S)
+            return await worker.actor.train_batch.remote(
+                max_results, FETCH_WINDOW_S, checkpoint_freq
+            )
+        except BaseException as exc:
+            raise _as_failure(exc) from None
+
+    async def save(self, trial: Trial) -> str:
+        worker = self._running[trial.trial_id]
+        try:
+            return await worker.actor.save.remote()
         except BaseException as exc:
             raise _as_failure(exc) from None
 
@@ -186,8 +196,16 @@ class RayExecutor:
         worker = self._running.pop(trial.trial_id, None)
         if worker is None:
             return
-        self._unreserve(worker.request)
-        if in_flight or failed or self.fresh_process_per_trial:
+        # The reservation is held until the worker is idle or dead: a trial launched
+        # meanwhile would otherwise create an actor Ray can never place.
+        try:
+            await self._retire(worker, discard=in_flight or failed or self.fresh_process_per_trial)
+        finally:
+            self._unreserve(worker.request)
+
+    async def _retire(self, worker: _Worker, discard: bool) -> None:
+        """Put the worker back into the idle pool, or kill it."""
+        if discard:
             self._kill(worker)
             return
         try:

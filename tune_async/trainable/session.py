@@ -22,11 +22,13 @@ from collections.abc import Iterator
 from numbers import Number
 from typing import Any
 
-from tune_async.result import DEFAULT_METRIC, SHOULD_CHECKPOINT, TIME_THIS_ITER_S
+from tune_async.result import (  # noqa: F401 - CHECKPOINT_PATH re-exported
+    CHECKPOINT_PATH,
+    DEFAULT_METRIC,
+    SHOULD_CHECKPOINT,
+    TIME_THIS_ITER_S,
+)
 
-# Result key carrying the checkpoint directory registered with ``checkpoint_dir``
-# (an absolute path on the trial's node). Internal: the driver pops it.
-CHECKPOINT_PATH = "__checkpoint_path__"
 # Marker file written into every checkpoint directory (1.x layout).
 CHECKPOINT_MARKER = ".is_checkpoint"
 
