@@ -8,6 +8,7 @@ import inspect
 import logging
 import os
 import signal
+import sys
 import threading
 import warnings
 from collections.abc import Callable, Sequence
@@ -585,7 +586,11 @@ def _max_pending(search_alg: Any) -> int:
     env = os.environ.get("TUNE_MAX_PENDING_TRIALS_PG", "auto")
     if env != "auto":
         return max(1, int(env))
-    return 1000 if isinstance(search_alg, BasicVariantGenerator) else 1
+    if not isinstance(search_alg, BasicVariantGenerator):
+        return 1
+    # An unlimited search (num_samples=-1) keeps only a few trials waiting, so the
+    # analysis does not fill with never-started trials when a budget ends it.
+    return 8 if search_alg.total_samples >= sys.maxsize else 1000
 
 
 def _strict_metrics(metric: Any, scheduler: Any, search_alg: Any) -> tuple[str, ...]:

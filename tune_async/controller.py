@@ -315,6 +315,9 @@ class Controller:
         self._transition(trial, Event.START)
         await self.callbacks.on_trial_start(iteration=self.iteration, trials=self.trials,
                                             trial=trial)
+        if trial.checkpoint is not None or trial.restore_path:
+            await self.callbacks.on_trial_restore(iteration=self.iteration, trials=self.trials,
+                                                  trial=trial)
 
     def _check_stalled(self) -> None:
         """Nothing runs, nothing can start and nothing will arrive: fail clearly, don't hang."""

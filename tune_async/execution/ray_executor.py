@@ -33,6 +33,7 @@ def ensure_ray_initialized() -> None:
         return
     if os.environ.get("TUNE_DISABLE_AUTO_INIT") == "1":
         raise TuneError("Ray is not initialized and TUNE_DISABLE_AUTO_INIT=1: call ray.init() first")
+    _check_reachable(os.environ.get("RAY_ADDRESS"))
     try:
         ray.init(include_dashboard=False, configure_logging=False, log_to_driver=True)
     except Exception as exc:  # noqa: BLE001 - any failure to reach Ray is a TuneError
@@ -40,6 +41,25 @@ def ensure_ray_initialized() -> None:
     from tune_async.trainable.with_parameters import flush_parameter_registry
 
     flush_parameter_registry()
+
+
+def _check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
+    """Fail fast on a ``host:port`` Ray address nobody answers at (ray.init retries for minutes)."""
+    import socket
+
+    if not address or "://" in address or address == "auto" or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not port.isdigit():
+        return
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            return
+    except OSError as exc:
+        raise TuneError(
+            f"Ray is unreachable at RAY_ADDRESS={address!r} ({exc}). Start the cluster "
+            "(`ray start --head`), fix the address, or unset RAY_ADDRESS to start a local Ray."
+        ) from exc
 
 
 def request_of(trial: Trial) -> dict[str, float]:
