@@ -10,7 +10,6 @@ Usage::
     python benchmarks/bench.py [--only tune_async|ray]
                                [--workload many_short|throughput] [--repeat N]
                                [--ray-loggers json-csv|default] [--timeout S]
-                               [--patch-stop-race]
 
 Writes ``benchmarks/results.json`` (all samples, medians, machine info) and
 prints a table. ray.tune's column is "n/a" when it is not importable.
@@ -158,34 +157,7 @@ def _check(analysis: Any, wl: Workload, storage: str) -> dict[str, Any]:
     }
 
 
-def patch_stop_race() -> None:
-    """Opt-in workaround for a tune_async executor race (see README, "Known issues").
-
-    ``RayExecutor.stop_trial`` gives the trial's CPUs back before its actor is
-    back in the idle pool; a launch in that window creates an extra actor that
-    can never be placed, and the run hangs. Holding the reservation until
-    ``stop_trial`` returns closes the window. Applied in the benchmark child
-    only, never to tune_async's files.
-    """
-    from tune_async.execution.ray_executor import RayExecutor
-
-    original = RayExecutor.stop_trial
-
-    async def stop_trial(self: Any, trial: Any, *args: Any, **kwargs: Any) -> None:
-        worker = self._running.get(trial.trial_id)
-        held = dict(worker.request) if worker is not None else {}
-        for k, v in held.items():
-            self._used[k] = self._used.get(k, 0.0) + v
-        try:
-            await original(self, trial, *args, **kwargs)
-        finally:
-            self._unreserve(held)
-
-    RayExecutor.stop_trial = stop_trial
-
-
-def child_main(framework: str, workload: str, storage: str, ray_loggers: str,
-               patch: bool) -> None:
+def child_main(framework: str, workload: str, storage: str, ray_loggers: str) -> None:
     """Run one measurement and print it as a ``BENCH_RESULT {json}`` line."""
     wl = WORKLOADS[workload]
     if framework == "ray" and ray_loggers == "json-csv":
@@ -199,8 +171,6 @@ def child_main(framework: str, workload: str, storage: str, ray_loggers: str,
     t0 = time.perf_counter()
     importlib.import_module("tune_async" if framework == "tune_async" else "ray.tune")
     import_s = time.perf_counter() - t0
-    if framework == "tune_async" and patch:
-        patch_stop_race()
     runner = _run_tune_async if framework == "tune_async" else _run_ray
     analysis, run_s = runner(wl, storage, ray_loggers)
     peak_rss = _peak_rss_mib()
@@ -240,8 +210,6 @@ def run_child(framework: str, workload: str, args: argparse.Namespace) -> dict[s
     storage = tempfile.mkdtemp(prefix=f"bench_{framework}_{workload}_")
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", framework,
            "--workload", workload, "--storage", storage, "--ray-loggers", args.ray_loggers]
-    if args.patch_stop_race:
-        cmd.append("--patch-stop-race")
     base = {"framework": framework, "workload": workload}
     t0 = time.perf_counter()
     # A session of its own: on timeout the whole tree (driver + its Ray) is killed.
@@ -358,9 +326,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "(default); default: ray.tune's own defaults (adds TensorBoard)")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
                         help="seconds before a run counts as hung and is killed")
-    parser.add_argument("--patch-stop-race", action="store_true",
-                        help="apply the benchmark-side workaround for tune_async's "
-                             "stop/launch race (README, Known issues)")
     parser.add_argument("--out", type=Path, default=RESULTS_PATH, help="results JSON path")
     parser.add_argument("--child", choices=FRAMEWORKS, help=argparse.SUPPRESS)
     parser.add_argument("--storage", help=argparse.SUPPRESS)
@@ -376,8 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.child:
         storage = args.storage or tempfile.mkdtemp(prefix="bench_child_")
-        child_main(args.child, args.workload or "many_short", storage,
-                   args.ray_loggers, args.patch_stop_race)
+        child_main(args.child, args.workload or "many_short", storage, args.ray_loggers)
         return 0
     ray_version = probe_ray()
     frameworks = [args.only] if args.only else list(FRAMEWORKS)
@@ -406,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "machine": machine_info(ray_version),
         "settings": {"repeat": args.repeat, "ray_loggers": args.ray_loggers,
-                     "patch_stop_race": args.patch_stop_race, "timeout_s": args.timeout,
+                     "timeout_s": args.timeout,
                      "workloads": {n: attrs.asdict(WORKLOADS[n]) for n in workloads}},
         "summary": summary,
         "samples": samples,

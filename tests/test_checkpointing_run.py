@@ -15,7 +15,6 @@ import pytest
 import tune_async as tune
 from tests.scripted_executor import ScriptedExecutor
 
-
 # ---- helpers ------------------------------------------------------------------------------
 
 
@@ -86,6 +85,8 @@ class Counter(tune.Trainable):
             result["should_checkpoint"] = True
         if config.get("done_at") == self.count:
             result["done"] = True
+        if config.get("fixed_time"):  # makes time_total_s and timesteps_total exact
+            result.update(time_this_iter_s=1.0, timesteps_this_iter=10)
         return result
 
     def save_checkpoint(self, checkpoint_dir):
@@ -130,6 +131,43 @@ def test_dict_checkpoint_is_pickled_inside_the_checkpoint_dir(results_dir):
     ckpt_dir = os.path.join(analysis.trials[0].logdir, "checkpoint_000002")
     assert os.path.isdir(ckpt_dir)
     assert "checkpoint" in os.listdir(ckpt_dir)
+
+
+def test_counters_continue_after_a_retry(results_dir, tmp_path):
+    config = {"fixed_time": True, "fail_at": 6, "marker": str(tmp_path / "failed")}
+    analysis = run(Counter, config=config, checkpoint_freq=4, max_failures=1,
+                   stop={"training_iteration": 8}, local_dir=results_dir)
+    trial = analysis.trials[0]
+    lines = result_lines(trial.logdir)
+    assert [r["time_total_s"] for r in lines] == [float(n) for n in range(1, 9)]
+    assert [r["timesteps_total"] for r in lines] == [10 * n for n in range(1, 9)]
+    # The restart is visible in the *_since_restore counters only.
+    assert [r["iterations_since_restore"] for r in lines] == [1, 2, 3, 4, 1, 2, 3, 4]
+    assert trial.last_result["training_iteration"] == 8
+    assert trial.metric_analysis["count"]["max"] == 8
+    assert trial.metric_analysis["count"]["last"] == 8
+
+
+def test_retry_without_a_checkpoint_starts_over_without_duplicates(results_dir, tmp_path):
+    log = tmp_path / "loads.log"
+    config = {"fail_at": 3, "marker": str(tmp_path / "failed"), "log": str(log)}
+    analysis = run(Counter, config=config, max_failures=1, stop={"training_iteration": 5},
+                   local_dir=results_dir)
+    trial = analysis.trials[0]
+    assert trial.status == "TERMINATED" and trial.num_failures == 1
+    assert read_lines(log) == []  # nothing to load
+    lines = result_lines(trial.logdir)
+    assert [r["training_iteration"] for r in lines] == [1, 2, 3, 4, 5]
+    assert [r["count"] for r in lines] == [1, 2, 3, 4, 5]
+
+
+def test_checkpoint_freq_and_at_end_on_the_same_iteration(results_dir):
+    analysis = run(Counter, checkpoint_freq=5, checkpoint_at_end=True,
+                   stop={"training_iteration": 10}, local_dir=results_dir)
+    trial = analysis.trials[0]
+    assert checkpoint_iterations(trial.logdir) == [5, 10]
+    paths = analysis.get_trial_checkpoints_paths(trial, "training_iteration")
+    assert [value for _, value in paths] == [5, 10]
 
 
 # ---- class API: when checkpoints are taken ----------------------------------------------------
@@ -254,6 +292,42 @@ def test_function_retry_gets_the_latest_checkpoint_dir(results_dir, tmp_path):
     assert [r["step"] for r in lines] == list(range(1, 9))
 
 
+def timed_fn(config, checkpoint_dir=None):
+    """Like counting_fn, with exact times and timesteps."""
+    start = 0
+    if checkpoint_dir:
+        with open(os.path.join(checkpoint_dir, "state.json")) as f:
+            start = json.load(f)["step"]
+    for step in range(start + 1, 7):
+        if step == 5 and not os.path.exists(config["marker"]):
+            open(config["marker"], "w").close()
+            raise RuntimeError("planned failure")
+        if step % 2 == 0:
+            with tune.checkpoint_dir(step=step) as d:
+                with open(os.path.join(d, "state.json"), "w") as f:
+                    json.dump({"step": step}, f)
+        tune.report(step=step, time_this_iter_s=1.0, timesteps_this_iter=10)
+
+
+def test_function_counters_continue_after_a_retry(results_dir, tmp_path):
+    analysis = run(timed_fn, config={"marker": str(tmp_path / "failed")}, max_failures=1,
+                   local_dir=results_dir)
+    lines = result_lines(analysis.trials[0].logdir)
+    assert [r["training_iteration"] for r in lines] == [1, 2, 3, 4, 5, 6]
+    assert [r["time_total_s"] for r in lines] == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+    assert [r["timesteps_total"] for r in lines] == [10, 20, 30, 40, 50, 60]
+
+
+def test_function_keep_checkpoints_num_deletes_old_dirs(results_dir, tmp_path):
+    config = {"log": str(tmp_path / "calls.log"), "steps": 6, "every": 1}
+    analysis = run(counting_fn, config=config, keep_checkpoints_num=2, local_dir=results_dir)
+    trial = analysis.trials[0]
+    assert checkpoint_iterations(trial.logdir) == [5, 6]
+    paths = analysis.get_trial_checkpoints_paths(trial, "step")
+    assert paths == [(os.path.join(trial.logdir, "checkpoint_000005"), 5),
+                     (os.path.join(trial.logdir, "checkpoint_000006"), 6)]
+
+
 @pytest.mark.parametrize("kwargs", [{"checkpoint_freq": 2}, {"checkpoint_at_end": True}])
 def test_function_with_class_checkpoint_options_is_a_value_error(results_dir, tmp_path, kwargs):
     executor = ScriptedExecutor()
@@ -281,6 +355,17 @@ def test_restore_starts_one_trial_from_a_class_checkpoint(results_dir, tmp_path)
     assert [r["training_iteration"] for r in lines] == [5, 6, 7]
     assert [r["count"] for r in lines] == [5, 6, 7]
     assert read_lines(log) == ["path 4"]
+
+
+def test_restore_from_a_dict_checkpoint(results_dir, tmp_path):
+    first = run(Counter, config={"as_dict": True}, checkpoint_at_end=True,
+                stop={"training_iteration": 3}, local_dir=results_dir, name="first")
+    path = first.get_best_checkpoint(first.trials[0], "training_iteration", "max")
+    log = tmp_path / "loads.log"
+    second = run(Counter, config={"as_dict": True, "log": str(log)}, restore=path,
+                 stop={"training_iteration": 5}, local_dir=results_dir, name="second")
+    assert read_lines(log) == ["dict 3"]
+    assert iterations(second.trials[0].logdir) == [4, 5]
 
 
 def test_restore_starts_a_function_from_its_checkpoint_dir(results_dir, tmp_path):

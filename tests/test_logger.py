@@ -303,6 +303,23 @@ def types_of(callbacks):
     return [type(cb) for cb in callbacks]
 
 
+@pytest.fixture(autouse=True)
+def no_tensorboardx(monkeypatch):
+    # The default set depends on whether tensorboardX is installed: pin it per test.
+    import tune_async.logger.defaults as defaults
+
+    monkeypatch.setattr(defaults, "_tensorboardx_installed", lambda: False)
+    return defaults
+
+
+def test_tbx_logger_added_by_default_when_tensorboardx_is_installed(no_tensorboardx,
+                                                                     monkeypatch):
+    pytest.importorskip("tensorboardX")
+    monkeypatch.setattr(no_tensorboardx, "_tensorboardx_installed", lambda: True)
+    cbs = create_default_callbacks(None, metric="loss", verbose=1)
+    assert types_of(cbs) == [CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback]
+
+
 def test_default_callbacks_added():
     cbs = create_default_callbacks(None, metric="loss", verbose=3)
     assert types_of(cbs) == [TrialProgressCallback, CSVLoggerCallback, JsonLoggerCallback]

@@ -15,6 +15,8 @@ from tune_async.logger.logger import (
     LegacyLoggerCallback,
     Logger,
     LoggerCallback,
+    TBXLogger,
+    TBXLoggerCallback,
     UnifiedLogger,
 )
 from tune_async.progress import TrialProgressCallback, Verbosity, as_verbosity
@@ -100,4 +102,14 @@ def create_default_callbacks(
             result.append(CSVLoggerCallback())
         if not _has_logger(result, JsonLoggerCallback, JsonLogger):
             result.append(JsonLoggerCallback())
+        # 1.x adds TensorBoard files by default but fails without tensorboardX; here
+        # they are written when tensorboardX is installed (extra "tbx"), skipped if not.
+        if _tensorboardx_installed() and not _has_logger(result, TBXLoggerCallback, TBXLogger):
+            result.append(TBXLoggerCallback())
     return result
+
+
+def _tensorboardx_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("tensorboardX") is not None
