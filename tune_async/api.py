@@ -12,6 +12,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Callable, Sequence
+from types import SimpleNamespace
 from typing import Any
 
 from tune_async.error import TuneError
@@ -122,10 +123,17 @@ def run(run_or_experiment: Any, **kwargs: Any) -> Any:
         raise_on_failed_trial: Raise ``TuneError`` if any trial ended in ERROR.
         callbacks: ``tune.Callback`` instances (hooks may be coroutines).
         loggers: Logger classes or ``LoggerCallback`` instances.
-        checkpoint_freq, checkpoint_at_end, keep_checkpoints_num,
-        checkpoint_score_attr, restore, resume, sync_config, server_port,
-        export_formats, log_to_file: accepted and validated; those not
-        implemented yet raise ``NotImplementedError`` naming the parameter.
+        checkpoint_freq: Checkpoint class trainables every N iterations (0: off).
+        checkpoint_at_end: Checkpoint class trainables when they finish.
+        keep_checkpoints_num: Keep only the best N checkpoints per trial.
+        checkpoint_score_attr: Result key ranking checkpoints (``min-`` prefix:
+            lower is better). Default ``training_iteration``.
+        restore: A checkpoint path to start the trial from.
+        resume: True / ``"LOCAL"`` / ``"PROMPT"`` / ``"ERRORED_ONLY"``: continue the
+            experiment of the same ``name`` and ``local_dir``.
+        sync_config, server_port, export_formats, log_to_file: accepted and
+            validated; cloud sync, the server, exports and log files are not
+            implemented yet and raise ``NotImplementedError`` naming the parameter.
 
     Works from a plain script, from a non-main thread and from a thread whose
     event loop is already running (Jupyter). The first Ctrl+C stops the
@@ -210,98 +218,47 @@ class _Job:
         )
 
 
-def _prepare_run(
-    run_or_experiment: Any,
-    name: str | None = None,
-    metric: str | None = None,
-    mode: str | None = None,
-    stop: Any = None,
-    time_budget_s: Any = None,
-    config: dict | None = None,
-    resources_per_trial: Any = None,
-    num_samples: int = 1,
-    local_dir: str | None = None,
-    search_alg: Any = None,
-    scheduler: Any = None,
-    keep_checkpoints_num: int | None = None,
-    checkpoint_score_attr: str | None = None,
-    checkpoint_freq: int = 0,
-    checkpoint_at_end: bool = False,
-    verbose: int = 3,
-    progress_reporter: Any = None,
-    log_to_file: Any = False,
-    trial_name_creator: Callable | None = None,
-    trial_dirname_creator: Callable | None = None,
-    sync_config: Any = None,
-    export_formats: Sequence | None = None,
-    max_failures: int = 0,
-    fail_fast: bool | str = False,
-    restore: str | None = None,
-    server_port: int | None = None,
-    resume: bool | str = False,
-    queue_trials: bool = False,
-    reuse_actors: bool = False,
-    trial_executor: Any = None,
-    raise_on_failed_trial: bool = True,
-    callbacks: Sequence | None = None,
-    loggers: Sequence | None = None,
-    ray_auto_init: Any = None,
-    run_errored_only: Any = None,
-    global_checkpoint_period: Any = None,
-    with_server: Any = None,
-    upload_dir: str | None = None,
-    sync_to_cloud: Any = None,
-    sync_to_driver: Any = None,
-    sync_on_checkpoint: Any = None,
-    _remote: Any = None,
-) -> _Job:
+def _run_arguments(kwargs: dict[str, Any]) -> SimpleNamespace:
+    """``tune.run``'s arguments with defaults applied (unknown names: TypeError)."""
+    bound = inspect.signature(arun).bind(**kwargs)
+    bound.apply_defaults()
+    return SimpleNamespace(**bound.arguments)
+
+
+def _prepare_run(**kwargs: Any) -> _Job:
+    """Validate every argument and build the run; nothing starts here."""
     from tune_async.clock import RealClock
     from tune_async.controller import Controller, ControllerSettings
 
+    a = _run_arguments(kwargs)
     # Deprecated 1.x parameters first: they may feed the ones validated below.
-    sync_config, server_port, resume = _map_deprecated(
-        ray_auto_init=ray_auto_init, run_errored_only=run_errored_only,
-        global_checkpoint_period=global_checkpoint_period, with_server=with_server,
-        upload_dir=upload_dir, sync_to_cloud=sync_to_cloud, sync_to_driver=sync_to_driver,
-        sync_on_checkpoint=sync_on_checkpoint, sync_config=sync_config,
-        server_port=server_port, resume=resume,
+    a.sync_config, a.server_port, a.resume = _map_deprecated(
+        ray_auto_init=a.ray_auto_init, run_errored_only=a.run_errored_only,
+        global_checkpoint_period=a.global_checkpoint_period, with_server=a.with_server,
+        upload_dir=a.upload_dir, sync_to_cloud=a.sync_to_cloud, sync_to_driver=a.sync_to_driver,
+        sync_on_checkpoint=a.sync_on_checkpoint, sync_config=a.sync_config,
+        server_port=a.server_port, resume=a.resume,
     )
-    _validate_mode(mode)
-    fail_fast = _validate_fail_fast(fail_fast, max_failures)
-    verbose = _validate_verbose(verbose)
+    _validate_mode(a.mode)
+    fail_fast = _validate_fail_fast(a.fail_fast, a.max_failures)
+    verbose = _validate_verbose(a.verbose)
     _validate_later_params(
-        resume=resume, sync_config=sync_config, server_port=server_port,
-        export_formats=export_formats, log_to_file=log_to_file,
+        resume=a.resume, sync_config=a.sync_config, server_port=a.server_port,
+        export_formats=a.export_formats, log_to_file=a.log_to_file,
     )
-    if _remote:
+    if a._remote:
         raise _not_yet("_remote")
-    if isinstance(run_or_experiment, Experiment) or (
-        isinstance(run_or_experiment, list) and run_or_experiment
-        and all(isinstance(e, Experiment) for e in run_or_experiment)
-    ):
-        experiments = convert_to_experiment_list(run_or_experiment)
-    else:
-        experiments = [
-            Experiment(
-                name=name, run=run_or_experiment, stop=stop, time_budget_s=time_budget_s,
-                config=config, resources_per_trial=resources_per_trial, num_samples=num_samples,
-                local_dir=local_dir, trial_name_creator=trial_name_creator,
-                trial_dirname_creator=trial_dirname_creator, log_to_file=log_to_file,
-                checkpoint_freq=checkpoint_freq, checkpoint_at_end=checkpoint_at_end,
-                keep_checkpoints_num=keep_checkpoints_num,
-                checkpoint_score_attr=checkpoint_score_attr, export_formats=export_formats,
-                max_failures=max_failures, restore=restore,
-            )
-        ]
+    experiments = _experiments_of(a)
     if fail_fast and any(e.max_failures != 0 for e in experiments):
         raise ValueError("max_failures must be 0 if fail_fast=True.")
-    search_alg = _build_search_alg(search_alg, metric, mode, experiments[0].spec["config"])
-    scheduler = _build_scheduler(scheduler, metric, mode)
-    executor = _build_executor(trial_executor, reuse_actors, queue_trials)
-    reporter = _build_reporter(progress_reporter, verbose, metric, mode)
-    callback_list = _build_callbacks(callbacks, loggers, metric, verbose)
+    metric, mode = a.metric, a.mode
+    search_alg = _build_search_alg(a.search_alg, metric, mode, experiments[0].spec["config"])
+    scheduler = _build_scheduler(a.scheduler, metric, mode)
+    executor = _build_executor(a.trial_executor, a.reuse_actors, a.queue_trials)
+    reporter = _build_reporter(a.progress_reporter, verbose, metric, mode)
+    callback_list = _build_callbacks(a.callbacks, a.loggers, metric, verbose)
     experiment_dir = experiments[0].checkpoint_dir
-    resume_state = _load_resume_state(resume, experiment_dir)
+    resume_state = _load_resume_state(a.resume, experiment_dir)
     if resume_state is None or resume_state.get("searcher_state") is None:
         search_alg.add_configurations(experiments)
     if reporter is not None and hasattr(reporter, "set_total_samples"):
@@ -322,15 +279,37 @@ def _prepare_run(
         fail_fast=fail_fast,
         metric=metric,
         mode=mode,
-        reuse_actors=reuse_actors,
-        queue_trials=queue_trials,
+        reuse_actors=a.reuse_actors,
+        queue_trials=a.queue_trials,
         max_pending_trials=_max_pending(search_alg),
         strict_metrics=_strict_metrics(metric, scheduler, search_alg),
         resume_state=resume_state,
-        resume_errored_only=resume == "ERRORED_ONLY",
+        resume_errored_only=a.resume == "ERRORED_ONLY",
         clock=RealClock(),
     )
-    return _Job(Controller(settings), metric, mode, raise_on_failed_trial)
+    return _Job(Controller(settings), metric, mode, a.raise_on_failed_trial)
+
+
+def _experiments_of(a: SimpleNamespace) -> list[Experiment]:
+    """The Experiments to run: given directly, or built from tune.run's arguments."""
+    run = a.run_or_experiment
+    if isinstance(run, Experiment) or (
+        isinstance(run, list) and run and all(isinstance(e, Experiment) for e in run)
+    ):
+        return convert_to_experiment_list(run)
+    return [
+        Experiment(
+            name=a.name, run=run, stop=a.stop, time_budget_s=a.time_budget_s,
+            config=a.config, resources_per_trial=a.resources_per_trial,
+            num_samples=a.num_samples, local_dir=a.local_dir,
+            trial_name_creator=a.trial_name_creator,
+            trial_dirname_creator=a.trial_dirname_creator, log_to_file=a.log_to_file,
+            checkpoint_freq=a.checkpoint_freq, checkpoint_at_end=a.checkpoint_at_end,
+            keep_checkpoints_num=a.keep_checkpoints_num,
+            checkpoint_score_attr=a.checkpoint_score_attr, export_formats=a.export_formats,
+            max_failures=a.max_failures, restore=a.restore,
+        )
+    ]
 
 
 def _load_resume_state(resume: Any, experiment_dir: str) -> dict | None:

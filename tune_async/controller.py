@@ -387,24 +387,24 @@ class Controller:
                     trial, self._trainables[trial.trial_id], self.s.reuse_actors,
                     self._restore_point(trial),
                 )
-                results = await self.executor.fetch_results(
-                    trial, self._credit(trial), trial.checkpoint_freq
-                )
             except TrialFailure as failure:
                 self._post(TrialFailed(trial, failure))
-            else:
-                self._post(ResultsArrived(trial, results))
+                return
+            await self._fetch_and_post(trial)
 
     async def _fetch(self, trial: Trial, scope: anyio.CancelScope) -> None:
         with scope:
-            try:
-                results = await self.executor.fetch_results(
-                    trial, self._credit(trial), trial.checkpoint_freq
-                )
-            except TrialFailure as failure:
-                self._post(TrialFailed(trial, failure))
-            else:
-                self._post(ResultsArrived(trial, results))
+            await self._fetch_and_post(trial)
+
+    async def _fetch_and_post(self, trial: Trial) -> None:
+        try:
+            results = await self.executor.fetch_results(
+                trial, self._credit(trial), trial.checkpoint_freq
+            )
+        except TrialFailure as failure:
+            self._post(TrialFailed(trial, failure))
+        else:
+            self._post(ResultsArrived(trial, results))
 
     def _restore_point(self, trial: Trial) -> tuple[str, Any] | None:
         """Where a (re)starting trial continues from: paused state, checkpoint, restore=."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -83,6 +84,7 @@ class _Worker:
     request: dict[str, float]
     placement_group: Any = None
     trainable_cls: type | None = None
+    stopping: Any = None  # the ObjectRef of the previous trial's stop() call
 
 
 class RayExecutor:
@@ -216,32 +218,24 @@ class RayExecutor:
         worker = self._running.pop(trial.trial_id, None)
         if worker is None:
             return
-        # The reservation is held until the worker is idle or dead: a trial launched
-        # meanwhile would otherwise create an actor Ray can never place.
-        try:
-            await self._retire(worker, discard=in_flight or failed or self.fresh_process_per_trial)
-        finally:
-            self._unreserve(worker.request)
-
-    async def _retire(self, worker: _Worker, discard: bool) -> None:
-        """Put the worker back into the idle pool, or kill it."""
-        if discard:
+        if in_flight or failed or self.fresh_process_per_trial:
             self._kill(worker)
-            return
-        try:
-            with anyio.fail_after(30):
-                await worker.actor.stop.remote(self.reuse_actors)
-        except Exception:  # noqa: BLE001 - a worker that cannot stop is discarded
-            self._kill(worker)
-            return
-        except BaseException:  # cancelled mid-stop: never leak the worker
-            self._kill(worker)
-            raise
-        if not self.reuse_actors:
-            worker.trainable_cls = None
-        self._idle.append(worker)
+        else:
+            # Ray runs one caller's calls to an actor in order, so the next trial's
+            # setup queues behind this stop: the worker is idle from here on.
+            worker.stopping = worker.actor.stop.remote(self.reuse_actors)
+            if not self.reuse_actors:
+                worker.trainable_cls = None
+            self._idle.append(worker)
+        self._unreserve(worker.request)
 
     async def shutdown(self) -> None:
+        # Let the last trials' cleanup() finish before their workers go away.
+        with anyio.move_on_after(10):
+            for worker in self._idle:
+                if worker.stopping is not None:
+                    with contextlib.suppress(Exception):
+                        await worker.stopping
         for worker in list(self._running.values()) + self._idle:
             self._kill(worker)
         self._running.clear()
@@ -253,9 +247,25 @@ class RayExecutor:
         key = pool_key(trial)
         for i, worker in enumerate(self._idle):
             if worker.key == key:
-                return self._idle.pop(i)
+                worker = self._idle.pop(i)
+                if await self._stopped_cleanly(worker):
+                    return worker
+                break
         self._make_room(request_of(trial))
         return await self._new_worker(trial, key)
+
+    async def _stopped_cleanly(self, worker: _Worker) -> bool:
+        """Whether the previous trial's stop (cleanup) finished without error."""
+        stopping, worker.stopping = worker.stopping, None
+        if stopping is None:
+            return True
+        try:
+            await stopping
+            return True
+        except Exception as exc:  # noqa: BLE001 - a worker that failed to stop is replaced
+            logger.warning("A trial's cleanup failed (%s); replacing its worker", exc)
+            self._kill(worker)
+            return False
 
     def _make_room(self, request: dict[str, float]) -> None:
         """Kill idle workers of other sizes until the new one fits beside the running ones."""
