@@ -33,7 +33,7 @@ from tune_async.result import (
     RESULT_DUPLICATE,
     TRAINING_ITERATION,
 )
-from tune_async.state import snapshot, state_path, write_snapshot
+from tune_async.state import StateSerializer, state_path, write_snapshot
 from tune_async.transitions import Effect, Event
 from tune_async.trial import Trial, TrialStatus
 from tune_async.utils.util import flatten_dict
@@ -171,6 +171,7 @@ class Controller:
         self._deadline: float | None = None
         self._stopper_all = getattr(settings.stopper, "stop_all", None)
         self._state_file = state_path(settings.experiment_dir, settings.session_str)
+        self._serializer = StateSerializer()
 
     # ---- public ----------------------------------------------------------------
     def request_stop(self) -> None:
@@ -681,8 +682,8 @@ class Controller:
             "interrupted": self.interrupted,
         }
         self._flush_loggers()  # the files must hold what the state says was recorded
-        text = snapshot(self.trials, runner_data, self._start_time,
-                        searcher_state=self._searcher_state())
+        text = self._serializer.snapshot(self.trials, runner_data, self._start_time,
+                                         searcher_state=self._searcher_state())
         write_snapshot(self._state_file, text)
         self._state_dirty = False
         self._state_urgent = False

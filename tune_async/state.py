@@ -47,22 +47,48 @@ def trial_state(trial: Trial) -> dict[str, Any]:
     return state
 
 
-def snapshot(trials: list[Trial], runner_data: dict[str, Any], start_time: float,
-             searcher_state: Any = None) -> str:
-    """The state file's JSON text (built on the event loop: a consistent view).
+class StateSerializer:
+    """Builds the state file's JSON text, re-encoding only trials that changed.
 
-    Trials and the searcher's state travel in the same file, so one atomic rename
-    keeps them consistent with each other.
+    A snapshot is O(trials) text, but a finished or waiting trial is encoded once:
+    writing the state after every finished trial stays cheap with many trials.
     """
-    return json_dumps(
-        {
-            "checkpoints": [trial_state(t) for t in trials],
+
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[tuple, str]] = {}
+
+    def entry(self, trial: Trial) -> str:
+        key = (trial.status, trial.results_recorded, trial.num_failures, trial.logdir,
+               id(trial.checkpoint), trial.custom_trial_name)
+        cached = self._entries.get(trial.trial_id)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        text = json_dumps(trial_state(trial))
+        self._entries[trial.trial_id] = (key, text)
+        return text
+
+    def snapshot(self, trials: list[Trial], runner_data: dict[str, Any], start_time: float,
+                 searcher_state: Any = None) -> str:
+        """The whole file (built on the event loop: a consistent view).
+
+        Trials and the searcher's state travel in the same file, so one atomic rename
+        keeps them consistent with each other.
+        """
+        now = time.time()
+        head = json_dumps({
             "runner_data": runner_data,
             "searcher_state": None if searcher_state is None else _encode(searcher_state),
-            "stats": {"start_time": start_time, "timestamp": time.time()},
-            "timestamp": time.time(),
-        }
-    )
+            "stats": {"start_time": start_time, "timestamp": now},
+            "timestamp": now,
+        })
+        entries = ",\n".join(self.entry(t) for t in trials)
+        return head[:-1] + ', "checkpoints": [\n' + entries + "\n]}"
+
+
+def snapshot(trials: list[Trial], runner_data: dict[str, Any], start_time: float,
+             searcher_state: Any = None) -> str:
+    """The state file's JSON text for ``trials`` (no caching)."""
+    return StateSerializer().snapshot(trials, runner_data, start_time, searcher_state)
 
 
 def load_state(path: str) -> dict[str, Any]:

@@ -78,6 +78,11 @@ class TrialScheduler:
         raise NotImplementedError
 
 
+def _resources_key(trial: Trial) -> Any:
+    key = getattr(trial.resources, "key", None)
+    return key() if callable(key) else id(trial)
+
+
 class FIFOScheduler(TrialScheduler):
     """Runs trials in the order they were created; never pauses or stops them."""
 
@@ -87,10 +92,17 @@ class FIFOScheduler(TrialScheduler):
     def choose_trial_to_run(self, trial_runner: Any) -> Trial | None:
         waiting = getattr(trial_runner, "waiting_trials", None)
         candidates = waiting() if waiting else trial_runner.get_trials()
+        too_big: set = set()  # requests already found not to fit: don't ask again
         for status in (TrialStatus.PENDING, TrialStatus.PAUSED):
             for trial in candidates:
-                if trial.status == status and trial_runner.has_resources_for_trial(trial):
+                if trial.status != status:
+                    continue
+                key = _resources_key(trial)
+                if key in too_big:
+                    continue
+                if trial_runner.has_resources_for_trial(trial):
                     return trial
+                too_big.add(key)
         return None
 
     def debug_string(self) -> str:
