@@ -97,9 +97,10 @@ class FunctionTrainable(Trainable):
             name=f"tune-function-{self.trial_name}",
             daemon=True,
         )
-        self._session, self._thread = session, thread
         _sess._set_session(session)
         thread.start()
+        # Published only once started: a concurrent stop() must never join an unstarted thread.
+        self._session, self._thread = session, thread
 
     def _run(self, session: TrialSession, config: dict, checkpoint: str | None) -> None:
         _sess._set_session(session, thread_only=True)
