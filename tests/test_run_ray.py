@@ -201,4 +201,4 @@ async def test_arun_with_heartbeat_and_cancellation_releases_actors(results_dir)
     state_file = [n for n in os.listdir(state_dir) if n.startswith("experiment_state-")][0]
     with open(os.path.join(state_dir, state_file)) as f:
         statuses = sorted(t["status"] for t in json.load(f)["checkpoints"])
-    assert statuses == ["PENDING", "TERMINATED", "TERMINATED"]
+    assert statuses == ["PENDING", "PENDING", "PENDING"]  # interrupted: resumable

@@ -374,8 +374,7 @@ async def test_cancelling_arun_stops_trials_and_saves_state(results_dir):
     state_file = [n for n in os.listdir(exp_dir) if n.startswith("experiment_state-")][0]
     with open(os.path.join(exp_dir, state_file)) as f:
         state = json.load(f)
-    statuses = sorted(t["status"] for t in state["checkpoints"])
-    assert statuses == ["PENDING", "TERMINATED", "TERMINATED"]
-    recorded = [t["results_recorded"] for t in state["checkpoints"]
-                if t["status"] == "TERMINATED"]
-    assert all(n > 0 for n in recorded)
+    # Interrupted, not finished: every trial is queued again for resume=True.
+    assert [t["status"] for t in state["checkpoints"]] == ["PENDING"] * 3
+    recorded = sorted(t["results_recorded"] for t in state["checkpoints"])
+    assert recorded[0] == 0 and recorded[1] > 0 and recorded[2] > 0

@@ -624,6 +624,9 @@ class Controller:
             return
         self._stopping = True
         logger.info("Stopping all trials (%s)", reason)
+        if reason == "interrupted":
+            self._interrupt_running()
+            return
         await call_hook(self.search_alg.set_finished)
         self._search_done = True
         for trial in list(self.trials):
@@ -635,6 +638,11 @@ class Controller:
                         iteration=self.iteration, trials=self.trials, trial=trial)
                 else:
                     await call_hook(self.scheduler.on_trial_remove, self.view, trial)
+
+    def _interrupt_running(self) -> None:
+        """Ctrl+C / cancellation: running trials go back to the queue, resumable later."""
+        for trial in list(self.running.values()):
+            self._transition(trial, Event.INTERRUPT)
 
     # ---- periodic work ------------------------------------------------------------------
     async def _ticker(self) -> None:
@@ -737,7 +745,7 @@ class Controller:
             scope = self._in_flight.pop(trial.trial_id, None)
             if scope is not None:
                 scope.cancel()
-            transitions.apply(trial, Event.STOP)
+            transitions.apply(trial, Event.INTERRUPT)  # resumable; released right here
             self._index(trial, TrialStatus.RUNNING)
             await _stop_on(self.executor, trial, in_flight=True, failed=False)
         try:

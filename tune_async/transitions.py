@@ -25,7 +25,9 @@ class Event(str, enum.Enum):
     COMPLETE = "COMPLETE"  # the trainable itself finished (done=True)
     FAIL = "FAIL"  # the trainable raised or its process died
     RETRY = "RETRY"  # a failed trial has retries left
-    INTERRUPT = "INTERRUPT"  # resume: a trial that was running when the driver stopped
+    # Ctrl+C, a cancelled arun, or a driver that died: the trial goes back to the queue,
+    # and ``resume`` continues it from its newest checkpoint.
+    INTERRUPT = "INTERRUPT"
 
 
 class Effect(str, enum.Enum):
@@ -49,7 +51,7 @@ TABLE: dict[tuple[TrialStatus, Event], tuple[TrialStatus, tuple[Effect, ...]]] =
     (S.PAUSED, E.UNPAUSE): (S.PENDING, ()),
     (S.PAUSED, E.STOP): (S.TERMINATED, ()),
     (S.ERROR, E.RETRY): (S.PENDING, ()),
-    (S.RUNNING, E.INTERRUPT): (S.PENDING, ()),
+    (S.RUNNING, E.INTERRUPT): (S.PENDING, (F.RELEASE,)),
 }
 
 
