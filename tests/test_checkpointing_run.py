@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import time
 
 import pytest
 
@@ -123,6 +124,8 @@ def test_retry_loads_what_save_checkpoint_returned(results_dir, tmp_path, as_dic
     lines = result_lines(trial.logdir)
     assert [r["training_iteration"] for r in lines] == list(range(1, 8))
     assert [r["count"] for r in lines] == list(range(1, 8))
+    paths = analysis.get_trial_checkpoints_paths(trial, "training_iteration")
+    assert [value for _, value in paths] == [2, 4, 6]
 
 
 def test_dict_checkpoint_is_pickled_inside_the_checkpoint_dir(results_dir):
@@ -469,8 +472,7 @@ def test_checkpoint_save_and_restore_callbacks(results_dir, tmp_path):
 def test_on_trial_restore_fires_for_restore_argument(results_dir):
     first = run(Counter, checkpoint_at_end=True, stop={"training_iteration": 2},
                 local_dir=results_dir, name="first")
-    path = first.trials[0].checkpoint.path if first.trials[0].checkpoint else None
-    path = path or os.path.join(first.trials[0].logdir, "checkpoint_000002", "state.json")
+    path = first.get_best_checkpoint(first.trials[0], "training_iteration", "max")
     recorder = Recorder()
     second = run(Counter, restore=path, stop={"training_iteration": 3}, callbacks=[recorder],
                  local_dir=results_dir, name="second")
@@ -543,6 +545,9 @@ def killed_once(config, checkpoint_dir=None):
     for step in range(start + 1, 8):
         if config["kill"] and step == 5 and not os.path.exists(config["marker"]):
             open(config["marker"], "w").close()
+            # The function runs ahead of the driver: give the results paired with the
+            # checkpoints time to reach it, else the retry starts from an older one.
+            time.sleep(0.1)
             os.kill(os.getpid(), signal.SIGKILL)
         if step % 2 == 0:
             with tune.checkpoint_dir(step=step) as d:
@@ -561,8 +566,7 @@ def test_sigkilled_worker_is_retried_from_its_checkpoint(results_dir, tmp_path):
     statuses = {t.config["kill"]: (t.status, t.num_failures) for t in analysis.trials}
     assert statuses == {True: ("TERMINATED", 1), False: ("TERMINATED", 0)}
     killed = next(t for t in analysis.trials if t.config["kill"])
-    # The function may run ahead of the driver: when the kill comes, the result paired
-    # with checkpoint 4 may not have reached the driver yet; then 2 is the newest it knows.
+    # Normally from checkpoint 4; from 2 if result 4 was still on its way at the kill.
     restarts = [line for line in read_lines(tmp_path / "calls.log") if line != "call -"]
     assert restarts in [[f"call {os.path.join(killed.logdir, f'checkpoint_{n:06d}')}"]
                         for n in (2, 4)]
