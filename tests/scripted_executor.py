@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import anyio
@@ -22,6 +23,7 @@ class ScriptedExecutor:
         self.instances: dict[str, Any] = {}
         self.started: list[str] = []
         self.restored_from: list[Any] = []
+        self._locks: dict[int, threading.Lock] = {}
         self.stopped: list[tuple[str, bool]] = []
         self.shut_down = False
 
@@ -61,7 +63,8 @@ class ScriptedExecutor:
         trainable = self.instances[trial.trial_id]
         try:
             return await anyio.to_thread.run_sync(
-                run_batch, trainable, max_results, 0.05, checkpoint_freq
+                self._serially, trainable, run_batch, trainable, max_results, 0.05,
+                checkpoint_freq,
             )
         except Exception as exc:  # noqa: BLE001
             import traceback
@@ -81,7 +84,13 @@ class ScriptedExecutor:
         if trainable is not None:
             self.used -= 1
             self.stopped.append((trial.trial_id, in_flight))
-            await anyio.to_thread.run_sync(trainable.stop)
+            await anyio.to_thread.run_sync(self._serially, trainable, trainable.stop)
+
+    def _serially(self, trainable: Any, fn: Any, *args: Any) -> Any:
+        """One call at a time per trainable, as a Ray actor runs its methods."""
+        lock = self._locks.setdefault(id(trainable), threading.Lock())
+        with lock:
+            return fn(*args)
 
     def resource_summary(self) -> str:
         return f"Resources requested: {self.used}/{self.slots} CPUs"

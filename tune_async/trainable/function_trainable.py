@@ -83,6 +83,7 @@ class FunctionTrainable(Trainable):
         self._fn_config = config
         self._session: TrialSession | None = None
         self._thread: threading.Thread | None = None
+        self._stopped = False
         self._restore_dir: str | None = None
         self._last_checkpoint: str | None = None
         self._finished = False
@@ -175,6 +176,8 @@ class FunctionTrainable(Trainable):
         self._raise_pending_error()
         if self._finished:
             raise TuneError(f"The function of trial {self.trial_name} has already finished.")
+        if self._stopped:
+            raise TuneError(f"Trial {self.trial_name} was stopped; its function does not restart.")
         if self._thread is None:
             self._start()
         return self._process_items(self._take(max_results, window_s))
@@ -260,6 +263,7 @@ class FunctionTrainable(Trainable):
 
     def stop(self) -> None:
         """End the function's thread (a blocked report raises) and call ``cleanup()``."""
+        self._stopped = True  # a train_batch racing with stop must not start it again
         self._stop_thread()
         super().stop()
 
@@ -270,6 +274,7 @@ class FunctionTrainable(Trainable):
         self._restore_dir = None
         self._last_checkpoint = None
         self._finished = False
+        self._stopped = False
         return True
 
     # -- checkpoints ----------------------------------------------------------------------
