@@ -378,3 +378,37 @@ async def test_cancelling_arun_stops_trials_and_saves_state(results_dir):
     assert [t["status"] for t in state["checkpoints"]] == ["PENDING"] * 3
     recorded = sorted(t["results_recorded"] for t in state["checkpoints"])
     assert recorded[0] == 0 and recorded[1] > 0 and recorded[2] > 0
+
+
+class AsyncStopper(Stopper):
+    """A stopper whose hooks are coroutines (DESIGN: plugins may be async)."""
+
+    def __init__(self):
+        self.calls = 0
+
+    async def __call__(self, trial_id, result):
+        self.calls += 1
+        return result["training_iteration"] >= 3
+
+    async def stop_all(self):
+        return False
+
+
+def test_async_stopper_hooks_are_awaited(results_dir):
+    stopper = AsyncStopper()
+    analysis = run(quadratic, config={"lr": 0.1}, num_samples=2, stop=stopper,
+                   local_dir=results_dir)
+    assert [len(result_lines(t)) for t in analysis.trials] == [3, 3]
+    assert stopper.calls == 6
+
+
+def test_ctrl_c_before_the_loop_starts_still_stops_cleanly(results_dir):
+    from tune_async.api import _prepare_run
+
+    job = _prepare_run(run_or_experiment=quadratic, config={"lr": 0.1}, verbose=0,
+                       local_dir=results_dir, trial_executor=ScriptedExecutor())
+    job.controller.request_stop()  # as if Ctrl+C came while Ray was starting
+    import asyncio
+
+    analysis = asyncio.run(job.execute())
+    assert [t.status for t in analysis.trials] in ([], ["PENDING"])

@@ -175,7 +175,7 @@ class Controller:
 
     # ---- public ----------------------------------------------------------------
     def request_stop(self) -> None:
-        """Stop the experiment gracefully (Ctrl+C): trials stop, state is saved."""
+        """Stop gracefully (Ctrl+C): running trials are interrupted (resumable), state saved."""
         self.interrupted = True
         if self._send is not None:
             self._send.send_nowait(StopAll("interrupted"))
@@ -192,6 +192,8 @@ class Controller:
             self._restore(self.s.resume_state)
         send, receive = anyio.create_memory_object_stream[Any](math.inf)
         self._send = send
+        if self.interrupted:  # Ctrl+C arrived while Ray was starting
+            send.send_nowait(StopAll("interrupted"))
         try:
             try:
                 async with anyio.create_task_group() as tg:
@@ -225,7 +227,8 @@ class Controller:
             await self._on_tick()
         elif isinstance(event, StopAll):
             await self._stop_all(event.reason)
-        if not self._stopping and self._stopper_all is not None and self._stopper_all():
+        if (not self._stopping and self._stopper_all is not None
+                and await call_hook(self._stopper_all)):
             await self._stop_all("stopper")
         await self._fill()
         await self.callbacks.on_step_end(iteration=self.iteration, trials=self.trials)
@@ -475,7 +478,7 @@ class Controller:
         done = bool(result.get(DONE))
         try:
             self._check_metrics(result)
-            stop = done or self._should_stop(trial, result)
+            stop = done or await self._should_stop(trial, result)
         except Exception as exc:  # noqa: BLE001 - a bad result or stopper fails the trial
             raise _ResultRejected(exc) from exc
         if stop:
@@ -502,7 +505,7 @@ class Controller:
             return Event.PAUSE
         return Event.CONTINUE
 
-    def _should_stop(self, trial: Trial, result: dict) -> bool:
+    async def _should_stop(self, trial: Trial, result: dict) -> bool:
         from tune_async.stopper import dict_criteria_met
 
         criteria = trial.stopping_criterion
@@ -511,7 +514,7 @@ class Controller:
             if dict_criteria_met(criteria, flat):
                 return True
         stopper = self.s.stopper
-        return bool(stopper is not None and stopper(trial.trial_id, result))
+        return stopper is not None and bool(await call_hook(stopper, trial.trial_id, result))
 
     def _check_metrics(self, result: dict) -> None:
         if not self.s.strict_metrics:
