@@ -417,3 +417,32 @@ def test_with_parameters_class_and_bad_input(tmp_path):
         with_parameters(dict, data=1)
     with pytest.raises(ValueError):
         with_parameters(42, data=1)
+
+
+def test_restored_function_that_has_nothing_left_records_no_new_result(make):
+    """A driver killed after a trial's last checkpoint: the restored run ends at once."""
+    from tune_async import checkpoint_dir as checkpoint_dir_ctx
+    from tune_async import report
+
+    def train(config, checkpoint_dir=None):
+        start = 0
+        if checkpoint_dir:
+            with open(os.path.join(checkpoint_dir, "step")) as f:
+                start = int(f.read())
+        for step in range(start + 1, 3):
+            with checkpoint_dir_ctx(step) as d:
+                with open(os.path.join(d, "step"), "w") as f:
+                    f.write(str(step))
+            report(step=step)
+
+    first = make(train)
+    results = first.train_batch(10, 1.0)
+    while not results[-1].get("done"):
+        results += first.train_batch(10, 1.0)
+    last_checkpoint = [r for r in results if r.get(CHECKPOINT_PATH)][-1][CHECKPOINT_PATH]
+    assert [r.get("step") for r in results if not r.get(RESULT_DUPLICATE)] == [1, 2]
+
+    second = make(train)
+    second.restore(last_checkpoint)
+    end = second.train_batch(10, 1.0)
+    assert end == [{"done": True, RESULT_DUPLICATE: True}]

@@ -412,3 +412,23 @@ def test_ctrl_c_before_the_loop_starts_still_stops_cleanly(results_dir):
 
     analysis = asyncio.run(job.execute())
     assert [t.status for t in analysis.trials] in ([], ["PENDING"])
+
+
+def test_plugins_get_read_only_views_of_trials(results_dir):
+    seen = {}
+
+    class Meddler(tune.Callback):
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            seen["config"] = trial.config
+            seen["in_trials"] = trial in trials
+            try:
+                trial.status = "TERMINATED"
+            except AttributeError as exc:
+                seen["error"] = str(exc)
+
+    analysis = run(quadratic, config={"lr": 0.1}, stop={"training_iteration": 2},
+                   callbacks=[Meddler()], local_dir=results_dir)
+    assert seen["config"] == {"lr": 0.1} and seen["in_trials"]
+    assert "read-only" in seen["error"]
+    assert analysis.trials[0].status == "TERMINATED"
+    assert len(result_lines(analysis.trials[0])) == 2

@@ -35,7 +35,7 @@ from tune_async.result import (
 )
 from tune_async.state import StateSerializer, state_path, write_snapshot
 from tune_async.transitions import Effect, Event
-from tune_async.trial import Trial, TrialStatus
+from tune_async.trial import Trial, TrialStatus, TrialView, unwrap
 from tune_async.utils.util import flatten_dict
 
 if sys.version_info < (3, 11):  # pragma: no cover - the backport anyio depends on
@@ -95,17 +95,18 @@ class RunnerView:
     def __init__(self, controller: Controller) -> None:
         self._c = controller
 
-    def get_trials(self) -> list[Trial]:
-        return self._c.trials
+    def get_trials(self) -> list[TrialView]:
+        return self._c.trial_views
 
-    def get_trial(self, trial_id: str) -> Trial | None:
-        return self._c.trial_by_id.get(trial_id)
+    def get_trial(self, trial_id: str) -> TrialView | None:
+        return self._c._views.get(trial_id)
 
-    def waiting_trials(self) -> list[Trial]:
-        return list(self._c.pending.values()) + list(self._c.paused.values())
+    def waiting_trials(self) -> list[TrialView]:
+        views = self._c._views
+        return [views[t] for t in self._c.pending] + [views[t] for t in self._c.paused]
 
-    def has_resources_for_trial(self, trial: Trial) -> bool:
-        return self._c.executor.has_resources_for_trial(trial)
+    def has_resources_for_trial(self, trial: Trial | TrialView) -> bool:
+        return self._c.executor.has_resources_for_trial(unwrap(trial))
 
     @property
     def search_alg(self) -> Any:
@@ -148,6 +149,8 @@ class Controller:
         self.clock = settings.clock
         self.trials: list[Trial] = []
         self.trial_by_id: dict[str, Trial] = {}
+        self.trial_views: list[TrialView] = []  # what plugins see, in the same order
+        self._views: dict[str, TrialView] = {}
         self.pending: dict[str, Trial] = {}
         self.paused: dict[str, Trial] = {}
         self.running: dict[str, Trial] = {}
@@ -216,7 +219,7 @@ class Controller:
     # ---- the consumer --------------------------------------------------------------
     async def _step(self, event: Any) -> None:
         self.iteration += 1
-        await self.callbacks.on_step_begin(iteration=self.iteration, trials=self.trials)
+        await self.callbacks.on_step_begin(iteration=self.iteration, trials=self.trial_views)
         if isinstance(event, ResultsArrived):
             await self._on_results(event.trial, event.results)
         elif isinstance(event, TrialFailed):
@@ -231,7 +234,7 @@ class Controller:
                 and await call_hook(self._stopper_all)):
             await self._stop_all("stopper")
         await self._fill()
-        await self.callbacks.on_step_end(iteration=self.iteration, trials=self.trials)
+        await self.callbacks.on_step_end(iteration=self.iteration, trials=self.trial_views)
         if self._state_urgent:
             self.write_state()
 
@@ -250,10 +253,10 @@ class Controller:
             return
         await self._admit_new_trials()
         while True:
-            trial = await call_hook(self.scheduler.choose_trial_to_run, self.view)
-            if trial is None:
+            chosen = await call_hook(self.scheduler.choose_trial_to_run, self.view)
+            if chosen is None:
                 break
-            await self._start(trial)
+            await self._start(unwrap(chosen))
         self._check_stalled()
 
     async def _admit_new_trials(self) -> None:
@@ -287,22 +290,31 @@ class Controller:
         trial.keep_checkpoints_num = exp.spec["keep_checkpoints_num"]
         trial.checkpoint_score_attr = exp.spec["checkpoint_score_attr"]
         if exp.trial_name_creator is not None:
-            trial.custom_trial_name = _checked_name(exp.trial_name_creator(trial),
+            trial.custom_trial_name = _checked_name(exp.trial_name_creator(TrialView(trial)),
                                                     "trial_name_creator")
         creator = exp.trial_dirname_creator
         if creator is not None:
-            trial.custom_dirname = _checked_dirname(creator(trial))
+            trial.custom_dirname = _checked_dirname(creator(TrialView(trial)))
         self._trainables[trial.trial_id] = exp.trainable_cls
         return trial
 
     async def _add_trial(self, trial: Trial) -> None:
         if not self.s.queue_trials:
             self.executor.check_feasible(trial)
-        self.trials.append(trial)
-        self.trial_by_id[trial.trial_id] = trial
+        self._register(trial)
         self.pending[trial.trial_id] = trial
         self._state_dirty = True
-        await call_hook(self.scheduler.on_trial_add, self.view, trial)
+        await call_hook(self.scheduler.on_trial_add, self.view, self._v(trial))
+
+    def _register(self, trial: Trial) -> None:
+        self.trials.append(trial)
+        self.trial_by_id[trial.trial_id] = trial
+        view = TrialView(trial)
+        self._views[trial.trial_id] = view
+        self.trial_views.append(view)
+
+    def _v(self, trial: Trial) -> TrialView:
+        return self._views[trial.trial_id]
 
     async def _start(self, trial: Trial) -> None:
         if trial.status is TrialStatus.PAUSED:
@@ -317,11 +329,11 @@ class Controller:
         if trial.start_time is None:
             trial.start_time = self.clock.now()
         self._transition(trial, Event.START)
-        await self.callbacks.on_trial_start(iteration=self.iteration, trials=self.trials,
-                                            trial=trial)
+        await self.callbacks.on_trial_start(iteration=self.iteration, trials=self.trial_views,
+                                            trial=self._v(trial))
         if trial.checkpoint is not None or trial.restore_path:
-            await self.callbacks.on_trial_restore(iteration=self.iteration, trials=self.trials,
-                                                  trial=trial)
+            await self.callbacks.on_trial_restore(iteration=self.iteration, trials=self.trial_views,
+                                                  trial=self._v(trial))
 
     def _check_stalled(self) -> None:
         """Nothing runs, nothing can start and nothing will arrive: fail clearly, don't hang."""
@@ -490,16 +502,16 @@ class Controller:
             await self._notify_complete(trial, result, record=True,
                                         checkpoint_path=checkpoint_path)
             return Event.COMPLETE if done else Event.STOP
-        decision = await call_hook(self.scheduler.on_trial_result, self.view, trial, result)
+        decision = await call_hook(self.scheduler.on_trial_result, self.view, self._v(trial), result)
         await call_hook(self.search_alg.on_trial_result, trial.trial_id, result)
-        await self.callbacks.on_trial_result(iteration=self.iteration, trials=self.trials,
-                                             trial=trial, result=result)
+        await self.callbacks.on_trial_result(iteration=self.iteration, trials=self.trial_views,
+                                             trial=self._v(trial), result=result)
         if checkpoint_path is not None:
             await self._register_checkpoint(trial, checkpoint_path, result)
         if decision == "STOP":
             await call_hook(self.search_alg.on_trial_complete, trial.trial_id, result)
-            await self.callbacks.on_trial_complete(iteration=self.iteration, trials=self.trials,
-                                                   trial=trial)
+            await self.callbacks.on_trial_complete(iteration=self.iteration, trials=self.trial_views,
+                                                   trial=self._v(trial))
             return Event.STOP
         if decision == "PAUSE":
             return Event.PAUSE
@@ -539,15 +551,15 @@ class Controller:
 
     async def _notify_complete(self, trial: Trial, result: dict, record: bool,
                                checkpoint_path: str | None = None) -> None:
-        await call_hook(self.scheduler.on_trial_complete, self.view, trial, result)
+        await call_hook(self.scheduler.on_trial_complete, self.view, self._v(trial), result)
         await call_hook(self.search_alg.on_trial_complete, trial.trial_id, result)
         if record:
-            await self.callbacks.on_trial_result(iteration=self.iteration, trials=self.trials,
-                                                 trial=trial, result=result)
+            await self.callbacks.on_trial_result(iteration=self.iteration, trials=self.trial_views,
+                                                 trial=self._v(trial), result=result)
         if checkpoint_path is not None:
             await self._register_checkpoint(trial, checkpoint_path, result)
-        await self.callbacks.on_trial_complete(iteration=self.iteration, trials=self.trials,
-                                               trial=trial)
+        await self.callbacks.on_trial_complete(iteration=self.iteration, trials=self.trial_views,
+                                               trial=self._v(trial))
         self._state_urgent = True  # a finished trial must never run again after a crash
 
     # ---- checkpoints ------------------------------------------------------------------------
@@ -564,10 +576,10 @@ class Controller:
         checkpoint = Checkpoint.from_path(path, result)
         trial.checkpoint_manager.on_checkpoint(checkpoint)
         trial.checkpoint = trial.checkpoint_manager.newest_checkpoint
-        await self.callbacks.on_checkpoint(iteration=self.iteration, trials=self.trials,
-                                           trial=trial, checkpoint=checkpoint)
-        await self.callbacks.on_trial_save(iteration=self.iteration, trials=self.trials,
-                                           trial=trial)
+        await self.callbacks.on_checkpoint(iteration=self.iteration, trials=self.trial_views,
+                                           trial=self._v(trial), checkpoint=checkpoint)
+        await self.callbacks.on_trial_save(iteration=self.iteration, trials=self.trial_views,
+                                           trial=self._v(trial))
         self._state_urgent = True  # a crash now must resume from this checkpoint
 
     async def _notify_paused(self, trial: Trial) -> None:
@@ -593,10 +605,10 @@ class Controller:
             self.pending.pop(trial.trial_id, None)
             self.pending[trial.trial_id] = trial  # re-queued at the end, as 1.x
             return
-        await call_hook(self.scheduler.on_trial_error, self.view, trial)
+        await call_hook(self.scheduler.on_trial_error, self.view, self._v(trial))
         await call_hook(self.search_alg.on_trial_complete, trial.trial_id, None, True)
-        await self.callbacks.on_trial_error(iteration=self.iteration, trials=self.trials,
-                                            trial=trial)
+        await self.callbacks.on_trial_error(iteration=self.iteration, trials=self.trial_views,
+                                            trial=self._v(trial))
         if self.s.fail_fast:
             await self._stop_all("fail_fast")
 
@@ -638,9 +650,9 @@ class Controller:
                 self._transition(trial, Event.STOP)
                 if was_running:
                     await self.callbacks.on_trial_complete(
-                        iteration=self.iteration, trials=self.trials, trial=trial)
+                        iteration=self.iteration, trials=self.trial_views, trial=self._v(trial))
                 else:
-                    await call_hook(self.scheduler.on_trial_remove, self.view, trial)
+                    await call_hook(self.scheduler.on_trial_remove, self.view, self._v(trial))
 
     def _interrupt_running(self) -> None:
         """Ctrl+C / cancellation: running trials go back to the queue, resumable later."""
@@ -663,12 +675,12 @@ class Controller:
         reporter = self.s.reporter
         if reporter is None:
             return
-        if done or reporter.should_report(self.trials, done=done):
+        if done or reporter.should_report(self.trial_views, done=done):
             sys_info = [self.executor.resource_summary()]
             debug = self.scheduler.debug_string()
             if debug:
                 sys_info.insert(0, debug)
-            reporter.report(self.trials, done, *sys_info)
+            reporter.report(self.trial_views, done, *sys_info)
 
     def _maybe_write_state(self, force: bool = False) -> None:
         if not force:
@@ -728,8 +740,7 @@ class Controller:
             if trial.status is TrialStatus.PENDING and trial.logdir:
                 self._rewind_to_checkpoint(trial)
             self._trainables[trial.trial_id] = exp.trainable_cls
-            self.trials.append(trial)
-            self.trial_by_id[trial.trial_id] = trial
+            self._register(trial)
             if trial.status is TrialStatus.PENDING:
                 self.pending[trial.trial_id] = trial
         searcher_state = state.get("searcher_state")
@@ -753,7 +764,7 @@ class Controller:
             await _stop_on(self.executor, trial, in_flight=True, failed=False)
         try:
             self._report_progress(done=True)
-            await self.callbacks.on_experiment_end(trials=self.trials)
+            await self.callbacks.on_experiment_end(trials=self.trial_views)
         finally:
             try:
                 self.write_state()

@@ -206,3 +206,41 @@ class Trial:
                 for k, st in self.metric_analysis.items()
             },
         }
+
+
+class TrialView:
+    """What plugins see of a trial: every attribute readable, none assignable.
+
+    Callbacks, schedulers, reporters and name creators get views, so only the
+    controller (through the transition table) changes a trial.
+    """
+
+    __slots__ = ("_trial",)
+
+    def __init__(self, trial: Trial) -> None:
+        object.__setattr__(self, "_trial", trial)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._trial, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError(
+            f"Trial {self._trial} is read-only for plugins (tried to set {name!r})"
+        )
+
+    def __str__(self) -> str:
+        return str(self._trial)
+
+    def __repr__(self) -> str:
+        return repr(self._trial)
+
+    def __eq__(self, other: object) -> bool:
+        return unwrap(other) is self._trial
+
+    def __hash__(self) -> int:
+        return id(self._trial)
+
+
+def unwrap(trial: Any) -> Any:
+    """The Trial behind a view (or the object itself)."""
+    return object.__getattribute__(trial, "_trial") if isinstance(trial, TrialView) else trial

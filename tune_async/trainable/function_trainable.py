@@ -255,7 +255,9 @@ class FunctionTrainable(Trainable):
                 f"{type(value).__name__}; expected a dict of metrics, a number or None."
             )
         session = self._session
-        if session is not None and session.reported_any:
+        if (session is not None and session.reported_any) or self._restored:
+            # Nothing new to record (a function restored at its last checkpoint may
+            # return at once): the last recorded result becomes the final one.
             return {DONE: True, RESULT_DUPLICATE: True}
         return self._process_function_result({TIME_THIS_ITER_S: elapsed, DONE: True})
 
