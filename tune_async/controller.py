@@ -803,7 +803,7 @@ def _write_error_file(trial: Trial, failure: TrialFailure) -> None:
 
 def _fresh_copy(trial: Trial) -> Trial:
     """ERRORED_ONLY: a new trial (new id, new directory) with the errored one's config."""
-    fresh = Trial(
+    return Trial(
         trainable_name=trial.trainable_name,
         config=trial.config,
         experiment_tag=trial.experiment_tag,
@@ -812,7 +812,6 @@ def _fresh_copy(trial: Trial) -> Trial:
         resources=trial.resources,
         stopping_criterion=trial.stopping_criterion,
         max_failures=trial.max_failures,
-        custom_trial_name=None,
         experiment_name=trial.experiment_name,
         restore_path=trial.restore_path,
         checkpoint_freq=trial.checkpoint_freq,
@@ -820,7 +819,6 @@ def _fresh_copy(trial: Trial) -> Trial:
         keep_checkpoints_num=trial.keep_checkpoints_num,
         checkpoint_score_attr=trial.checkpoint_score_attr,
     )
-    return fresh
 
 
 def _checked_name(name: Any, arg: str) -> str:

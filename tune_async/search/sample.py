@@ -275,7 +275,31 @@ class Domain:
         return f"<{type(self).__name__} {self.domain_str} {self.get_sampler()!r}>"
 
 
-class Float(Domain):
+class _Bounded(Domain):
+    """A numeric domain between ``lower`` and ``upper`` (Float and Integer share this)."""
+
+    lower: Any
+    upper: Any
+
+    def is_valid(self, value: Any) -> bool:
+        return self.lower <= value <= self.upper
+
+    @property
+    def domain_str(self) -> str:
+        return f"({self.lower}, {self.upper})"
+
+    def _with(self, sampler: Sampler) -> Any:
+        new = copy(self)
+        new.set_sampler(sampler)
+        return new
+
+    def _log_uniform_draw(self, rng: Any, base: float, size: int) -> Any:
+        logmin = np.log(self.lower) / np.log(base)
+        logmax = np.log(self.upper) / np.log(base)
+        return base ** rng.uniform(logmin, logmax, size=size)
+
+
+class Float(_Bounded):
     """Real numbers in ``[lower, upper]``; ``None`` means unbounded on that side."""
 
     default_sampler_cls = Uniform
@@ -323,30 +347,16 @@ class Float(Domain):
         new.set_sampler(Quantized(new.get_sampler(), q), allow_override=True)
         return new
 
-    def is_valid(self, value: Any) -> bool:
-        return self.lower <= value <= self.upper
-
-    @property
-    def domain_str(self) -> str:
-        return f"({self.lower}, {self.upper})"
-
-    def _with(self, sampler: Sampler) -> Float:
-        new = copy(self)
-        new.set_sampler(sampler)
-        return new
-
     def _draw_uniform(self, rng, size):
         if not (math.isfinite(self.lower) and math.isfinite(self.upper)):
             raise ValueError("Uniform sampling needs finite lower and upper bounds")
         return rng.uniform(self.lower, self.upper, size=size)
 
     def _draw_log(self, rng, base, size):
-        logmin = np.log(self.lower) / np.log(base)
-        logmax = np.log(self.upper) / np.log(base)
-        return base ** rng.uniform(logmin, logmax, size=size)
+        return self._log_uniform_draw(rng, base, size)
 
 
-class Integer(Domain):
+class Integer(_Bounded):
     """Integers from ``lower`` (inclusive) to ``upper`` (exclusive)."""
 
     default_sampler_cls = Uniform
@@ -379,25 +389,11 @@ class Integer(Domain):
         new.set_sampler(Quantized(new.get_sampler(), q), allow_override=True)
         return new
 
-    def is_valid(self, value: Any) -> bool:
-        return self.lower <= value <= self.upper
-
-    @property
-    def domain_str(self) -> str:
-        return f"({self.lower}, {self.upper})"
-
-    def _with(self, sampler: Sampler) -> Integer:
-        new = copy(self)
-        new.set_sampler(sampler)
-        return new
-
     def _draw_uniform(self, rng, size):
         return _integers(rng, self.lower, self.upper, size)
 
     def _draw_log(self, rng, base, size):
-        logmin = np.log(self.lower) / np.log(base)
-        logmax = np.log(self.upper) / np.log(base)
-        return np.round(base ** rng.uniform(logmin, logmax, size=size)).astype(int)
+        return np.round(self._log_uniform_draw(rng, base, size)).astype(int)
 
 
 class Categorical(Domain):
