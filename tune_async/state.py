@@ -23,7 +23,8 @@ def state_path(experiment_dir: str, session_str: str) -> str:
 
 def newest_state_file(experiment_dir: str) -> str | None:
     """The newest ``experiment_state-*.json`` in ``experiment_dir`` (by name, as 1.x)."""
-    files = sorted(glob.glob(os.path.join(experiment_dir, f"{STATE_PREFIX}*.json")))
+    pattern = os.path.join(glob.escape(experiment_dir), f"{STATE_PREFIX}*.json")
+    files = sorted(glob.glob(pattern))
     return files[-1] if files else None
 
 
@@ -83,12 +84,6 @@ class StateSerializer:
         })
         entries = ",\n".join(self.entry(t) for t in trials)
         return head[:-1] + ', "checkpoints": [\n' + entries + "\n]}"
-
-
-def snapshot(trials: list[Trial], runner_data: dict[str, Any], start_time: float,
-             searcher_state: Any = None) -> str:
-    """The state file's JSON text for ``trials`` (no caching)."""
-    return StateSerializer().snapshot(trials, runner_data, start_time, searcher_state)
 
 
 def load_state(path: str) -> dict[str, Any]:

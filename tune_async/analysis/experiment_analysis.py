@@ -8,7 +8,6 @@ helpers and ``get_best_trial(scope=...)`` need.
 
 from __future__ import annotations
 
-import glob
 import io
 import json
 import logging
@@ -37,13 +36,13 @@ from tune_async.result import (
     TRAINING_ITERATION,
     TRIAL_ID,
 )
+from tune_async.state import newest_state_file
 from tune_async.trial import Trial, TrialStatus
 from tune_async.utils.util import flatten_dict, unflatten_dict
 
 logger = logging.getLogger(__name__)
 
 CONFIG_PREFIX = "config/"
-STATE_FILE_PATTERN = "experiment_state-*.json"
 SCOPES = ("all", "last", "avg", "last-5-avg", "last-10-avg")
 _MODES = ("min", "max")
 
@@ -634,12 +633,6 @@ def _results_frame(trials: list[Trial]) -> pd.DataFrame:
 
 
 # ---- building trials from disk ------------------------------------------------
-
-
-def newest_state_file(experiment_dir: str) -> str | None:
-    """The newest ``experiment_state-*.json`` in ``experiment_dir`` (by name), or None."""
-    files = sorted(glob.glob(os.path.join(glob.escape(experiment_dir), STATE_FILE_PATTERN)))
-    return files[-1] if files else None
 
 
 def _load_state(state_file: str) -> dict:
