@@ -7,6 +7,7 @@ import threading
 
 import pytest
 
+import tune_async as tune
 from tune_async.error import TuneError
 from tune_async.registry import (
     check_picklable,
@@ -95,3 +96,20 @@ def test_check_picklable_explains_what_failed():
     message = str(excinfo.value)
     assert "'uses_lock'" in message and "'guard' (lock)" in message
     assert "tune.with_parameters" in message
+
+
+def test_register_env_and_lookup():
+    from tune_async.registry import get_env_creator
+
+    tune.register_env("corridor", lambda env_config: ("corridor", env_config))
+    assert get_env_creator("corridor")({"n": 3}) == ("corridor", {"n": 3})
+    with pytest.raises(tune.TuneError, match="Unknown env"):
+        get_env_creator("nowhere")
+    with pytest.raises(TypeError, match="env_creator"):
+        tune.register_env("bad", 3)
+
+
+def test_removed_checkpoint_helpers_raise_naming_the_replacement():
+    for removed in (tune.make_checkpoint_dir, tune.save_checkpoint):
+        with pytest.raises(DeprecationWarning, match="checkpoint_dir"):
+            removed(1)

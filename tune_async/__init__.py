@@ -10,7 +10,7 @@ from tune_async.callback import Callback
 from tune_async.error import TuneError
 from tune_async.experiment import Experiment
 from tune_async.progress import CLIReporter, JupyterNotebookReporter, ProgressReporter
-from tune_async.registry import register_trainable
+from tune_async.registry import register_env, register_trainable
 from tune_async.search.sample import (
     choice,
     function,
@@ -39,6 +39,7 @@ from tune_async.trainable import (
     report,
     with_parameters,
 )
+from tune_async.trainable.session import make_checkpoint_dir, save_checkpoint
 from tune_async.utils.placement_groups import PlacementGroupFactory
 
 __version__ = "0.1.0"
@@ -76,11 +77,14 @@ __all__ = [
     "quniform",
     "randint",
     "randn",
+    "make_checkpoint_dir",
+    "register_env",
     "register_trainable",
     "report",
     "run",
     "run_experiments",
     "sample_from",
+    "save_checkpoint",
     "uniform",
     "with_parameters",
 ]

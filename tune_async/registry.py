@@ -9,7 +9,7 @@ from typing import Any
 
 import cloudpickle
 
-from tune_async.error import TuneValueError
+from tune_async.error import TuneError, TuneValueError
 from tune_async.trainable.function_trainable import wrap_function
 from tune_async.trainable.trainable import Trainable
 
@@ -51,6 +51,30 @@ def register_trainable(name: str, trainable: Any, warn: bool = True) -> None:
         logger.debug("Detected function for trainable %r; wrapped it as a Trainable.", name)
     with _lock:
         _registry[name] = cls
+
+
+_envs: dict[str, Any] = {}
+
+
+def register_env(name: str, env_creator: Any) -> None:
+    """Register an environment creator ``env_creator(env_config)`` under ``name`` (1.x API).
+
+    Trainables look it up with :func:`get_env_creator`; a config's ``"env"`` key also
+    names the trial (``<trainable>_<env>_<id>``), as in 1.x.
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"register_env: name must be a non-empty str, got {name!r}")
+    if not callable(env_creator):
+        raise TypeError(f"register_env: env_creator must be callable, got {env_creator!r}")
+    _envs[name] = env_creator
+
+
+def get_env_creator(name: str) -> Any:
+    """The creator registered with :func:`register_env` (unknown name: TuneError)."""
+    try:
+        return _envs[name]
+    except KeyError:
+        raise TuneError(f"Unknown env: {name!r}. Register it with tune.register_env().") from None
 
 
 def has_trainable(name: str) -> bool:

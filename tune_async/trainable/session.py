@@ -258,3 +258,17 @@ def get_trial_id() -> str | None:
 def is_session_enabled() -> bool:
     """Whether the caller runs inside a function trainable run by Tune."""
     return get_session() is not None
+
+
+def make_checkpoint_dir(step: Any = None) -> None:
+    """Removed in 1.x: raises, naming the replacement (as 1.x does)."""
+    raise DeprecationWarning(
+        "tune.make_checkpoint_dir is deprecated; use `with tune.checkpoint_dir(step) as d:`."
+    )
+
+
+def save_checkpoint(checkpoint: Any) -> None:
+    """Removed in 1.x: raises, naming the replacement (as 1.x does)."""
+    raise DeprecationWarning(
+        "tune.save_checkpoint is deprecated; use `with tune.checkpoint_dir(step) as d:`."
+    )
