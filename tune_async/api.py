@@ -454,6 +454,9 @@ def _build_search_alg(search_alg: Any, metric: Any, mode: Any, config: dict) -> 
     from tune_async.search.variant_generator import has_unresolved_values
     from tune_async.suggest import BasicVariantGenerator, SearchAlgorithm, Searcher, SearchGenerator
 
+    _require_plain_setup_methods(search_alg, "search_alg",
+                                 ("set_search_properties", "add_configurations",
+                                  "get_state", "set_state"))
     if search_alg is None:
         search_alg = BasicVariantGenerator()
     elif isinstance(search_alg, Searcher):
@@ -481,9 +484,24 @@ def _build_search_alg(search_alg: Any, metric: Any, mode: Any, config: dict) -> 
     return search_alg
 
 
+def _require_plain_setup_methods(plugin: Any, arg: str, names: tuple[str, ...]) -> None:
+    """Set-up/persistence hooks run outside the event loop: coroutines are refused clearly."""
+    while plugin is not None:
+        for name in names:
+            if inspect.iscoroutinefunction(getattr(plugin, name, None)):
+                raise TypeError(
+                    f"{arg}: {type(plugin).__name__}.{name} must be a plain method, not "
+                    "`async def`: it runs while the experiment is set up or saved. Only "
+                    "per-trial hooks (suggest, on_trial_result, on_trial_complete, ...) "
+                    "may be coroutines."
+                )
+        plugin = getattr(plugin, "searcher", None)  # wrappers: check what they wrap
+
+
 def _build_scheduler(scheduler: Any, metric: Any, mode: Any) -> Any:
     from tune_async.schedulers import FIFOScheduler
 
+    _require_plain_setup_methods(scheduler, "scheduler", ("set_search_properties",))
     if scheduler is None:
         scheduler = FIFOScheduler()
     for hook in ("on_trial_result", "choose_trial_to_run"):

@@ -11,8 +11,9 @@ from tune_async.trial import Trial, TrialStatus
 class TrialScheduler:
     """Decides, per result, whether a trial continues, pauses or stops.
 
-    Hooks (plain methods or coroutines; ``trial_runner`` is a read-only view
-    with ``get_trials()`` and ``has_resources_for_trial(trial)``):
+    Hooks (plain methods or coroutines, except ``set_search_properties``,
+    which runs while the run is set up and must be plain; ``trial_runner`` is a
+    read-only view with ``get_trials()`` and ``has_resources_for_trial(trial)``):
 
     - ``set_search_properties(metric, mode) -> bool``: take ``tune.run``'s
       metric/mode; return False if the scheduler already has its own.

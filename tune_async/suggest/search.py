@@ -1,14 +1,21 @@
 """The low-level search algorithm interface the controller drives.
 
-The controller calls exactly these methods (each may be a coroutine in a user
-subclass; the controller goes through ``tune_async._hooks.call_hook``)::
+The controller calls exactly these methods. The per-trial hooks may be
+coroutines in a user subclass (the controller goes through
+``tune_async._hooks.call_hook``)::
 
-    set_search_properties(metric, mode, config) -> bool
-    add_configurations(experiments) -> None
     next_trial() -> TrialSuggestion | None
     on_trial_result(trial_id, result)
     on_trial_complete(trial_id, result=None, error=False)
-    is_finished() -> bool;  set_finished();  total_samples (property)
+    is_finished() -> bool;  set_finished()
+
+Set-up and persistence run before the event loop or inside a state snapshot, so
+they must be plain methods (``tune.run`` rejects coroutine versions with a
+TypeError)::
+
+    set_search_properties(metric, mode, config) -> bool
+    add_configurations(experiments) -> None
+    total_samples (property)
     get_state() -> dict;  set_state(state)
 """
 

@@ -1,6 +1,9 @@
 """The Searcher interface (ray.tune 1.x ``suggestion.py``) and ConcurrencyLimiter.
 
-A Searcher's hooks may be plain methods (1.x) or coroutines. The wrappers here
+A Searcher's per-trial hooks (``suggest``, ``on_trial_result``,
+``on_trial_complete``, ``on_pause``/``on_unpause``) may be plain methods (1.x)
+or coroutines; ``set_search_properties``, ``get_state``/``set_state`` and
+``save``/``restore`` must be plain. The wrappers here
 (and SearchGenerator, Repeater) stay synchronous for synchronous searchers and
 return an awaitable when the wrapped searcher returned one, so the controller's
 ``call_hook`` awaits exactly when needed.
