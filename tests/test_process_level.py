@@ -29,13 +29,14 @@ def test_ctrl_c_stops_gracefully_and_keeps_what_was_recorded(results_dir, ray_se
     )
     exp_dir = os.path.join(results_dir, "interrupted")
     deadline = time.time() + 60
-    while time.time() < deadline:
+    while time.time() < deadline:  # until two trials have recorded results
         dirs = [d for d in os.listdir(exp_dir)] if os.path.isdir(exp_dir) else []
-        if any(d.startswith("experiment_state-") for d in dirs) and len(
-                [d for d in dirs if d.startswith("forever_")]) >= 2:
+        results = [os.path.join(exp_dir, d, "result.json") for d in dirs
+                   if d.startswith("forever_")]
+        if sum(1 for r in results if os.path.exists(r) and os.path.getsize(r) > 0) >= 2:
             break
         time.sleep(0.05)
-    time.sleep(0.5)
+    time.sleep(0.2)
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out

@@ -50,8 +50,10 @@ def state_files(exp_dir):
 
 
 def load_newest_state(exp_dir):
-    with open(os.path.join(exp_dir, state_files(exp_dir)[-1])) as f:
-        return json.load(f)
+    """What a resume would see: the newest snapshot with its journal replayed."""
+    from tune_async.state import load_state
+
+    return load_state(os.path.join(exp_dir, state_files(exp_dir)[-1]))
 
 
 def snapshot_files(directory):
@@ -151,9 +153,13 @@ def test_state_file_is_written_atomically_and_is_valid_json(results_dir, tmp_pat
         assert os.path.dirname(src) == exp_dir and src != dst
     [name] = state_files(exp_dir)
     assert {os.path.basename(dst) for _, dst in renames} == {name}
-    # Nothing but the trial directories and the state file is left behind.
+    # Nothing but the trial directories, the state file and its (now empty) journal.
+    from tune_async.state import journal_path
+
+    journal = journal_path(os.path.join(exp_dir, name))
     trial_dirs = {os.path.basename(t.logdir) for t in analysis.trials}
-    assert set(os.listdir(exp_dir)) == trial_dirs | {name}
+    assert set(os.listdir(exp_dir)) == trial_dirs | {name, os.path.basename(journal)}
+    assert os.path.getsize(journal) == 0  # the final snapshot holds everything
     state = load_newest_state(exp_dir)
     assert sorted(t["trial_id"] for t in state["checkpoints"]) == sorted(
         t.trial_id for t in analysis.trials)

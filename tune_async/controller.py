@@ -15,7 +15,7 @@ import logging
 import math
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import anyio
@@ -33,7 +33,13 @@ from tune_async.result import (
     RESULT_DUPLICATE,
     TRAINING_ITERATION,
 )
-from tune_async.state import StateSerializer, state_path, write_snapshot
+from tune_async.state import (
+    Journal,
+    StateSerializer,
+    journal_path,
+    state_path,
+    write_snapshot,
+)
 from tune_async.transitions import Effect, Event
 from tune_async.trial import Trial, TrialStatus, TrialView, unwrap
 from tune_async.utils.util import flatten_dict
@@ -101,9 +107,12 @@ class RunnerView:
     def get_trial(self, trial_id: str) -> TrialView | None:
         return self._c._views.get(trial_id)
 
-    def waiting_trials(self) -> list[TrialView]:
+    def waiting_trials(self) -> Iterator[TrialView]:
+        """PENDING trials in queue order, then PAUSED ones (lazy: callers may stop early)."""
         views = self._c._views
-        return [views[t] for t in self._c.pending] + [views[t] for t in self._c.paused]
+        for index in (self._c.pending, self._c.paused):
+            for trial_id in list(index):
+                yield views[trial_id]
 
     def has_resources_for_trial(self, trial: Trial | TrialView) -> bool:
         return self._c.executor.has_resources_for_trial(unwrap(trial))
@@ -167,7 +176,6 @@ class Controller:
         self._send: Any = None
         self._tg: Any = None
         self._state_dirty = True
-        self._state_urgent = False
         self._state_written_at = -math.inf
         self._state_write_cost = 0.0
         self._start_time = 0.0
@@ -175,6 +183,11 @@ class Controller:
         self._stopper_all = getattr(settings.stopper, "stop_all", None)
         self._state_file = state_path(settings.experiment_dir, settings.session_str)
         self._serializer = StateSerializer()
+        self._journal = Journal(journal_path(self._state_file))
+        self._seq = 0  # orders snapshots and journal lines
+        self._in_snapshot: set[str] = set()  # trials the latest snapshot holds
+        self._to_persist: dict[str, Trial] = {}
+        self._waiting_requests: dict[tuple, tuple[int, Trial]] = {}
 
     # ---- public ----------------------------------------------------------------
     def request_stop(self) -> None:
@@ -193,6 +206,7 @@ class Controller:
         await call_hook(self.callbacks.setup)
         if self.s.resume_state is not None:
             self._restore(self.s.resume_state)
+        self.write_state()  # this session's journal needs a snapshot to build on
         send, receive = anyio.create_memory_object_stream[Any](math.inf)
         self._send = send
         if self.interrupted:  # Ctrl+C arrived while Ray was starting
@@ -235,8 +249,8 @@ class Controller:
             await self._stop_all("stopper")
         await self._fill()
         await self.callbacks.on_step_end(iteration=self.iteration, trials=self.trial_views)
-        if self._state_urgent:
-            self.write_state()
+        if self._to_persist:
+            self._persist()
 
     def _is_finished(self) -> bool:
         if self.running or self._releasing:
@@ -252,7 +266,7 @@ class Controller:
         if self._stopping:
             return
         await self._admit_new_trials()
-        while True:
+        while self._some_waiting_trial_fits():
             chosen = await call_hook(self.scheduler.choose_trial_to_run, self.view)
             if chosen is None:
                 break
@@ -303,6 +317,7 @@ class Controller:
             self.executor.check_feasible(trial)
         self._register(trial)
         self.pending[trial.trial_id] = trial
+        self._count_waiting(trial, +1)
         self._state_dirty = True
         await call_hook(self.scheduler.on_trial_add, self.view, self._v(trial))
 
@@ -373,6 +388,24 @@ class Controller:
                 index.pop(tid, None)
             elif trial.status is status and before is not status:
                 index[tid] = trial
+        waiting = (TrialStatus.PENDING, TrialStatus.PAUSED)
+        change = (trial.status in waiting) - (before in waiting)
+        if change:
+            self._count_waiting(trial, change)
+
+    def _count_waiting(self, trial: Trial, change: int) -> None:
+        """How many waiting trials ask for each distinct resource request."""
+        key = trial.resources.key()
+        count = self._waiting_requests.get(key, (0, trial))[0] + change
+        if count:
+            self._waiting_requests[key] = (count, trial)
+        else:
+            self._waiting_requests.pop(key, None)
+
+    def _some_waiting_trial_fits(self) -> bool:
+        """Cheap pre-check so a full cluster costs O(distinct requests), not O(trials)."""
+        fits = self.executor.has_resources_for_trial
+        return any(fits(example) for _, example in self._waiting_requests.values())
 
     def _run_effect(self, effect: Effect, trial: Trial, **options: Any) -> None:
         if effect is Effect.LAUNCH:
@@ -560,7 +593,7 @@ class Controller:
             await self._register_checkpoint(trial, checkpoint_path, result)
         await self.callbacks.on_trial_complete(iteration=self.iteration, trials=self.trial_views,
                                                trial=self._v(trial))
-        self._state_urgent = True  # a finished trial must never run again after a crash
+        self._must_survive(trial)  # a finished trial must never run again after a crash
 
     # ---- checkpoints ------------------------------------------------------------------------
     async def _save_now(self, trial: Trial) -> str | None:
@@ -580,7 +613,7 @@ class Controller:
                                            trial=self._v(trial), checkpoint=checkpoint)
         await self.callbacks.on_trial_save(iteration=self.iteration, trials=self.trial_views,
                                            trial=self._v(trial))
-        self._state_urgent = True  # a crash now must resume from this checkpoint
+        self._must_survive(trial)  # a crash now must resume from this checkpoint
 
     async def _notify_paused(self, trial: Trial) -> None:
         on_pause = getattr(self.search_alg, "on_pause", None)
@@ -705,13 +738,30 @@ class Controller:
             "interrupted": self.interrupted,
         }
         self._flush_loggers()  # the files must hold what the state says was recorded
+        self._seq += 1
         text = self._serializer.snapshot(self.trials, runner_data, self._start_time,
-                                         searcher_state=self._searcher_state())
+                                         searcher_state=self._searcher_state(), seq=self._seq)
         write_snapshot(self._state_file, text)
+        self._journal.reset()
+        self._in_snapshot = set(self.trial_by_id)
         self._state_dirty = False
-        self._state_urgent = False
         self._state_written_at = self.clock.now()
         self._state_write_cost = time.perf_counter() - began
+
+    def _must_survive(self, trial: Trial) -> None:
+        """Make this trial's record durable at the end of this step (after its transition)."""
+        self._to_persist[trial.trial_id] = trial
+
+    def _persist(self) -> None:
+        """Journal the trials that must survive a crash; snapshot if one is not in it yet."""
+        to_persist, self._to_persist = self._to_persist, {}
+        if any(t not in self._in_snapshot for t in to_persist):
+            self.write_state()  # a new trial: the searcher state must travel with it
+            return
+        self._flush_loggers()  # the files must hold what the journal says was recorded
+        for trial in to_persist.values():
+            self._seq += 1
+            self._journal.append(self._seq, self._serializer.entry(trial))
 
     def _searcher_state(self) -> Any:
         get_state = getattr(self.search_alg, "get_state", None)
@@ -743,6 +793,7 @@ class Controller:
             self._register(trial)
             if trial.status is TrialStatus.PENDING:
                 self.pending[trial.trial_id] = trial
+                self._count_waiting(trial, +1)
         searcher_state = state.get("searcher_state")
         if searcher_state is not None and hasattr(self.search_alg, "set_state"):
             self.search_alg.set_state(searcher_state)
@@ -768,6 +819,7 @@ class Controller:
         finally:
             try:
                 self.write_state()
+                self._journal.close()
             finally:
                 await self.executor.shutdown()
 

@@ -36,7 +36,7 @@ from tune_async.result import (
     TRAINING_ITERATION,
     TRIAL_ID,
 )
-from tune_async.state import newest_state_file
+from tune_async.state import journal_path, newest_state_file, replay_journal
 from tune_async.trial import Trial, TrialStatus
 from tune_async.utils.util import flatten_dict, unflatten_dict
 
@@ -648,6 +648,7 @@ def _load_state(state_file: str) -> dict:
         raise TuneError(f"Experiment state invalid: `checkpoints` is not a list in {state_file}.")
     # 1.x wrote each trial as a JSON string inside the JSON document.
     state["checkpoints"] = [json.loads(cp) if isinstance(cp, str) else cp for cp in checkpoints]
+    replay_journal(state, journal_path(state_file))  # changes since the snapshot (a crash)
     return state
 
 

@@ -79,11 +79,6 @@ class TrialScheduler:
         raise NotImplementedError
 
 
-def _resources_key(trial: Trial) -> Any:
-    key = getattr(trial.resources, "key", None)
-    return key() if callable(key) else id(trial)
-
-
 class FIFOScheduler(TrialScheduler):
     """Runs trials in the order they were created; never pauses or stops them."""
 
@@ -92,18 +87,23 @@ class FIFOScheduler(TrialScheduler):
 
     def choose_trial_to_run(self, trial_runner: Any) -> Trial | None:
         waiting = getattr(trial_runner, "waiting_trials", None)
-        candidates = waiting() if waiting else trial_runner.get_trials()
+        candidates: Any
+        if waiting is not None:  # pending (in creation order), then paused; lazy
+            candidates = waiting()
+        else:
+            trials = trial_runner.get_trials()
+            candidates = [t for t in trials if t.status == TrialStatus.PENDING]
+            candidates += [t for t in trials if t.status == TrialStatus.PAUSED]
         too_big: set = set()  # requests already found not to fit: don't ask again
-        for status in (TrialStatus.PENDING, TrialStatus.PAUSED):
-            for trial in candidates:
-                if trial.status != status:
-                    continue
-                key = _resources_key(trial)
-                if key in too_big:
-                    continue
-                if trial_runner.has_resources_for_trial(trial):
-                    return trial
-                too_big.add(key)
+        for trial in candidates:
+            if trial.status not in (TrialStatus.PENDING, TrialStatus.PAUSED):
+                continue
+            key = id(trial.resources)
+            if key in too_big:
+                continue
+            if trial_runner.has_resources_for_trial(trial):
+                return trial
+            too_big.add(key)
         return None
 
     def debug_string(self) -> str:
