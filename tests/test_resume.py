@@ -527,3 +527,33 @@ async def test_resume_false_with_an_existing_experiment_starts_fresh(results_dir
         check_complete_results(trial)
     loaded = tune.ExperimentAnalysis(os.path.join(results_dir, "again"))
     assert {t.trial_id for t in loaded.trials} == second_ids
+
+
+def test_finished_trials_are_journaled_not_each_rewriting_the_state(results_dir, monkeypatch):
+    """Durability per finished trial costs one journal line, not a full O(trials) snapshot."""
+    import tune_async.controller as controller_module
+    from tune_async.state import Journal
+
+    snapshots, journal_lines = [], []
+    real_write, real_append = controller_module.write_snapshot, Journal.append
+
+    def counting_write(path, text):
+        snapshots.append(path)
+        real_write(path, text)
+
+    def counting_append(self, seq, entry_text):
+        journal_lines.append(seq)
+        real_append(self, seq, entry_text)
+
+    monkeypatch.setattr(controller_module, "write_snapshot", counting_write)
+    monkeypatch.setattr(Journal, "append", counting_append)
+
+    def quick(config):
+        tune.report(score=config["x"])
+
+    analysis = tune.run(quick, config={"x": tune.uniform(0, 1)}, num_samples=200, verbose=0,
+                        name="many", local_dir=results_dir,
+                        trial_executor=ScriptedExecutor(slots=2))
+    assert len(analysis.trials) == 200
+    assert len(journal_lines) >= 190  # (nearly) every finished trial, at once
+    assert len(snapshots) < 40  # periodic snapshots, not one per finished trial
