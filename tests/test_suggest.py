@@ -162,10 +162,10 @@ def test_infinite_num_samples_is_lazy():
     assert len(drain(gen, limit=50)) == 50 and not gen.is_finished()
 
 
-def test_empty_grid_with_infinite_samples_finishes():
+def test_empty_grid_is_refused_when_added():
     gen = BasicVariantGenerator()
-    gen.add_configurations([exp({"g": tune.grid_search([])}, num_samples=sys.maxsize)])
-    assert drain(gen) == [] and gen.is_finished()
+    with pytest.raises(ValueError, match="'g'.*non-empty"):
+        gen.add_configurations([exp({"g": {"grid_search": []}}, num_samples=sys.maxsize)])
 
 
 def test_set_finished_stops_generation():

@@ -110,8 +110,10 @@ def test_grid_search_dict_with_non_list_is_tune_error():
         configs({"a": {"grid_search": 5}})
 
 
-def test_empty_grid_yields_nothing():
-    assert configs({"a": tune.grid_search([])}) == []
+def test_empty_grid_is_an_error_naming_the_key():
+    # 1.x made zero trials and said nothing; an empty grid is always a mistake.
+    with pytest.raises(ValueError, match="'a/b'.*non-empty"):
+        configs({"a": {"b": {"grid_search": []}}})
 
 
 def test_resolved_vars_paths():

@@ -293,6 +293,17 @@ class _Bounded(Domain):
         new.set_sampler(sampler)
         return new
 
+    def _check_order(self, note: str = "") -> None:
+        # numpy would fail, or silently draw from a swapped range, only at the first
+        # sample: refuse the definition instead (an open side, None, is not checked).
+        lower, upper = self.lower, self.upper
+        if lower == float("-inf") or upper == float("inf") or lower < upper:
+            return
+        raise ValueError(
+            f"{type(self).__name__} domain: `lower` must be below `upper` (lower < upper"
+            f"{note}), got lower={lower!r}, upper={upper!r}"
+        )
+
     def _log_uniform_draw(self, rng: Any, base: float, size: int) -> Any:
         logmin = np.log(self.lower) / np.log(base)
         logmax = np.log(self.upper) / np.log(base)
@@ -311,6 +322,7 @@ class Float(_Bounded):
             _check_number("upper", upper)
         self.lower = lower if lower is not None else float("-inf")
         self.upper = upper if upper is not None else float("inf")
+        self._check_order()
 
     def cast(self, value: Any) -> float:
         return float(value)
@@ -366,17 +378,12 @@ class Integer(_Bounded):
         _check_number("upper", upper)
         self.lower = lower
         self.upper = upper
+        self._check_order(", upper is exclusive")
 
     def cast(self, value: Any) -> int:
         return int(value)
 
     def uniform(self) -> Integer:
-        # numpy would only fail at the first draw; fail at definition instead
-        if not self.lower < self.upper:
-            raise ValueError(
-                f"randint requires lower < upper (upper is exclusive), got "
-                f"lower={self.lower}, upper={self.upper}"
-            )
         return self._with(Uniform())
 
     def loguniform(self, base: float = 10) -> Integer:
@@ -484,14 +491,14 @@ def _takes_one_argument(func: Callable) -> bool:
 def _check_log_bounds(lower: float, upper: float) -> None:
     if not lower > 0:
         raise ValueError(
-            "LogUniform requires a lower bound greater than 0."
+            "LogUniform requires a lower bound (`lower`) greater than 0. "
             f"Got: {lower}. Did you pass a variable that has "
             "been log-transformed? If so, pass the non-transformed value "
             "instead."
         )
     if not 0 < upper < float("inf"):
         raise ValueError(
-            "LogUniform requires a upper bound greater than 0. "
+            "LogUniform requires an upper bound (`upper`) greater than 0. "
             f"Got: {upper}. Did you pass a variable that has "
             "been log-transformed? If so, pass the non-transformed value "
             "instead."
@@ -630,10 +637,12 @@ def grid_search(values: list) -> dict:
         values: A list of values to iterate over.
 
     Raises:
-        TuneError: if ``values`` is not a list (also a ValueError).
+        TuneError: if ``values`` is not a list, or is empty (also a ValueError).
     """
     if not isinstance(values, list):
         raise TuneValueError(f"Grid search expected list of values, got: {values!r}")
+    if not values:
+        raise TuneValueError("grid_search: `values` must be a non-empty list, got []")
     return {"grid_search": values}
 
 

@@ -254,11 +254,21 @@ def parse_spec_vars(spec: dict) -> tuple[list, list, list]:
     domain_vars = []
     for path, value in unresolved.items():
         if value.is_grid():
+            _check_grid_not_empty(path, value)
             grid_vars.append((path, value))
         else:
             domain_vars.append((path, value))
     grid_vars.sort(key=lambda item: _path_sort_key(item[0]))
     return resolved_vars, domain_vars, grid_vars
+
+
+def _check_grid_not_empty(path: Path, domain: Categorical) -> None:
+    # An empty grid would silently make zero trials (1.x ran nothing and said nothing).
+    if not domain.categories:
+        (key,) = flatten_resolved_vars({path: None})
+        raise TuneValueError(
+            f"grid_search for config key {key!r}: `values` must be a non-empty list, got []"
+        )
 
 
 def _try_resolve(value: Any) -> tuple[bool, Any]:
