@@ -205,15 +205,33 @@ def _validate_time_budget(value: Any) -> float | None:
 
 
 def _validate_checkpoint_policy(trainable_cls: type, freq: int, at_end: bool) -> None:
-    from tune_async.trainable.function_trainable import FunctionTrainable
+    """1.x rule: only a function that checkpoints itself (``checkpoint_dir``) refuses these.
 
-    if (freq or at_end) and issubclass(trainable_cls, FunctionTrainable):
+    A plain ``f(config)`` accepts them; its checkpoints hold only Tune's counters.
+    """
+    if not _is_checkpointable_function(trainable_cls):
+        return
+    if at_end:
         raise ValueError(
-            "'checkpoint_freq' and 'checkpoint_at_end' cannot be used with a function "
-            "trainable: a function decides when to checkpoint with "
-            "`with tune.checkpoint_dir(step=...) as d:`. Remove them, or use a "
-            "tune.Trainable class."
+            "'checkpoint_at_end' cannot be used with a checkpointable function. You can "
+            "specify and register checkpoints within your trainable function (`with "
+            "tune.checkpoint_dir(step=...) as d:`)."
         )
+    if freq:
+        raise ValueError(
+            "'checkpoint_freq' cannot be used with a checkpointable function. You can "
+            "specify checkpoints within your trainable function (`with "
+            "tune.checkpoint_dir(step=...) as d:`)."
+        )
+
+
+def _is_checkpointable_function(trainable_cls: type) -> bool:
+    from tune_async.trainable.function_trainable import _MODE_CHECKPOINT, FunctionTrainable
+
+    return (
+        issubclass(trainable_cls, FunctionTrainable)
+        and trainable_cls._call_mode == _MODE_CHECKPOINT
+    )
 
 
 def _validate_num_samples(value: Any) -> int:
@@ -235,6 +253,9 @@ def validate_checkpoint_params(
         )
     if restore is not None and not isinstance(restore, (str, os.PathLike)):
         raise ValueError(f"restore must be a checkpoint path, got {restore!r}")
+    if restore and not os.path.exists(os.path.expanduser(restore)):
+        # Else the trial would start, fail to restore and leave result files behind.
+        raise ValueError(f"restore: the checkpoint path {os.fspath(restore)!r} does not exist")
 
 
 def _validate_nonneg_int(name: str, value: Any) -> None:

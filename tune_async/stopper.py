@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from tune_async.error import TuneError
+from tune_async.error import TuneError, TuneValueError
 from tune_async.utils.util import flatten_dict
 
 logger = logging.getLogger(__name__)
@@ -391,6 +391,7 @@ def make_stopper(stop: Any) -> tuple[dict, Stopper | None]:
     Raises:
         ValueError: anything else, a dict with a non-numeric threshold, a list
             holding a non-Stopper, or a callable with ``stop_all`` that is not a Stopper.
+        TuneError: a function that cannot take ``(trial_id, result)`` (also a ValueError).
     """
     if stop is None:
         return {}, None
@@ -438,8 +439,9 @@ def _check_stop_signature(fn: Callable) -> None:
     try:
         signature.bind("trial_id", {})
     except TypeError:
-        raise ValueError(
-            f"Invalid stop criteria: the function {fn!r} must accept two arguments "
+        # TuneError as in 1.x (where the first result failed the trial), raised up front.
+        raise TuneValueError(
+            f"Invalid stop criteria (`stop`): the function {fn!r} must accept two arguments "
             f"(trial_id, result), its signature is {signature}"
         ) from None
 
