@@ -54,6 +54,13 @@ class Trial:
     ``metric_analysis``, ``resources``, ``placement_group_factory``.
     """
 
+    # 1.x spells statuses as class constants: ``trial.status == Trial.TERMINATED``.
+    PENDING = TrialStatus.PENDING
+    RUNNING = TrialStatus.RUNNING
+    PAUSED = TrialStatus.PAUSED
+    TERMINATED = TrialStatus.TERMINATED
+    ERROR = TrialStatus.ERROR
+
     trainable_name: str
     config: dict = attrs.field(factory=dict)
     trial_id: str = attrs.field(factory=_new_trial_id)
