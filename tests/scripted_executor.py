@@ -8,7 +8,7 @@ from typing import Any
 import anyio
 
 from tune_async.execution.actor import restore_into, run_batch
-from tune_async.execution.base import TrialFailure
+from tune_async.execution.base import BatchLimits, TrialFailure
 from tune_async.trial import Trial
 
 
@@ -25,6 +25,7 @@ class ScriptedExecutor:
         self.restored_from: list[Any] = []
         self._locks: dict[int, threading.Lock] = {}
         self.stopped: list[tuple[str, bool]] = []
+        self.fetches: list[tuple[str, BatchLimits]] = []
         self.shut_down = False
 
     async def setup(self) -> None:
@@ -58,13 +59,12 @@ class ScriptedExecutor:
         self.started.append(trial.trial_id)
         self.restored_from.append(checkpoint)
 
-    async def fetch_results(self, trial: Trial, max_results: int,
-                            checkpoint_freq: int = 0) -> list[dict]:
+    async def fetch_results(self, trial: Trial, limits: BatchLimits) -> list[dict]:
         trainable = self.instances[trial.trial_id]
+        self.fetches.append((trial.trial_id, limits))
         try:
             return await anyio.to_thread.run_sync(
-                self._serially, trainable, run_batch, trainable, max_results, 0.05,
-                checkpoint_freq,
+                self._serially, trainable, run_batch, trainable, limits, 0.05,
             )
         except Exception as exc:  # noqa: BLE001
             import traceback

@@ -25,13 +25,12 @@ from tune_async import transitions
 from tune_async._hooks import call_hook
 from tune_async.clock import Clock, RealClock
 from tune_async.error import TuneError
-from tune_async.execution.base import Executor, TrialFailure
+from tune_async.execution.base import BatchLimits, Executor, TrialFailure
 from tune_async.result import (
     AUTO_RESULT_KEYS,
     CHECKPOINT_PATH,
     DONE,
     RESULT_DUPLICATE,
-    TRAINING_ITERATION,
 )
 from tune_async.state import (
     Journal,
@@ -447,9 +446,7 @@ class Controller:
 
     async def _fetch_and_post(self, trial: Trial) -> None:
         try:
-            results = await self.executor.fetch_results(
-                trial, self._credit(trial), trial.checkpoint_freq
-            )
+            results = await self.executor.fetch_results(trial, self._limits(trial))
         except TrialFailure as failure:
             self._post(TrialFailed(trial, failure))
         else:
@@ -482,15 +479,28 @@ class Controller:
     def _post(self, event: Any) -> None:
         self._send.send_nowait(event)
 
-    def _credit(self, trial: Trial) -> int:
-        """How many results the trial may produce before the driver looks at them."""
-        if trial.checkpoint_at_end:
-            return 1  # the end checkpoint must hold exactly the last recorded state
-        limit = trial.stopping_criterion.get(TRAINING_ITERATION)
-        if isinstance(limit, (int, float)) and not isinstance(limit, bool):
-            done_so_far = trial.last_result.get(TRAINING_ITERATION, 0) or 0
-            return max(1, min(MAX_BATCH, int(math.ceil(limit - done_so_far))))
-        return MAX_BATCH
+    def _limits(self, trial: Trial) -> BatchLimits:
+        """How far the trial may run before the driver looks at its results.
+
+        The dict stop criteria travel with the fetch and end the batch beside the
+        trainable. Whatever the driver cannot see ahead of (a Stopper or stop
+        function, a scheduler that does not say when it decides next) gets one
+        result per fetch, so no step runs that 1.x would not have asked for.
+        """
+        return BatchLimits(max_results=self._max_results(trial),
+                           checkpoint_freq=trial.checkpoint_freq,
+                           stop=trial.stopping_criterion)
+
+    def _max_results(self, trial: Trial) -> int:
+        if self.s.stopper is not None:
+            return 1
+        horizon = getattr(self.scheduler, "results_before_decision", None)
+        if horizon is None:
+            return 1
+        allowed = horizon(self.view, self._v(trial))
+        if allowed is None:
+            return MAX_BATCH
+        return max(1, min(MAX_BATCH, int(allowed)))
 
     # ---- the result pipeline -------------------------------------------------------------
     async def _on_results(self, trial: Trial, results: list) -> None:

@@ -1,5 +1,5 @@
 """Executors: where trials run (Ray actors by default)."""
 
-from tune_async.execution.base import Executor, TrialFailure
+from tune_async.execution.base import BatchLimits, Executor, TrialFailure
 
-__all__ = ["Executor", "TrialFailure"]
+__all__ = ["BatchLimits", "Executor", "TrialFailure"]

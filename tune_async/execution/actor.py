@@ -56,8 +56,8 @@ class TrialActor:
             self._trainable = cls(config=config, trial_info=trial_info)
         restore_into(self._trainable, checkpoint)
 
-    def train_batch(self, max_results: int, window_s: float, checkpoint_freq: int = 0) -> list[dict]:
-        return run_batch(self._trainable, max_results, window_s, checkpoint_freq)
+    def train_batch(self, limits: Any, window_s: float) -> list[dict]:
+        return run_batch(self._trainable, limits, window_s)
 
     def save(self) -> str:
         """A persistent checkpoint of the current state; returns its path."""
@@ -101,19 +101,21 @@ def restore_into(trainable: Any, checkpoint: tuple[str, Any] | None) -> None:
         trainable.restore_from_object(value)
 
 
-def run_batch(trainable: Any, max_results: int, window_s: float, checkpoint_freq: int) -> list:
-    """Results of up to ``max_results`` steps; checkpoints are taken right here.
+def run_batch(trainable: Any, limits: Any, window_s: float) -> list:
+    """Results of up to ``limits.max_results`` steps; checkpoints are taken right here.
 
     A result asking for a checkpoint (``should_checkpoint``, or every
     ``checkpoint_freq`` iterations for class trainables) ends the batch and is saved
-    before any further step, so the checkpoint pairs with exactly that result.
+    before any further step, so the checkpoint pairs with exactly that result. A
+    result meeting the dict stop criteria ends the batch too (see ``ends_batch``).
     """
-    if checkpoint_freq > 0:
-        max_results = min(max_results, checkpoint_freq - trainable.iteration % checkpoint_freq)
-    results = trainable.train_batch(max_results, window_s)
+    max_results, freq = limits.max_results, limits.checkpoint_freq
+    if freq > 0:
+        max_results = min(max_results, freq - trainable.iteration % freq)
+    results = trainable.train_batch(max_results, window_s, limits.stop)
     last = results[-1]
     wants = last.get(SHOULD_CHECKPOINT) or (
-        checkpoint_freq > 0 and last.get(TRAINING_ITERATION, 0) % checkpoint_freq == 0
+        freq > 0 and last.get(TRAINING_ITERATION, 0) % freq == 0
     )
     if wants and not last.get(RESULT_DUPLICATE) and CHECKPOINT_PATH not in last:
         last[CHECKPOINT_PATH] = trainable.save()

@@ -32,6 +32,22 @@ class TrialFailure(Exception):
         return self.traceback.strip().splitlines()[-1] if self.traceback.strip() else "failed"
 
 
+@attrs.frozen
+class BatchLimits:
+    """How far a trial may run in one fetch before the driver looks at its results.
+
+    ``max_results``: most results in the batch (the scheduler's next decision point;
+    1 when the driver must see each result before the next step). ``checkpoint_freq``:
+    a persistent checkpoint every N iterations (class trainables) ends the batch.
+    ``stop``: the dict stop criteria, checked beside the trainable so that the batch
+    ends at the first result meeting them and no further step runs.
+    """
+
+    max_results: int = 1
+    checkpoint_freq: int = 0
+    stop: dict = attrs.field(factory=dict)
+
+
 @runtime_checkable
 class Executor(Protocol):
     """Contract every executor fulfils.
@@ -46,12 +62,13 @@ class Executor(Protocol):
     - ``start_trial(trial, trainable_cls, reuse)`` sets the trainable up with
       ``trial.config`` (reusing a warm instance via ``reset_config`` when
       ``reuse``); raises :class:`TrialFailure` if setup fails.
-    - ``fetch_results(trial, max_results, checkpoint_freq)`` returns
-      1..max_results results in order (each a dict with the automatic fields);
-      a result a persistent checkpoint was taken at carries its path under
-      ``result.CHECKPOINT_PATH`` (taken every ``checkpoint_freq`` iterations for
-      class trainables, or when a result says ``should_checkpoint``); raises
-      :class:`TrialFailure` when the trainable raised or died.
+    - ``fetch_results(trial, limits)`` returns 1..``limits.max_results`` results
+      in order (each a dict with the automatic fields), ending at the first result
+      that is ``done``, asks for a checkpoint or meets ``limits.stop``: the
+      trainable never runs a step past it (see :class:`BatchLimits`). A result a
+      persistent checkpoint was taken at carries its path under
+      ``result.CHECKPOINT_PATH``; raises :class:`TrialFailure` when the trainable
+      raised or died.
     - ``save(trial)`` takes a persistent checkpoint now and returns its path.
     - ``stop_trial(trial, in_flight)`` stops the trainable and releases its
       resources (``in_flight``: a fetch was cancelled mid-call, so the worker
@@ -76,9 +93,7 @@ class Executor(Protocol):
         self, trial: Trial, trainable_cls: type, reuse: bool, checkpoint: Any = None
     ) -> None: ...
 
-    async def fetch_results(
-        self, trial: Trial, max_results: int, checkpoint_freq: int = 0
-    ) -> list[dict]: ...
+    async def fetch_results(self, trial: Trial, limits: BatchLimits) -> list[dict]: ...
 
     async def save(self, trial: Trial) -> str: ...
 

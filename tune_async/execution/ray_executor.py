@@ -12,7 +12,7 @@ import anyio
 import attrs
 
 from tune_async.error import TuneError
-from tune_async.execution.base import TrialFailure
+from tune_async.execution.base import BatchLimits, TrialFailure
 from tune_async.resources import Resources
 from tune_async.trial import Trial
 from tune_async.utils.placement_groups import PlacementGroupFactory
@@ -189,13 +189,10 @@ class RayExecutor:
             raise _as_failure(exc) from None
         worker.trainable_cls = trainable_cls
 
-    async def fetch_results(self, trial: Trial, max_results: int,
-                            checkpoint_freq: int = 0) -> list[dict]:
+    async def fetch_results(self, trial: Trial, limits: BatchLimits) -> list[dict]:
         worker = self._running[trial.trial_id]
         try:
-            return await worker.actor.train_batch.remote(
-                max_results, FETCH_WINDOW_S, checkpoint_freq
-            )
+            return await worker.actor.train_batch.remote(limits, FETCH_WINDOW_S)
         except BaseException as exc:
             raise _as_failure(exc) from None
 

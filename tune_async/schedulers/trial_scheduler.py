@@ -25,6 +25,11 @@ class TrialScheduler:
     - ``choose_trial_to_run(trial_runner) -> Trial | None``: which waiting trial
       to start next (must be idempotent until the trial starts).
     - ``debug_string() -> str``: a line for the progress table.
+    - ``results_before_decision(trial_runner, trial) -> int | None``: how many more
+      results the trial may produce before this scheduler must see one (a plain
+      method; ASHA's next rung, PBT's next perturbation). ``None``: no limit. The
+      default, 1, lets a scheduler decide on every result, as 1.x did; a trial
+      never runs a step past a decision point.
     """
 
     CONTINUE = "CONTINUE"
@@ -72,6 +77,9 @@ class TrialScheduler:
     def debug_string(self) -> str:
         return ""
 
+    def results_before_decision(self, trial_runner: Any, trial: Trial) -> int | None:
+        return 1
+
     def save(self, checkpoint_path: str) -> None:
         raise NotImplementedError
 
@@ -108,3 +116,9 @@ class FIFOScheduler(TrialScheduler):
 
     def debug_string(self) -> str:
         return "Using FIFO scheduling algorithm."
+
+    def results_before_decision(self, trial_runner: Any, trial: Trial) -> int | None:
+        # FIFO never decides anything from a result; a subclass that does gets each one.
+        if type(self).on_trial_result is FIFOScheduler.on_trial_result:
+            return None
+        return 1

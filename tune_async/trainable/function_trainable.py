@@ -26,10 +26,10 @@ from tune_async.result import (
     DEFAULT_METRIC,
     DONE,
     RESULT_DUPLICATE,
-    SHOULD_CHECKPOINT,
     TIME_THIS_ITER_S,
 )
 from tune_async.trainable import session as _sess
+from tune_async.trainable.batching import ends_batch
 from tune_async.trainable.session import (
     CHECKPOINT_MARKER,
     CHECKPOINT_PATH,
@@ -92,6 +92,7 @@ class FunctionTrainable(Trainable):
 
     def _start(self) -> None:
         session = TrialSession(self.trial_name, self.trial_id, self.logdir)
+        session.process = self._process_function_result
         thread = threading.Thread(
             target=self._run,
             args=(session, self._fn_config, self._restore_dir),
@@ -163,13 +164,15 @@ class FunctionTrainable(Trainable):
             raise TuneError(f"Trial {self.trial_name} was stopped while waiting for a result.")
         return results[0]
 
-    def train_batch(self, max_results: int, window_s: float) -> list[dict]:
+    def train_batch(self, max_results: int, window_s: float,
+                    stop: dict | None = None) -> list[dict]:
         """Grant ``max_results`` credits and return the function's results.
 
         Returns after ``max_results`` results, at a result with ``done`` or
-        ``should_checkpoint``, at the function's end, or once ``window_s`` seconds have
-        passed (with at least one result). Raises the function's exception, with its
-        original type and traceback.
+        ``should_checkpoint``, at the first result meeting the dict ``stop`` criteria
+        (the function then waits inside that ``tune.report``), at the function's end, or
+        once ``window_s`` seconds have passed (with at least one result). Raises the
+        function's exception, with its original type and traceback.
         """
         if max_results < 1:
             raise ValueError(f"train_batch: max_results must be >= 1, got {max_results}.")
@@ -180,9 +183,10 @@ class FunctionTrainable(Trainable):
             raise TuneError(f"Trial {self.trial_name} was stopped; its function does not restart.")
         if self._thread is None:
             self._start()
-        return self._process_items(self._take(max_results, window_s))
+        return self._process_items(self._take(max_results, window_s, stop))
 
-    def _take(self, max_results: int, window_s: float) -> list[tuple[str, Any]]:
+    def _take(self, max_results: int, window_s: float,
+              stop: dict | None) -> list[tuple[str, Any]]:
         session, thread = self._session, self._thread
         assert session is not None and thread is not None
         deadline = time.monotonic() + window_s
@@ -190,6 +194,7 @@ class FunctionTrainable(Trainable):
         with session.cond:
             # Results already waiting count towards this grant.
             session.credits = max_results - len(session.items)
+            session.stop_criteria = stop
             session.cond.notify_all()
             try:
                 while True:
@@ -201,15 +206,17 @@ class FunctionTrainable(Trainable):
                             if remaining <= 0:
                                 return taken
                             session.cond.wait(remaining)
-                        elif not session.cond.wait(1.0) and not thread.is_alive():
+                        elif (not session.cond.wait(1.0) and not session.items
+                              and not thread.is_alive()):
+                            # Checked after the wait: a function that ended just as the
+                            # wait timed out has left its end item, it did not die.
                             raise TuneError(f"The function thread of {self.trial_name} died.")
                     kind, payload = session.items.popleft()
                     taken.append((kind, payload))
                     if (
                         kind != ITEM_RESULT
                         or len(taken) >= max_results
-                        or payload.get(DONE)
-                        or payload.get(SHOULD_CHECKPOINT)
+                        or ends_batch(payload, stop)
                         or time.monotonic() >= deadline
                     ):
                         return taken
@@ -220,7 +227,7 @@ class FunctionTrainable(Trainable):
         out: list[dict] = []
         for kind, payload in taken:
             if kind == ITEM_RESULT:
-                out.append(self._process_function_result(payload))
+                out.append(payload)  # processed in the function's thread (report)
                 continue
             self._finished = True
             try:

@@ -18,7 +18,7 @@ import tempfile
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from numbers import Number
 from typing import Any
 
@@ -28,6 +28,7 @@ from tune_async.result import (  # noqa: F401 - CHECKPOINT_PATH re-exported
     SHOULD_CHECKPOINT,
     TIME_THIS_ITER_S,
 )
+from tune_async.trainable.batching import ends_batch
 
 # Marker file written into every checkpoint directory (1.x layout).
 CHECKPOINT_MARKER = ".is_checkpoint"
@@ -65,6 +66,10 @@ class TrialSession:
         self.reported_any = False
         self._pending_checkpoint: str | None = None
         self._last_report_time = time.time()
+        # Set by the trainable: fills a result's automatic fields in the reporting
+        # thread, so the batch can end at the very result that meets ``stop``.
+        self.process: Callable[[dict], dict] | None = None
+        self.stop_criteria: dict | None = None  # the current batch's dict stop criteria
 
     # -- the function thread's side -------------------------------------------------
 
@@ -84,8 +89,12 @@ class TrialSession:
                 result[SHOULD_CHECKPOINT] = True
                 result[CHECKPOINT_PATH] = self._pending_checkpoint
                 self._pending_checkpoint = None
+            if self.process is not None:
+                result = self.process(result)
             self.items.append((ITEM_RESULT, result))
             self.credits -= 1
+            if ends_batch(result, self.stop_criteria):
+                self.credits = 0  # block right here: the driver decides what comes next
             self.reported_any = True
             self.cond.notify_all()
             self._wait_for_credit()

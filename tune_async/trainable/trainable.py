@@ -33,8 +33,6 @@ from tune_async.result import (
     NEG_MEAN_LOSS,
     NODE_IP,
     PID,
-    RESULT_DUPLICATE,
-    SHOULD_CHECKPOINT,
     TIME_SINCE_RESTORE,
     TIME_THIS_ITER_S,
     TIME_TOTAL_S,
@@ -45,6 +43,7 @@ from tune_async.result import (
     TRAINING_ITERATION,
     default_results_dir,
 )
+from tune_async.trainable.batching import ends_batch
 from tune_async.utils.util import date_str
 
 logger = logging.getLogger(__name__)
@@ -270,24 +269,28 @@ class Trainable:
             )
         return self._process_result(dict(result), time.time() - start)
 
-    def train_batch(self, max_results: int, window_s: float) -> list[dict]:
+    def train_batch(self, max_results: int, window_s: float,
+                    stop: dict | None = None) -> list[dict]:
         """Run :meth:`train` repeatedly and return the results.
 
         Returns after ``max_results`` results, at a result with ``done`` or
-        ``should_checkpoint``, or once ``window_s`` seconds have passed since the call
-        began; always with at least one result. If a step raises after some results,
-        those are returned and the error is raised by the next call.
+        ``should_checkpoint``, at the first result meeting the ``stop`` criteria, or
+        once ``window_s`` seconds have passed since the call began; always with at
+        least one result. If a step raises after some results, those are returned and
+        the error is raised by the next call.
 
         Args:
             max_results: Most results to return (>= 1).
             window_s: Time after which no further step is started.
+            stop: Dict stop criteria (``tune.run(stop={...})``): no step runs after
+                a result that meets them, so the trainable never trains past its stop.
         """
         if max_results < 1:
             raise ValueError(f"train_batch: max_results must be >= 1, got {max_results}.")
         self._raise_pending_error()
         deadline = time.monotonic() + window_s
         results = [self.train()]
-        while not _ends_batch(results[-1]) and len(results) < max_results:
+        while not ends_batch(results[-1], stop) and len(results) < max_results:
             if time.monotonic() >= deadline:
                 break
             try:
@@ -472,12 +475,6 @@ class Trainable:
         """Export the model with ``_export_model``; returns ``{format: path}``."""
         formats = [export_formats] if isinstance(export_formats, str) else list(export_formats)
         return self._export_model(formats, export_dir or self.logdir)
-
-
-def _ends_batch(result: dict) -> bool:
-    return bool(
-        result.get(DONE) or result.get(SHOULD_CHECKPOINT) or result.get(RESULT_DUPLICATE)
-    )
 
 
 def _metadata_path(path: str) -> str:
