@@ -322,10 +322,10 @@ class Trainable:
         episodes = result.get(EPISODES_THIS_ITER)
         if episodes is not None:
             self._episodes_total = (self._episodes_total or 0) + episodes
-        if self._timesteps_total is not None:
-            result.setdefault(TIMESTEPS_TOTAL, self._timesteps_total)
-        if self._episodes_total is not None:
-            result.setdefault(EPISODES_TOTAL, self._episodes_total)
+        # Always present, None until the trainable reports increments (1.x); a total the
+        # trainable reports itself wins.
+        result.setdefault(TIMESTEPS_TOTAL, self._timesteps_total)
+        result.setdefault(EPISODES_TOTAL, self._episodes_total)
         result[TRAINING_ITERATION] = self._iteration
         if MEAN_LOSS in result:
             result[NEG_MEAN_LOSS] = -result[MEAN_LOSS]
