@@ -95,7 +95,9 @@ class Checkpoint:
             with ``training_iteration`` filled from ``iteration`` when absent; scores
             are looked up in its flattened form, nested keys ``"a/b"``).
         storage (str): ``"persistent"`` (on disk, default) or ``"memory"``.
-        value (bytes): the checkpoint itself, for memory checkpoints.
+        value: the checkpoint itself, as in 1.x: ``path`` for a persistent checkpoint
+            (what ``tune.run(restore=...)`` takes), the bytes of ``save_to_object``
+            for a memory one (the only kind that takes ``value=`` when built).
     """
 
     path: str | None = None
@@ -103,7 +105,7 @@ class Checkpoint:
     iteration: int | None = 0
     result: dict = attrs.field(factory=dict, converter=_json_safe)
     storage: str = attrs.field(default=PERSISTENT, validator=_check_storage)
-    value: bytes | None = None
+    _value: bytes | None = attrs.field(default=None, alias="value")
 
     def __attrs_post_init__(self) -> None:
         if self.storage == PERSISTENT:
@@ -143,6 +145,12 @@ class Checkpoint:
         return cls(iteration=iteration, result=result or {}, storage=MEMORY, value=value)
 
     @property
+    def value(self) -> Any:
+        # Derived from ``path`` for persistent checkpoints, so a moved path (analysis
+        # rebasing a relocated experiment) is never out of step with it.
+        return self.path if self.storage == PERSISTENT else self._value
+
+    @property
     def is_memory(self) -> bool:
         return self.storage == MEMORY
 
@@ -178,7 +186,7 @@ class Checkpoint:
         )
 
     def __repr__(self) -> str:
-        where = self.path if self.storage == PERSISTENT else f"<{len(self.value or b'')} bytes>"
+        where = self.path if self.storage == PERSISTENT else f"<{len(self._value or b'')} bytes>"
         return f"Checkpoint({self.storage}, iteration={self.iteration}, {where})"
 
 
