@@ -4,6 +4,22 @@
 running event loop, ``await tune.arun(...)`` does the same without blocking it.
 """
 
+# 1.x scripts reach submodules as attributes (``tune.sample.Float``, ``tune.session.report``).
+from tune_async import (  # noqa: F401 - attributes for 1.x code, not names of __all__
+    checkpoint_manager,
+    function_runner,
+    logger,
+    progress_reporter,
+    sample,
+    schedulers,
+    session,
+    stopper,
+    suggest,
+    syncer,
+    trial,
+    tune,
+    utils,
+)
 from tune_async.analysis import Analysis, ExperimentAnalysis
 from tune_async.api import arun, arun_experiments, run, run_experiments
 from tune_async.callback import Callback

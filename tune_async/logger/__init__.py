@@ -18,6 +18,7 @@ from tune_async.logger.logger import (
     UnifiedLogger,
     write_params,
 )
+from tune_async.progress import pretty_print  # 1.x path: ray.tune.logger.pretty_print
 
 __all__ = [
     "DEFAULT_LOGGERS",
@@ -33,5 +34,6 @@ __all__ = [
     "TBXLoggerCallback",
     "UnifiedLogger",
     "create_default_callbacks",
+    "pretty_print",
     "write_params",
 ]

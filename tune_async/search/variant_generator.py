@@ -26,7 +26,7 @@ from typing import Any
 import numpy
 
 from tune_async.error import TuneValueError
-from tune_async.search.sample import Categorical, Domain, Function, RandomState
+from tune_async.search.sample import Categorical, Domain, Function, RandomState, grid_search
 
 logger = logging.getLogger(__name__)
 
@@ -455,6 +455,7 @@ __all__ = [
     "format_vars",
     "generate_variants",
     "get_preset_variants",
+    "grid_search",  # 1.x path: ray.tune.suggest.variant_generator.grid_search
     "has_unresolved_values",
     "parse_spec_vars",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tune_async.search.sample import grid_search
 from tune_async.suggest.basic_variant import BasicVariantGenerator
 from tune_async.suggest.repeater import Repeater
 from tune_async.suggest.search import SearchAlgorithm, TrialSuggestion
@@ -16,4 +17,5 @@ __all__ = [
     "SearchGenerator",
     "Searcher",
     "TrialSuggestion",
+    "grid_search",
 ]

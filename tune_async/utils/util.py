@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+import base64
+import copy
+import inspect
 import json
+import logging
 import os
+import shutil
+import socket
 import tempfile
+import time
+from collections.abc import Callable
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 
 def flatten_dict(dt: dict, delimiter: str = "/", prevent_delimiter: bool = False) -> dict:
@@ -96,3 +106,287 @@ def date_str() -> str:
     import datetime
 
     return datetime.datetime.today().strftime("%Y-%m-%d_%H-%M-%S")
+
+
+# ---- 1.x ``ray.tune.utils`` helpers ----------------------------------------------------------
+
+
+def merge_dicts(d1: dict, d2: dict) -> dict:
+    """A deep copy of ``d1`` updated recursively with ``d2`` (new keys allowed)."""
+    merged = copy.deepcopy(d1)
+    deep_update(merged, d2, new_keys_allowed=True)
+    return merged
+
+
+def deep_update(
+    original: dict,
+    new_dict: dict,
+    new_keys_allowed: bool = False,
+    allow_new_subkey_list: list | None = None,
+    override_all_if_type_changes: list | None = None,
+) -> dict:
+    """Update ``original`` in place with ``new_dict``, recursing into dicts; returns it.
+
+    Args:
+        original: The dict to update.
+        new_dict: The values to put into it.
+        new_keys_allowed: Whether ``new_dict`` may add keys ``original`` lacks
+            (else ValueError naming the key).
+        allow_new_subkey_list: Top-level keys whose sub-dicts may gain new keys.
+        override_all_if_type_changes: Top-level keys whose dict value is replaced
+            whole when its ``"type"`` entry changes.
+    """
+    allow_new = allow_new_subkey_list or []
+    override = override_all_if_type_changes or []
+    for key, value in new_dict.items():
+        if key not in original and not new_keys_allowed:
+            raise ValueError(f"Unknown config parameter `{key}`")
+        old = original.get(key)
+        if not (isinstance(old, dict) and isinstance(value, dict)):
+            original[key] = value
+        elif key in override and "type" in old and "type" in value and (
+            old["type"] != value["type"]
+        ):
+            original[key] = value
+        else:
+            deep_update(old, value, new_keys_allowed or key in allow_new)
+    return original
+
+
+_NO_DEFAULT = object()
+
+
+def unflattened_lookup(flat_key: str, lookup: Any, delimiter: str = "/",
+                       default: Any = _NO_DEFAULT) -> Any:
+    """``lookup["a"][0]["b"]`` for ``flat_key="a/0/b"`` (the flat key itself first).
+
+    Raises KeyError for a missing path unless ``default`` is given.
+    """
+    if isinstance(lookup, dict) and flat_key in lookup:
+        return lookup[flat_key]
+    node = lookup
+    for key in flat_key.split(delimiter):
+        try:
+            node = node[key] if isinstance(node, dict) else node[int(key)]
+        except (KeyError, IndexError, ValueError, TypeError):
+            if default is _NO_DEFAULT:
+                raise KeyError(flat_key) from None
+            return default
+    return node
+
+
+class warn_if_slow:  # noqa: N801 - the 1.x name
+    """Context manager logging a warning when its block takes longer than ``threshold`` s.
+
+    Args:
+        name: What the block does (shown in the warning).
+        threshold: Seconds; default ``TUNE_WARN_THRESHOLD_S`` or 0.5.
+        disable: Never warn.
+    """
+
+    def __init__(self, name: str, threshold: float | None = None, disable: bool = False):
+        self.name = name
+        self.threshold = threshold or float(os.environ.get("TUNE_WARN_THRESHOLD_S", 0.5))
+        self.disable = disable
+        self.too_slow = False
+
+    def __enter__(self) -> warn_if_slow:
+        self._start = time.monotonic()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        elapsed = time.monotonic() - self._start
+        if elapsed > self.threshold and not self.disable:
+            self.too_slow = True
+            logger.warning("The `%s` operation took %.3f s, which may be a performance "
+                           "bottleneck.", self.name, elapsed)
+
+
+def _binds(func: Callable, *args: Any, **kwargs: Any) -> bool:
+    try:
+        inspect.signature(func).bind(*args, **kwargs)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def detect_checkpoint_function(train_func: Callable, abort: bool = False) -> bool:
+    """Whether ``train_func`` is ``f(config, checkpoint_dir=None)`` (checkpoints itself).
+
+    With ``abort=True`` a function that is not raises ValueError instead.
+    """
+    found = _binds(train_func, {}, checkpoint_dir="tmp/path")
+    if abort and not found:
+        raise ValueError(
+            "Provided training function must have 2 args in the signature, and the latter "
+            f"arg must contain `checkpoint_dir`, got {inspect.signature(train_func)}"
+        )
+    return found
+
+
+def detect_reporter(func: Callable) -> bool:
+    """Whether ``func`` is the legacy ``f(config, reporter)``."""
+    return _binds(func, {}, reporter=None)
+
+
+def detect_config_single(func: Callable) -> bool:
+    """Whether ``func`` can be called as ``f(config)``."""
+    return _binds(func, {})
+
+
+def find_free_port() -> int:
+    """A TCP port that is free on this host right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("", 0))
+        return sock.getsockname()[1]
+
+
+def force_on_current_node(task_or_actor: Any) -> Any:
+    """``task_or_actor`` (a Ray remote function or actor class) pinned to this node."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    node_id = ray.get_runtime_context().get_node_id()
+    strategy = NodeAffinitySchedulingStrategy(node_id=node_id, soft=False)
+    return task_or_actor.options(scheduling_strategy=strategy)
+
+
+# ---- pinned objects ---------------------------------------------------------------------------
+
+PINNED_OBJECT_PREFIX = "tune_async.PinnedObject:"
+# Our references keep the pinned values alive in the object store while this process lives.
+_pinned_objects: list = []
+
+
+def pin_in_object_store(obj: Any) -> str:
+    """Put ``obj`` into Ray's object store; returns an id for :func:`get_pinned_object`.
+
+    The value stays available while this (the driver's) process lives. The id is a
+    plain string, so it can go into a config or a closure; trials fetch the value
+    with ``get_pinned_object(id)`` inside their actors. Starts Ray if needed.
+    """
+    import ray
+    from ray import cloudpickle
+
+    from tune_async.execution.ray_executor import ensure_ray_initialized
+
+    ensure_ray_initialized()
+    ref = ray.put(obj)
+    _pinned_objects.append(ref)
+    # cloudpickle records the ref's owner, so any worker of the cluster can fetch it.
+    return PINNED_OBJECT_PREFIX + base64.b64encode(cloudpickle.dumps(ref)).decode("ascii")
+
+
+def get_pinned_object(pinned_id: str) -> Any:
+    """The value :func:`pin_in_object_store` returned ``pinned_id`` for."""
+    import ray
+    from ray import cloudpickle
+
+    if not isinstance(pinned_id, str) or not pinned_id.startswith(PINNED_OBJECT_PREFIX):
+        raise ValueError(
+            f"get_pinned_object: `pinned_id` must be an id from pin_in_object_store, "
+            f"got {pinned_id!r}"
+        )
+    ref = cloudpickle.loads(base64.b64decode(pinned_id[len(PINNED_OBJECT_PREFIX):]))
+    return ray.get(ref)
+
+
+# ---- validate_save_restore --------------------------------------------------------------------
+
+
+def validate_save_restore(
+    trainable_cls: Any, config: dict | None = None, num_gpus: float = 0,
+    use_object_store: bool = False,
+) -> bool:
+    """Check that a trainable resumes correctly from its own checkpoint (1.x helper).
+
+    Trains one instance for 3 iterations, saves it, restores a second instance from
+    that checkpoint and trains it twice: its iterations must be 4 and 5. Both run as
+    Ray actors (Ray is started if needed); their files go to a temporary directory
+    that is removed afterwards.
+
+    Args:
+        trainable_cls: A ``tune.Trainable`` subclass or a training function.
+        config: The config both instances get. Default ``{}``.
+        num_gpus: GPUs each instance requests.
+        use_object_store: Save and restore through Ray's object store
+            (``save_to_object``/``restore_from_object``, what pausing schedulers
+            use) instead of a checkpoint path.
+
+    Returns:
+        True.
+
+    Raises:
+        AssertionError: a check failed (as in 1.x), with what was expected.
+    """
+    import sys
+
+    import ray
+
+    from tune_async.execution.ray_executor import ensure_ray_initialized
+
+    cls = _as_trainable_cls(trainable_cls)
+    ensure_ray_initialized()
+    logdir = tempfile.mkdtemp(prefix="validate_save_restore_")
+    host = ray.remote(num_gpus=num_gpus)(_TrainableHost)
+    cls_box = [ray.put(cls)]  # in a list: fetched only once the actor extended sys.path
+    actors = [host.remote(list(sys.path), cls_box, config or {}, logdir) for _ in range(2)]
+    try:
+        _check_save_restore(ray, *actors, use_object_store)
+    finally:
+        for actor in actors:
+            ray.kill(actor)
+        shutil.rmtree(logdir, ignore_errors=True)
+    return True
+
+
+class _TrainableHost:
+    """An actor running one trainable whose module only the driver's sys.path may reach."""
+
+    def __init__(self, driver_sys_path: list, cls_box: list, config: dict, logdir: str):
+        import sys
+
+        import ray
+
+        from tune_async.trainable.trainable import TrialInfo
+
+        sys.path.extend(p for p in driver_sys_path if p not in sys.path)
+        cls = ray.get(cls_box[0])
+        self.trainable = cls(config=config, trial_info=TrialInfo(logdir=logdir))
+
+    def call(self, method: str, *args: Any) -> Any:
+        return getattr(self.trainable, method)(*args)
+
+
+def _as_trainable_cls(trainable: Any) -> type:
+    from tune_async.trainable.function_trainable import wrap_function
+    from tune_async.trainable.trainable import Trainable
+
+    if isinstance(trainable, type) and issubclass(trainable, Trainable):
+        return trainable
+    if callable(trainable) and not isinstance(trainable, type):
+        return wrap_function(trainable)
+    raise TypeError(
+        "validate_save_restore: `trainable_cls` must be a tune.Trainable subclass or a "
+        f"training function, got {trainable!r}"
+    )
+
+
+def _check_save_restore(ray: Any, first: Any, second: Any, use_object_store: bool) -> None:
+    for _ in range(3):
+        result = ray.get(first.call.remote("train"))
+    if not result.get("training_iteration"):
+        raise AssertionError(
+            "Validation will not pass because it requires `training_iteration` to be returned."
+        )
+    if use_object_store:
+        ray.get(second.call.remote("restore_from_object", first.call.remote("save_to_object")))
+    else:
+        ray.get(second.call.remote("restore", first.call.remote("save")))
+    for expected in (4, 5):
+        iteration = ray.get(second.call.remote("train")).get("training_iteration")
+        if iteration != expected:
+            raise AssertionError(
+                f"After restoring from iteration 3, training_iteration should be {expected}, "
+                f"got {iteration}: the checkpoint did not carry the trainable's progress."
+            )
