@@ -120,13 +120,13 @@ class QuietSearcher(Searcher):
 @pytest.mark.parametrize("scheduler", [FIFOScheduler(), QuietScheduler()],
                          ids=["FIFOScheduler", "subclass"])
 def test_scheduler_passed_as_search_alg(tmp_path, scheduler):
-    assert_refused(tmp_path, TypeError, "search_alg", search_alg=scheduler)
+    assert_refused(tmp_path, TypeError, "search_alg.*pass it as scheduler=", search_alg=scheduler)
 
 
 @pytest.mark.parametrize("searcher", [QuietSearcher(), BasicVariantGenerator()],
                          ids=["Searcher", "BasicVariantGenerator"])
 def test_searcher_passed_as_scheduler(tmp_path, searcher):
-    assert_refused(tmp_path, TypeError, "scheduler", scheduler=searcher)
+    assert_refused(tmp_path, TypeError, "scheduler.*pass it as search_alg=", scheduler=searcher)
 
 
 @pytest.mark.parametrize("stop", [lambda result: False, lambda: False,

@@ -462,8 +462,11 @@ def _build_search_alg(search_alg: Any, metric: Any, mode: Any, config: dict) -> 
     elif isinstance(search_alg, Searcher):
         search_alg = SearchGenerator(search_alg)
     elif not isinstance(search_alg, SearchAlgorithm):
+        hint = " (a trial scheduler: pass it as scheduler=)" if callable(
+            getattr(search_alg, "choose_trial_to_run", None)) else ""
         raise TypeError(
-            f"search_alg must be a tune Searcher or SearchAlgorithm, got {type(search_alg)!r}"
+            f"search_alg must be a tune Searcher or SearchAlgorithm, got "
+            f"{type(search_alg)!r}{hint}"
         )
     if not search_alg.set_search_properties(metric, mode, config) and has_unresolved_values(
         config
@@ -500,13 +503,18 @@ def _require_plain_setup_methods(plugin: Any, arg: str, names: tuple[str, ...]) 
 
 def _build_scheduler(scheduler: Any, metric: Any, mode: Any) -> Any:
     from tune_async.schedulers import FIFOScheduler
+    from tune_async.suggest import SearchAlgorithm, Searcher
 
     _require_plain_setup_methods(scheduler, "scheduler", ("set_search_properties",))
     if scheduler is None:
         scheduler = FIFOScheduler()
     for hook in ("on_trial_result", "choose_trial_to_run"):
         if not callable(getattr(scheduler, hook, None)):
-            raise TypeError(f"scheduler must be a tune TrialScheduler, got {type(scheduler)!r}")
+            hint = " (a search algorithm: pass it as search_alg=)" if isinstance(
+                scheduler, (Searcher, SearchAlgorithm)) else ""
+            raise TypeError(
+                f"scheduler must be a tune TrialScheduler, got {type(scheduler)!r}{hint}"
+            )
     if not scheduler.set_search_properties(metric, mode):
         raise ValueError(
             "You passed a `metric` or `mode` argument to `tune.run()`, but the scheduler you "
