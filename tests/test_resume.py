@@ -531,11 +531,11 @@ async def test_resume_false_with_an_existing_experiment_starts_fresh(results_dir
 
 def test_finished_trials_are_journaled_not_each_rewriting_the_state(results_dir, monkeypatch):
     """Durability per finished trial costs one journal line, not a full O(trials) snapshot."""
-    import tune_async.controller as controller_module
+    import tune_async.state as state_module
     from tune_async.state import Journal
 
     snapshots, journal_lines = [], []
-    real_write, real_append = controller_module.write_snapshot, Journal.append
+    real_write, real_append = state_module.write_snapshot, Journal.append
 
     def counting_write(path, text):
         snapshots.append(path)
@@ -545,7 +545,7 @@ def test_finished_trials_are_journaled_not_each_rewriting_the_state(results_dir,
         journal_lines.append(seq)
         real_append(self, seq, entry_text)
 
-    monkeypatch.setattr(controller_module, "write_snapshot", counting_write)
+    monkeypatch.setattr(state_module, "write_snapshot", counting_write)
     monkeypatch.setattr(Journal, "append", counting_append)
 
     def quick(config):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import inspect
 import logging
 import os
@@ -14,6 +15,8 @@ import warnings
 from collections.abc import Callable, Sequence
 from types import SimpleNamespace
 from typing import Any
+
+import anyio
 
 from tune_async.error import TuneError
 from tune_async.experiment import Experiment, convert_to_experiment_list
@@ -73,12 +76,14 @@ async def arun(
     sync_to_driver: Any = None,
     sync_on_checkpoint: Any = None,
     _remote: Any = None,
+    _clock: Any = None,
 ) -> Any:
     """Run an experiment; awaitable form of :func:`run`, same arguments and result.
 
     Never blocks the event loop. Cancelling the awaiting task stops every trial,
     releases its actor, saves what was recorded and re-raises ``CancelledError``.
-    See :func:`run` for the arguments.
+    See :func:`run` for the arguments. ``_clock`` (not in 1.x) replaces the clock
+    everything periodic reads (``tune_async.clock.FakeClock`` in tests, simulators).
     """
     job = _prepare_run(**{k: v for k, v in locals().items()})
     return await job.execute()
@@ -210,12 +215,11 @@ class _Job:
             incomplete = [t for t in trials if t.status != "TERMINATED"]
             if incomplete:
                 raise TuneError("Trials did not complete", incomplete)
-        return ExperimentAnalysis(
-            self.controller.state_file,
-            trials=trials,
-            default_metric=self.metric,
-            default_mode=self.mode,
-        )
+        # It reads the state file back: off the loop.
+        return await anyio.to_thread.run_sync(functools.partial(
+            ExperimentAnalysis, self.controller.state_file, trials=trials,
+            default_metric=self.metric, default_mode=self.mode,
+        ))
 
 
 def _run_arguments(kwargs: dict[str, Any]) -> SimpleNamespace:
@@ -258,11 +262,9 @@ def _prepare_run(**kwargs: Any) -> _Job:
     reporter = _build_reporter(a.progress_reporter, verbose, metric, mode)
     callback_list = _build_callbacks(a.callbacks, a.loggers, metric, verbose)
     experiment_dir = experiments[0].checkpoint_dir
-    resume_state = _load_resume_state(a.resume, experiment_dir)
-    if resume_state is None or resume_state.get("searcher_state") is None:
+    resume_path = _resume_path(a.resume, experiment_dir)
+    if resume_path is None:  # resuming: the saved searcher state decides (read off the loop)
         search_alg.add_configurations(experiments)
-    if reporter is not None and hasattr(reporter, "set_total_samples"):
-        reporter.set_total_samples(search_alg.total_samples)
     os.makedirs(experiment_dir, exist_ok=True)
     stoppers = [e.stopper for e in experiments if e.stopper is not None]
     settings = ControllerSettings(
@@ -283,9 +285,10 @@ def _prepare_run(**kwargs: Any) -> _Job:
         queue_trials=a.queue_trials,
         max_pending_trials=_max_pending(search_alg),
         strict_metrics=_strict_metrics(metric, scheduler, search_alg),
-        resume_state=resume_state,
+        resume_path=resume_path,
         resume_errored_only=a.resume == "ERRORED_ONLY",
-        clock=RealClock(),
+        clock=a._clock or RealClock(),
+        cleanup_hook_timeout_s=_cleanup_hook_timeout(),
     )
     return _Job(Controller(settings), metric, mode, a.raise_on_failed_trial)
 
@@ -312,9 +315,21 @@ def _experiments_of(a: SimpleNamespace) -> list[Experiment]:
     ]
 
 
-def _load_resume_state(resume: Any, experiment_dir: str) -> dict | None:
-    """The saved state to continue from, or None for a fresh start (1.x rules)."""
-    from tune_async.state import load_state, newest_state_file
+def _cleanup_hook_timeout() -> float:
+    """``TUNE_CLEANUP_HOOK_TIMEOUT_S``: how long a plugin hook may hang cleanup (10 s)."""
+    text = os.environ.get("TUNE_CLEANUP_HOOK_TIMEOUT_S", "10")
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"TUNE_CLEANUP_HOOK_TIMEOUT_S must be a number, got {text!r}") from None
+    if value < 0:
+        raise ValueError(f"TUNE_CLEANUP_HOOK_TIMEOUT_S must be >= 0, got {text!r}")
+    return value
+
+
+def _resume_path(resume: Any, experiment_dir: str) -> str | None:
+    """The state file to continue from, or None for a fresh start (1.x rules)."""
+    from tune_async.state import newest_state_file
 
     if not resume:
         return None
@@ -328,7 +343,7 @@ def _load_resume_state(resume: Any, experiment_dir: str) -> dict | None:
         answer = input(f"Resume from local directory {experiment_dir}? [y/N]: ")
         if answer.strip().lower() not in ("y", "yes"):
             return None
-    return load_state(path)
+    return path
 
 
 def _map_deprecated(

@@ -10,10 +10,15 @@ bodies are no-ops, so a subclass implements only what it needs and
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+import anyio
+
 from tune_async._hooks import overrides
+
+logger = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from tune_async.trial import Trial
@@ -166,6 +171,23 @@ class CallbackList:
 
     async def setup(self, **info: Any) -> None:
         await self._dispatch("setup", info)
+
+    async def dispatch_bounded(self, name: str, timeout_s: float, **kwargs: Any) -> None:
+        """Call hook ``name`` of each callback, giving up on one after ``timeout_s``.
+
+        Used while cleaning up (e.g. a cancelled ``arun``): a hanging hook must not
+        hang the experiment's end. Each one that is given up on is logged by name.
+        """
+        for hook in self._hooks[name]:
+            with anyio.move_on_after(timeout_s) as scope:
+                value = hook(**kwargs)
+                if value is not None and inspect.isawaitable(value):
+                    await value
+            if scope.cancelled_caught:
+                logger.warning(
+                    "Callback hook %s.%s did not finish within %.1f s; giving up on it.",
+                    type(getattr(hook, "__self__", hook)).__name__, name, timeout_s,
+                )
 
     async def on_step_begin(self, iteration: int, trials: list[Trial], **info: Any) -> None:
         await self._dispatch("on_step_begin", dict(iteration=iteration, trials=trials, **info))

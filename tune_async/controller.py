@@ -15,10 +15,12 @@ import logging
 import math
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import attrs
 
 from tune_async import transitions
@@ -32,16 +34,11 @@ from tune_async.result import (
     DONE,
     RESULT_DUPLICATE,
 )
-from tune_async.state import (
-    Journal,
-    StateSerializer,
-    journal_path,
-    state_path,
-    write_snapshot,
-)
+from tune_async.state import ExperimentPersistence
 from tune_async.transitions import Effect, Event
 from tune_async.trial import Trial, TrialStatus, TrialView, unwrap
 from tune_async.utils.util import flatten_dict
+from tune_async.waiting import WaitingQueue
 
 if sys.version_info < (3, 11):  # pragma: no cover - the backport anyio depends on
     from exceptiongroup import BaseExceptionGroup
@@ -50,7 +47,11 @@ logger = logging.getLogger(__name__)
 
 MAX_BATCH = 1000  # results one fetch may carry
 TICK_S = 0.5  # period of the progress / state / budget tick
-STATE_MIN_PERIOD_S = 2.0  # experiment state written at most this often while running
+CAPACITY_REFRESH_S = 10.0  # how often the executor re-reads the cluster's capacity
+# The consumer yields to the loop after this much work in one go (a large batch, many
+# trials starting at once, a snapshot of many trials): the loop never stalls.
+YIELD_AFTER_S = 0.002
+_WAITING = (TrialStatus.PENDING, TrialStatus.PAUSED)
 _AUTO_KEYS = frozenset(AUTO_RESULT_KEYS) | {"timesteps_since_restore", "neg_mean_loss",
                                             "episodes_total", "timesteps_total"}
 
@@ -107,11 +108,13 @@ class RunnerView:
         return self._c._views.get(trial_id)
 
     def waiting_trials(self) -> Iterator[TrialView]:
-        """PENDING trials in queue order, then PAUSED ones (lazy: callers may stop early)."""
+        """PENDING trials in queue order, then PAUSED ones (lazy: callers may stop early).
+
+        A trial whose release has not finished is not among them yet.
+        """
         views = self._c._views
-        for index in (self._c.pending, self._c.paused):
-            for trial_id in list(index):
-                yield views[trial_id]
+        for trial in self._c.queue:
+            yield views[trial.trial_id]
 
     def has_resources_for_trial(self, trial: Trial | TrialView) -> bool:
         return self._c.executor.has_resources_for_trial(unwrap(trial))
@@ -143,8 +146,10 @@ class ControllerSettings:
     max_pending_trials: int = 1000
     strict_metrics: tuple[str, ...] = ()
     resume_state: dict | None = None  # a loaded experiment state to continue from
+    resume_path: str | None = None  # ... or the state file to load (off the loop)
     resume_errored_only: bool = False
     clock: Clock = attrs.field(factory=RealClock)
+    cleanup_hook_timeout_s: float = 10.0  # a plugin hook may hang cleanup this long at most
 
 
 class Controller:
@@ -159,8 +164,7 @@ class Controller:
         self.trial_by_id: dict[str, Trial] = {}
         self.trial_views: list[TrialView] = []  # what plugins see, in the same order
         self._views: dict[str, TrialView] = {}
-        self.pending: dict[str, Trial] = {}
-        self.paused: dict[str, Trial] = {}
+        self.queue = WaitingQueue()
         self.running: dict[str, Trial] = {}
         self.view = RunnerView(self)
         self.iteration = 0
@@ -168,25 +172,26 @@ class Controller:
         self.raise_error: BaseException | None = None
         self._trainables: dict[str, type] = {}
         self._in_flight: dict[str, anyio.CancelScope] = {}
-        self._releasing: set[str] = set()
         self._memory_checkpoints: dict[str, Any] = {}
         self._search_done = False
         self._stopping = False
         self._send: Any = None
         self._tg: Any = None
-        self._state_dirty = True
-        self._state_written_at = -math.inf
-        self._state_write_cost = 0.0
         self._start_time = 0.0
         self._deadline: float | None = None
+        self._busy_since = 0.0
         self._stopper_all = getattr(settings.stopper, "stop_all", None)
-        self._state_file = state_path(settings.experiment_dir, settings.session_str)
-        self._serializer = StateSerializer()
-        self._journal = Journal(journal_path(self._state_file))
-        self._seq = 0  # orders snapshots and journal lines
-        self._in_snapshot: set[str] = set()  # trials the latest snapshot holds
-        self._to_persist: dict[str, Trial] = {}
-        self._waiting_requests: dict[tuple, tuple[int, Trial]] = {}
+        self.persistence = ExperimentPersistence(
+            settings.experiment_dir, settings.session_str, self.clock.now, self._flush_loggers
+        )
+
+    @property
+    def pending(self) -> dict[str, Trial]:
+        return self.queue.pending
+
+    @property
+    def paused(self) -> dict[str, Trial]:
+        return self.queue.paused
 
     # ---- public ----------------------------------------------------------------
     def request_stop(self) -> None:
@@ -196,80 +201,127 @@ class Controller:
             self._send.send_nowait(StopAll("interrupted"))
 
     async def run(self) -> list[Trial]:
-        import time
-
         self._start_time = time.time()
         if self.s.time_budget_s is not None:
             self._deadline = self.clock.now() + self.s.time_budget_s
-        await self.executor.setup()
-        await call_hook(self.callbacks.setup)
-        if self.s.resume_state is not None:
-            self._restore(self.s.resume_state)
-        self.write_state()  # this session's journal needs a snapshot to build on
         send, receive = anyio.create_memory_object_stream[Any](math.inf)
         self._send = send
-        if self.interrupted:  # Ctrl+C arrived while Ray was starting
-            send.send_nowait(StopAll("interrupted"))
         try:
-            try:
-                async with anyio.create_task_group() as tg:
-                    self._tg = tg
-                    tg.start_soon(self._ticker)
-                    await self._fill()
-                    while not self._is_finished():
-                        event = await receive.receive()
-                        await self._step(event)
-                    tg.cancel_scope.cancel()
-            except BaseExceptionGroup as group:
-                raise _first_error(group) from None
+            with send, receive:
+                try:
+                    async with anyio.create_task_group() as tg:
+                        self._tg = tg
+                        await self._set_up()
+                        await self._consume(receive)
+                        tg.cancel_scope.cancel()
+                except BaseExceptionGroup as group:
+                    raise _first_error(group) from None
         finally:
+            # Setup is inside too: a failure or a cancel at any moment still releases
+            # every worker and saves the state.
             with anyio.CancelScope(shield=True):
                 await self._cleanup()
         if self.raise_error is not None:
             raise self.raise_error
         return self.trials
 
+    async def _set_up(self) -> None:
+        await self.executor.setup()
+        await call_hook(self.callbacks.setup)
+        state = await self._resume_state()
+        if state is not None:
+            if state.get("searcher_state") is None:
+                self.search_alg.add_configurations(self.s.experiments)
+            await self._restore(state)
+        reporter = self.s.reporter
+        if reporter is not None and hasattr(reporter, "set_total_samples"):
+            reporter.set_total_samples(self.search_alg.total_samples)
+        await self._snapshot()  # this session's journal needs a snapshot to build on
+        self._tg.start_soon(self.persistence.writer)
+        self._tg.start_soon(self._ticker)
+        if getattr(self.executor, "refresh_capacity", None) is not None:
+            self._tg.start_soon(self._capacity_refresher)
+        if self.interrupted:  # Ctrl+C arrived while Ray was starting
+            self._post(StopAll("interrupted"))
+
+    async def _resume_state(self) -> dict | None:
+        if self.s.resume_state is not None:
+            return self.s.resume_state
+        if self.s.resume_path is None:
+            return None
+        from tune_async.state import load_state
+
+        return await anyio.to_thread.run_sync(load_state, self.s.resume_path)
+
+    async def _consume(self, receive: Any) -> None:
+        self._busy_since = time.perf_counter()
+        await self._fill()
+        while not self._is_finished():
+            event = await receive.receive()
+            self._busy_since = time.perf_counter()
+            await self._step(event)
+
+    async def _yield_if_busy(self) -> None:
+        """Let the loop serve others once this event's work has taken a while."""
+        if time.perf_counter() - self._busy_since >= YIELD_AFTER_S:
+            await anyio.lowlevel.checkpoint()
+            self._busy_since = time.perf_counter()
+
     # ---- the consumer --------------------------------------------------------------
     async def _step(self, event: Any) -> None:
-        self.iteration += 1
-        await self.callbacks.on_step_begin(iteration=self.iteration, trials=self.trial_views)
         if isinstance(event, ResultsArrived):
-            await self._on_results(event.trial, event.results)
-        elif isinstance(event, TrialFailed):
-            await self._on_failure(event.trial, event.failure)
-        elif isinstance(event, Released):
-            self._releasing.discard(event.trial.trial_id)
-        elif isinstance(event, Tick):
-            await self._on_tick()
-        elif isinstance(event, StopAll):
-            await self._stop_all(event.reason)
+            await self._on_results(event.trial, event.results)  # one step per result
+        else:
+            await self._begin_step()
+            await self._handle(event)
+            await self._end_step()
         if (not self._stopping and self._stopper_all is not None
                 and await call_hook(self._stopper_all)):
             await self._stop_all("stopper")
         await self._fill()
+        self.persistence.journal_survivors()
+
+    async def _handle(self, event: Any) -> None:
+        if isinstance(event, TrialFailed):
+            await self._on_failure(event.trial, event.failure)
+        elif isinstance(event, Released):
+            self.queue.released(event.trial)
+        elif isinstance(event, Tick):
+            await self._on_tick()
+        elif isinstance(event, StopAll):
+            await self._stop_all(event.reason)
+
+    async def _begin_step(self) -> None:
+        """1.x's runner step: one per processed result, failure, release or tick."""
+        self.iteration += 1
+        await self.callbacks.on_step_begin(iteration=self.iteration, trials=self.trial_views)
+
+    async def _end_step(self) -> None:
         await self.callbacks.on_step_end(iteration=self.iteration, trials=self.trial_views)
-        if self._to_persist:
-            self._persist()
 
     def _is_finished(self) -> bool:
-        if self.running or self._releasing:
+        if self.running or self.queue.any_releasing:
             return False
         if self._stopping:
             return True
         if not self._search_done:
             return False
-        return not self.pending and not self.paused
+        return not self.queue
 
     # ---- admitting and starting trials ------------------------------------------------
     async def _fill(self) -> None:
         if self._stopping:
             return
         await self._admit_new_trials()
-        while self._some_waiting_trial_fits():
+        while self.queue.some_fit(self.executor.has_resources_for_trial):
             chosen = await call_hook(self.scheduler.choose_trial_to_run, self.view)
             if chosen is None:
                 break
-            await self._start(unwrap(chosen))
+            trial = unwrap(chosen)
+            if trial.status in _WAITING and not self.queue.is_choosable(trial):
+                break  # still being released: it can run once that finished
+            await self._start(trial)
+            await self._yield_if_busy()
         self._check_stalled()
 
     async def _admit_new_trials(self) -> None:
@@ -279,7 +331,13 @@ class Controller:
                 if await call_hook(self.search_alg.is_finished):
                     self._search_done = True
                 break
+            if suggestion.trial_id in self.trial_by_id:
+                # Resumed: the searcher's state (saved with the periodic snapshot) is older
+                # than the journaled trials, so it suggests them again; the restored trial
+                # stands for its suggestion.
+                continue
             await self._add_trial(self._trial_from(suggestion))
+            await self._yield_if_busy()
 
     def _trial_from(self, suggestion: Any) -> Trial:
         exp = suggestion.experiment
@@ -315,12 +373,14 @@ class Controller:
         if not self.s.queue_trials:
             self.executor.check_feasible(trial)
         self._register(trial)
-        self.pending[trial.trial_id] = trial
-        self._count_waiting(trial, +1)
-        self._state_dirty = True
+        self.queue.add(trial)
+        self.persistence.mark_dirty()
+        self.persistence.must_survive(trial)  # journaled: no snapshot per new trial
         await call_hook(self.scheduler.on_trial_add, self.view, self._v(trial))
 
     def _register(self, trial: Trial) -> None:
+        if trial.trial_id in self.trial_by_id:
+            raise TuneError(f"Two trials with the id {trial.trial_id!r}: trial ids must be unique")
         self.trials.append(trial)
         self.trial_by_id[trial.trial_id] = trial
         view = TrialView(trial)
@@ -351,16 +411,16 @@ class Controller:
 
     def _check_stalled(self) -> None:
         """Nothing runs, nothing can start and nothing will arrive: fail clearly, don't hang."""
-        if self.running or self._releasing or self._stopping:
+        if self.running or self.queue.any_releasing or self._stopping:
             return
-        waiting = list(self.pending.values()) + list(self.paused.values())
-        if waiting and not self.s.queue_trials:
-            trial = waiting[0]
+        waiting = self.queue.first()
+        if waiting is not None and not self.s.queue_trials:
+            trial = waiting
             raise TuneError(
                 f"Insufficient cluster resources to launch trial {trial}: nothing is running "
                 f"and it does not fit ({self.executor.resource_summary()})."
             )
-        if not waiting and not self._search_done:
+        if waiting is None and not self._search_done:
             raise TuneError(
                 "The search algorithm suggested no trial while none is running: it would "
                 "wait forever. Check the searcher's suggest() (it returns None without "
@@ -371,40 +431,23 @@ class Controller:
     def _transition(self, trial: Trial, event: Event, **options: Any) -> None:
         before = trial.status
         effects = transitions.apply(trial, event)
+        if Effect.RELEASE in effects:
+            self.queue.releasing(trial)  # before it may join the queue: held until released
         self._index(trial, before)
         if before is not trial.status:
-            self._state_dirty = True
+            self.persistence.mark_dirty()
         for effect in effects:
             self._run_effect(effect, trial, **options)
 
     def _index(self, trial: Trial, before: TrialStatus) -> None:
-        """Keep the status indexes (pending/paused/running) in step with trial.status."""
-        tid = trial.trial_id
-        for status, index in ((TrialStatus.PENDING, self.pending),
-                              (TrialStatus.PAUSED, self.paused),
-                              (TrialStatus.RUNNING, self.running)):
-            if before is status and trial.status is not status:
-                index.pop(tid, None)
-            elif trial.status is status and before is not status:
-                index[tid] = trial
-        waiting = (TrialStatus.PENDING, TrialStatus.PAUSED)
-        change = (trial.status in waiting) - (before in waiting)
-        if change:
-            self._count_waiting(trial, change)
-
-    def _count_waiting(self, trial: Trial, change: int) -> None:
-        """How many waiting trials ask for each distinct resource request."""
-        key = trial.resources.key()
-        count = self._waiting_requests.get(key, (0, trial))[0] + change
-        if count:
-            self._waiting_requests[key] = (count, trial)
-        else:
-            self._waiting_requests.pop(key, None)
-
-    def _some_waiting_trial_fits(self) -> bool:
-        """Cheap pre-check so a full cluster costs O(distinct requests), not O(trials)."""
-        fits = self.executor.has_resources_for_trial
-        return any(fits(example) for _, example in self._waiting_requests.values())
+        """Keep the running index and the waiting queue in step with trial.status."""
+        if before is TrialStatus.RUNNING and trial.status is not TrialStatus.RUNNING:
+            self.running.pop(trial.trial_id, None)
+        elif trial.status is TrialStatus.RUNNING:
+            self.running[trial.trial_id] = trial
+        self.queue.on_status_change(trial, before)
+        if trial.status.is_finished:
+            self._memory_checkpoints.pop(trial.trial_id, None)  # a paused trial's state
 
     def _run_effect(self, effect: Effect, trial: Trial, **options: Any) -> None:
         if effect is Effect.LAUNCH:
@@ -415,7 +458,6 @@ class Controller:
             scope = self._in_flight.pop(trial.trial_id, None)
             if scope is not None:
                 scope.cancel()
-            self._releasing.add(trial.trial_id)
             self._tg.start_soon(self._release, trial, scope is not None,
                                 options.get("failed", False))
         elif effect is Effect.RECORD_ERROR:
@@ -472,7 +514,7 @@ class Controller:
                     )
                 except TrialFailure:
                     logger.warning("Could not save paused trial %s; it will restart", trial)
-            await _stop_on(self.executor, trial, in_flight, failed)
+            await self.executor.stop_trial(trial, in_flight=in_flight, failed=failed)
         finally:
             self._post(Released(trial))
 
@@ -507,18 +549,23 @@ class Controller:
         if trial.status is not TrialStatus.RUNNING:
             return  # the trial was stopped while these were in flight
         self._in_flight.pop(trial.trial_id, None)
-        self._state_dirty = True
+        self.persistence.mark_dirty()
         for result in results:
+            await self._begin_step()
             try:
                 event = await self._process_result(trial, result)
             except _ResultRejected as rejected:
                 await self._on_failure(trial, rejected.failure)
+                await self._end_step()
                 return
             if event is not Event.CONTINUE:
                 self._transition(trial, event)
                 if event is Event.PAUSE:
                     await self._notify_paused(trial)
+                await self._end_step()
                 return
+            await self._end_step()
+            await self._yield_if_busy()
         self._transition(trial, Event.CONTINUE)
 
     async def _process_result(self, trial: Trial, result: dict) -> Event:
@@ -603,7 +650,7 @@ class Controller:
             await self._register_checkpoint(trial, checkpoint_path, result)
         await self.callbacks.on_trial_complete(iteration=self.iteration, trials=self.trial_views,
                                                trial=self._v(trial))
-        self._must_survive(trial)  # a finished trial must never run again after a crash
+        self.persistence.must_survive(trial)  # a finished trial must never run again
 
     # ---- checkpoints ------------------------------------------------------------------------
     async def _save_now(self, trial: Trial) -> str | None:
@@ -623,7 +670,7 @@ class Controller:
                                            trial=self._v(trial), checkpoint=checkpoint)
         await self.callbacks.on_trial_save(iteration=self.iteration, trials=self.trial_views,
                                            trial=self._v(trial))
-        self._must_survive(trial)  # a crash now must resume from this checkpoint
+        self.persistence.must_survive(trial)  # a crash now must resume from this checkpoint
 
     async def _notify_paused(self, trial: Trial) -> None:
         on_pause = getattr(self.search_alg, "on_pause", None)
@@ -643,10 +690,9 @@ class Controller:
             return
         if trial.max_failures < 0 or trial.num_failures <= trial.max_failures:
             logger.info("Trial %s failed (%d); retrying", trial, trial.num_failures)
-            self._rewind_to_checkpoint(trial)
+            await self._rewind_to_checkpoint(trial)
             self._transition(trial, Event.RETRY)
-            self.pending.pop(trial.trial_id, None)
-            self.pending[trial.trial_id] = trial  # re-queued at the end, as 1.x
+            self.queue.requeue_at_end(trial)  # as 1.x (held until its release finished)
             return
         await call_hook(self.scheduler.on_trial_error, self.view, self._v(trial))
         await call_hook(self.search_alg.on_trial_complete, trial.trial_id, None, True)
@@ -655,15 +701,15 @@ class Controller:
         if self.s.fail_fast:
             await self._stop_all("fail_fast")
 
-    def _rewind_to_checkpoint(self, trial: Trial) -> None:
+    async def _rewind_to_checkpoint(self, trial: Trial) -> None:
         """Drop what was recorded after the restore point, so no result is logged twice."""
-        from tune_async.checkpoint import truncate_trial_results
+        self._flush_loggers()
+        await anyio.to_thread.run_sync(_truncate_results, [trial])
+        self._forget_after_checkpoint(trial)
 
+    def _forget_after_checkpoint(self, trial: Trial) -> None:
         checkpoint = trial.checkpoint
         iteration = checkpoint.iteration if checkpoint is not None else 0
-        self._flush_loggers()
-        if trial.logdir and os.path.isdir(trial.logdir):
-            truncate_trial_results(trial.logdir, iteration)
         trial.last_result = dict(checkpoint.result) if checkpoint is not None else {}
         trial.results_recorded = iteration
         trial.reset_metric_analysis()
@@ -712,7 +758,14 @@ class Controller:
         if self._deadline is not None and self.clock.now() >= self._deadline:
             await self._stop_all("time budget")
         self._report_progress(done=False)
-        self._maybe_write_state()
+        if self.persistence.snapshot_due():
+            await self._snapshot()
+
+    async def _capacity_refresher(self) -> None:
+        """The cluster may grow or shrink: re-read its capacity now and then (off the loop)."""
+        while True:
+            await self.clock.sleep(CAPACITY_REFRESH_S)
+            await self.executor.refresh_capacity()
 
     def _report_progress(self, done: bool) -> None:
         reporter = self.s.reporter
@@ -725,19 +778,8 @@ class Controller:
                 sys_info.insert(0, debug)
             reporter.report(self.trial_views, done, *sys_info)
 
-    def _maybe_write_state(self, force: bool = False) -> None:
-        if not force:
-            if not self._state_dirty:
-                return
-            period = max(STATE_MIN_PERIOD_S, 20 * self._state_write_cost)
-            if self.clock.now() - self._state_written_at < period:
-                return
-        self.write_state()
-
-    def write_state(self) -> None:
-        import time
-
-        began = time.perf_counter()
+    async def _snapshot(self) -> None:
+        """Queue a snapshot of the whole experiment (written off the loop, in order)."""
         runner_data = {
             "name": os.path.basename(self.s.experiment_dir),
             "local_dir": os.path.dirname(self.s.experiment_dir),
@@ -747,31 +789,8 @@ class Controller:
             "iteration": self.iteration,
             "interrupted": self.interrupted,
         }
-        self._flush_loggers()  # the files must hold what the state says was recorded
-        self._seq += 1
-        text = self._serializer.snapshot(self.trials, runner_data, self._start_time,
-                                         searcher_state=self._searcher_state(), seq=self._seq)
-        write_snapshot(self._state_file, text)
-        self._journal.reset()
-        self._in_snapshot = set(self.trial_by_id)
-        self._state_dirty = False
-        self._state_written_at = self.clock.now()
-        self._state_write_cost = time.perf_counter() - began
-
-    def _must_survive(self, trial: Trial) -> None:
-        """Make this trial's record durable at the end of this step (after its transition)."""
-        self._to_persist[trial.trial_id] = trial
-
-    def _persist(self) -> None:
-        """Journal the trials that must survive a crash; snapshot if one is not in it yet."""
-        to_persist, self._to_persist = self._to_persist, {}
-        if any(t not in self._in_snapshot for t in to_persist):
-            self.write_state()  # a new trial: the searcher state must travel with it
-            return
-        self._flush_loggers()  # the files must hold what the journal says was recorded
-        for trial in to_persist.values():
-            self._seq += 1
-            self._journal.append(self._seq, self._serializer.entry(trial))
+        await self.persistence.snapshot(self.trials, runner_data, self._start_time,
+                                        self._searcher_state())
 
     def _searcher_state(self) -> Any:
         get_state = getattr(self.search_alg, "get_state", None)
@@ -783,12 +802,13 @@ class Controller:
             return None
 
     # ---- resume -----------------------------------------------------------------------------
-    def _restore(self, state: dict) -> None:
+    async def _restore(self, state: dict) -> None:
         """Continue a saved experiment: finished trials stay, the rest start again."""
         from tune_async.state import trials_from_state
 
         trials = trials_from_state(state)
         by_name = {e.run_identifier: e for e in self.s.experiments}
+        rewound = []
         for trial in trials:
             exp = by_name.get(trial.trainable_name) or self.s.experiments[0]
             if self.s.resume_errored_only and trial.status is TrialStatus.ERROR:
@@ -798,40 +818,51 @@ class Controller:
             elif trial.status is TrialStatus.PAUSED:
                 transitions.apply(trial, Event.UNPAUSE)
             if trial.status is TrialStatus.PENDING and trial.logdir:
-                self._rewind_to_checkpoint(trial)
+                rewound.append(trial)
+                self._forget_after_checkpoint(trial)
             self._trainables[trial.trial_id] = exp.trainable_cls
             self._register(trial)
             if trial.status is TrialStatus.PENDING:
-                self.pending[trial.trial_id] = trial
-                self._count_waiting(trial, +1)
+                self.queue.add(trial)
+        await anyio.to_thread.run_sync(_truncate_results, rewound)
         searcher_state = state.get("searcher_state")
         if searcher_state is not None and hasattr(self.search_alg, "set_state"):
             self.search_alg.set_state(searcher_state)
-        self._state_dirty = True
+        self.persistence.mark_dirty()
 
     @property
     def state_file(self) -> str:
-        return self._state_file
+        return self.persistence.state_file
 
     # ---- cleanup ---------------------------------------------------------------------------
     async def _cleanup(self) -> None:
-        """Release every worker, say goodbye to plugins and save the final state."""
+        """Release every worker, say goodbye to plugins and save the final state.
+
+        Runs shielded; a plugin hook that hangs is given up on after
+        ``cleanup_hook_timeout_s`` (named in the log), so cancelling always ends.
+        """
+        timeout = self.s.cleanup_hook_timeout_s
+        try:
+            await self._release_running()
+            self._report_progress(done=True)
+            await self.callbacks.dispatch_bounded("on_experiment_end", timeout,
+                                                  trials=self.trial_views)
+        finally:
+            try:
+                await self._snapshot()
+                await self.persistence.flush()
+                self.persistence.close()
+            finally:
+                await self.executor.shutdown()
+
+    async def _release_running(self) -> None:
         for trial in list(self.running.values()):
             scope = self._in_flight.pop(trial.trial_id, None)
             if scope is not None:
                 scope.cancel()
             transitions.apply(trial, Event.INTERRUPT)  # resumable; released right here
             self._index(trial, TrialStatus.RUNNING)
-            await _stop_on(self.executor, trial, in_flight=True, failed=False)
-        try:
-            self._report_progress(done=True)
-            await self.callbacks.on_experiment_end(trials=self.trial_views)
-        finally:
-            try:
-                self.write_state()
-                self._journal.close()
-            finally:
-                await self.executor.shutdown()
+            await self.executor.stop_trial(trial, in_flight=True, failed=False)
 
 
 def _first_error(group: BaseExceptionGroup) -> BaseException:
@@ -845,8 +876,14 @@ def _first_error(group: BaseExceptionGroup) -> BaseException:
     return group.exceptions[0]
 
 
-async def _stop_on(executor: Executor, trial: Trial, in_flight: bool, failed: bool) -> None:
-    await executor.stop_trial(trial, in_flight=in_flight, failed=failed)
+def _truncate_results(trials: list[Trial]) -> None:
+    """Cut the trials' result files back to their restore points (in a worker thread)."""
+    from tune_async.checkpoint import truncate_trial_results
+
+    for trial in trials:
+        if trial.logdir and os.path.isdir(trial.logdir):
+            checkpoint = trial.checkpoint
+            truncate_trial_results(trial.logdir, checkpoint.iteration if checkpoint else 0)
 
 
 def _write_error_file(trial: Trial, failure: TrialFailure) -> None:

@@ -5,10 +5,15 @@ from __future__ import annotations
 import base64
 import glob
 import json
+import math
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
+import anyio
+import anyio.lowlevel
+import attrs
 import cloudpickle
 
 from tune_async.trial import Trial
@@ -68,23 +73,21 @@ class StateSerializer:
         self._entries[trial.trial_id] = (key, text)
         return text
 
-    def snapshot(self, trials: list[Trial], runner_data: dict[str, Any], start_time: float,
-                 searcher_state: Any = None, seq: int = 0) -> str:
-        """The whole file (built on the event loop: a consistent view).
+    def head(self, runner_data: dict[str, Any], start_time: float, searcher_state: Any = None,
+             seq: int = 0) -> str:
+        """The file's head (a JSON object); the trial entries are spliced in after it.
 
         Trials and the searcher's state travel in the same file, so one atomic rename
         keeps them consistent with each other.
         """
         now = time.time()
-        head = json_dumps({
+        return json_dumps({
             "seq": seq,
             "runner_data": runner_data,
             "searcher_state": None if searcher_state is None else _encode(searcher_state),
             "stats": {"start_time": start_time, "timestamp": now},
             "timestamp": now,
         })
-        entries = ",\n".join(self.entry(t) for t in trials)
-        return head[:-1] + ', "checkpoints": [\n' + entries + "\n]}"
 
 
 JOURNAL_PREFIX = "experiment_journal-"
@@ -170,3 +173,139 @@ def trials_from_state(state: dict[str, Any]) -> list[Trial]:
 def write_snapshot(path: str, text: str) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     atomic_write_text(path, text)
+
+
+# ---- the experiment's persistence, written off the event loop ---------------------------
+
+
+@attrs.frozen
+class _Snapshot:
+    head: str
+    entries: list  # entry texts in trial order, joined in the writer thread
+    seq: int
+
+
+@attrs.frozen
+class _JournalLine:
+    seq: int
+    entry: str
+
+
+class ExperimentPersistence:
+    """Snapshots and the write-ahead journal of one experiment session.
+
+    The controller says what changed (:meth:`mark_dirty`, :meth:`must_survive`); the
+    texts are built on the loop from a consistent view, and one writer task writes
+    them, in order, in a worker thread: the loop never waits for the disk, and a
+    journal line is never written before the snapshot it builds on.
+
+    Args:
+        experiment_dir: Where ``experiment_state-<session>.json`` goes.
+        session_str: The session's timestamp (the file name's suffix).
+        now: The controller's clock (debouncing).
+        before_write: Called on the loop before a text is handed to the writer
+            (flushes the loggers: the files must hold what the state says was recorded).
+    """
+
+    MIN_PERIOD_S = 2.0  # snapshots at most this often while running
+    CHUNK = 500  # trials encoded between two yields to the loop
+
+    def __init__(self, experiment_dir: str, session_str: str, now: Callable[[], float],
+                 before_write: Callable[[], None]) -> None:
+        self.state_file = state_path(experiment_dir, session_str)
+        self._journal = Journal(journal_path(self.state_file))
+        self._serializer = StateSerializer()
+        self._now = now
+        self._before_write = before_write
+        self._seq = 0
+        self._in_snapshot: set[str] = set()
+        self._to_persist: dict[str, Trial] = {}
+        self._dirty = True
+        self._written_at = -math.inf
+        self._cost = 0.0
+        self._jobs: list[_Snapshot | _JournalLine] = []
+        self._wakeup: anyio.Event | None = None
+        self._write_lock: anyio.Lock | None = None
+
+    # ---- what changed ----------------------------------------------------------------
+    def mark_dirty(self) -> None:
+        self._dirty = True
+
+    def must_survive(self, trial: Trial) -> None:
+        """Make ``trial``'s record durable at the end of this step (journaled)."""
+        self._to_persist[trial.trial_id] = trial
+
+    def snapshot_due(self) -> bool:
+        period = max(self.MIN_PERIOD_S, 20 * self._cost)
+        return self._dirty and self._now() - self._written_at >= period
+
+    # ---- building texts (on the loop) ---------------------------------------------------
+    async def snapshot(self, trials: list[Trial], runner_data: dict, start_time: float,
+                       searcher_state: Any = None) -> None:
+        """Queue a snapshot of every trial and the searcher's state.
+
+        Built in chunks with a yield between them: only the controller's consumer
+        changes trials, and it is the one waiting here, so the view stays consistent.
+        """
+        began = time.perf_counter()
+        self._before_write()
+        self._seq += 1
+        head = self._serializer.head(runner_data, start_time, searcher_state, self._seq)
+        entries = []
+        for start in range(0, len(trials), self.CHUNK):
+            if start:
+                await anyio.lowlevel.checkpoint()
+            entries.extend(self._serializer.entry(t) for t in trials[start:start + self.CHUNK])
+        self._in_snapshot = {t.trial_id for t in trials}
+        self._to_persist.clear()
+        self._dirty = False
+        self._written_at = self._now()
+        self._cost = time.perf_counter() - began
+        self._submit(_Snapshot(head, entries, self._seq))
+
+    def journal_survivors(self) -> None:
+        """Journal the trials that must survive a crash (new ones too: O(1) each)."""
+        if not self._to_persist:
+            return
+        to_persist, self._to_persist = self._to_persist, {}
+        self._before_write()
+        for trial in to_persist.values():
+            self._seq += 1
+            self._submit(_JournalLine(self._seq, self._serializer.entry(trial)))
+
+    # ---- writing (in a worker thread, in order) ------------------------------------------
+    def _submit(self, job: _Snapshot | _JournalLine) -> None:
+        self._jobs.append(job)
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    async def writer(self) -> None:
+        """The writer task: runs for the whole experiment, in the controller's task group."""
+        while True:
+            self._wakeup = anyio.Event()
+            if not self._jobs:
+                await self._wakeup.wait()
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write everything queued so far (also at the end, under a shield)."""
+        if self._write_lock is None:
+            self._write_lock = anyio.Lock()
+        async with self._write_lock:
+            jobs, self._jobs = self._jobs, []
+            if jobs:
+                await anyio.to_thread.run_sync(self._write, jobs)
+
+    def _write(self, jobs: list[_Snapshot | _JournalLine]) -> None:
+        began = time.perf_counter()
+        for job in jobs:
+            if isinstance(job, _Snapshot):
+                write_snapshot(self.state_file, job.head[:-1] + ', "checkpoints": [\n'
+                               + ",\n".join(job.entries) + "\n]}")
+                self._journal.reset()
+            else:
+                self._journal.append(job.seq, job.entry)
+        self._cost = max(self._cost, time.perf_counter() - began)
+
+    def close(self) -> None:
+        self._journal.close()
