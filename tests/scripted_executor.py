@@ -18,7 +18,7 @@ class ScriptedExecutor:
     def __init__(self, slots: int = 2, reuse_actors: bool = False) -> None:
         self.slots = slots
         self.reuse_actors = reuse_actors
-        self.used = 0
+        self.reserved: set[str] = set()  # trial ids holding a slot, started or not
         self.max_used = 0
         self.instances: dict[str, Any] = {}
         self.started: list[str] = []
@@ -27,6 +27,12 @@ class ScriptedExecutor:
         self.stopped: list[tuple[str, bool]] = []
         self.fetches: list[tuple[str, BatchLimits]] = []
         self.shut_down = False
+        # Stops of trainables whose step was still running (a thread cannot be killed).
+        self._late_stops: list[threading.Thread] = []
+
+    @property
+    def used(self) -> int:
+        return len(self.reserved)
 
     async def setup(self) -> None:
         pass
@@ -34,14 +40,16 @@ class ScriptedExecutor:
     def check_feasible(self, trial: Trial) -> None:
         from tune_async.error import TuneError
 
-        if trial.resources.cpu_total() > self.slots:
-            raise TuneError(f"Insufficient cluster resources to launch trial {trial}")
+        cpus = trial.resources.cpu_total()
+        if cpus > self.slots:
+            raise TuneError(f"Insufficient cluster resources to launch trial {trial}: it "
+                            f"requested {cpus:g} CPUs, but there are only {self.slots} slots")
 
     def has_resources_for_trial(self, trial: Trial) -> bool:
         return self.used + 1 <= self.slots
 
     def reserve(self, trial: Trial) -> None:
-        self.used += 1
+        self.reserved.add(trial.trial_id)
         self.max_used = max(self.max_used, self.used)
 
     async def start_trial(self, trial: Trial, trainable_cls: type, reuse: bool,
@@ -63,8 +71,10 @@ class ScriptedExecutor:
         trainable = self.instances[trial.trial_id]
         self.fetches.append((trial.trial_id, limits))
         try:
+            # Cancelled (the trial is released mid-fetch), the step finishes unobserved.
             return await anyio.to_thread.run_sync(
                 self._serially, trainable, run_batch, trainable, limits, 0.05,
+                abandon_on_cancel=True,
             )
         except Exception as exc:  # noqa: BLE001
             import traceback
@@ -80,10 +90,18 @@ class ScriptedExecutor:
 
     async def stop_trial(self, trial: Trial, in_flight: bool = False,
                          failed: bool = False) -> None:
+        self.reserved.discard(trial.trial_id)  # also a launch that never got going
         trainable = self.instances.pop(trial.trial_id, None)
-        if trainable is not None:
-            self.used -= 1
-            self.stopped.append((trial.trial_id, in_flight))
+        if trainable is None:
+            return
+        self.stopped.append((trial.trial_id, in_flight))
+        if in_flight:
+            # Its step may still run: the slot is free now, the stop follows that step.
+            late = threading.Thread(target=self._serially, args=(trainable, trainable.stop),
+                                    daemon=True)
+            late.start()
+            self._late_stops.append(late)
+        else:
             await anyio.to_thread.run_sync(self._serially, trainable, trainable.stop)
 
     def _serially(self, trainable: Any, fn: Any, *args: Any) -> Any:
@@ -97,3 +115,6 @@ class ScriptedExecutor:
 
     async def shutdown(self) -> None:
         self.shut_down = True
+        for late in self._late_stops:
+            await anyio.to_thread.run_sync(late.join, 10.0)
+        self._late_stops.clear()
