@@ -107,6 +107,7 @@ class RayExecutor:
         self._total: dict[str, float] = {}
         self._node_max: list[dict[str, float]] = []
         self._used: dict[str, float] = {}
+        self._reserved: dict[str, dict[str, float]] = {}  # trial id -> its reservation
         self._running: dict[str, _Worker] = {}
         self._idle: list[_Worker] = []
         self._class_refs: dict[int, list] = {}
@@ -159,7 +160,8 @@ class RayExecutor:
                    for k, v in request.items())
 
     def reserve(self, trial: Trial) -> None:
-        for k, v in request_of(trial).items():
+        request = self._reserved[trial.trial_id] = request_of(trial)
+        for k, v in request.items():
             self._used[k] = self._used.get(k, 0.0) + v
 
     def _unreserve(self, request: dict[str, float]) -> None:
@@ -212,6 +214,9 @@ class RayExecutor:
 
     async def stop_trial(self, trial: Trial, in_flight: bool = False,
                          failed: bool = False) -> None:
+        # Released by trial, not by worker: a launch cancelled before it got a worker
+        # still holds its reservation.
+        self._unreserve(self._reserved.pop(trial.trial_id, {}))
         worker = self._running.pop(trial.trial_id, None)
         if worker is None:
             return
@@ -224,7 +229,6 @@ class RayExecutor:
             if not self.reuse_actors:
                 worker.trainable_cls = None
             self._idle.append(worker)
-        self._unreserve(worker.request)
 
     async def shutdown(self) -> None:
         # Let the last trials' cleanup() finish before their workers go away.
@@ -238,6 +242,7 @@ class RayExecutor:
         self._running.clear()
         self._idle.clear()
         self._used.clear()
+        self._reserved.clear()
 
     # ---- workers --------------------------------------------------------------
     async def _acquire_worker(self, trial: Trial) -> _Worker:
