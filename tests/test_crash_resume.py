@@ -73,11 +73,13 @@ def test_sigkilled_driver_resumes_without_losing_or_repeating_work(results_dir, 
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
+        proc.stdout.close()
         for trial_id, logdir in terminated_in_state(exp_dir).items():
             finished_before_kill.setdefault(trial_id, steps_executed(logdir))
         resume = True
     proc = start_driver(results_dir, name, True, address)
     out, _ = proc.communicate(timeout=240)
+    proc.stdout.close()
     assert proc.returncode == 0, out
     assert "FINISHED" in out
 

@@ -446,3 +446,38 @@ def test_restored_function_that_has_nothing_left_records_no_new_result(make):
     second.restore(last_checkpoint)
     end = second.train_batch(10, 1.0)
     assert end == [{"done": True, RESULT_DUPLICATE: True}]
+
+
+def _hog(stop_at):
+    while time.time() < stop_at:
+        pass
+
+
+def test_a_function_ending_as_the_liveness_wait_expires_is_not_reported_dead(make):
+    """Hundreds of functions end at every moment relative to the wait, under CPU load."""
+    import multiprocessing
+    import random
+    import threading
+
+    wait_s = 0.005
+    stop_at = time.time() + 60
+    hog_process = multiprocessing.get_context("spawn").Process(target=_hog, args=(stop_at,))
+    hog_process.start()
+    hog_thread = threading.Thread(target=_hog, args=(time.time() + 60,), daemon=True)
+    hog_thread.start()
+    rng = random.Random(6)
+    try:
+        for i in range(300):
+            delay = rng.uniform(0, 3 * wait_s)
+
+            def ends_after(config):
+                time.sleep(config["delay"])
+                return {"score": 1}
+
+            trainable = make(ends_after, {"delay": delay})
+            trainable._liveness_wait_s = wait_s
+            results = trainable.train_batch(10, 10.0)
+            assert results[-1]["done"] is True, f"run {i}"
+    finally:
+        hog_process.terminate()
+        hog_process.join()

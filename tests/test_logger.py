@@ -142,6 +142,8 @@ def test_flush_covers_every_dirty_trial(tmp_path):
     cb.log_trial_result(1, b, result(1))
     assert len(read_csv(os.path.join(a.logdir, "progress.csv"))) == 2
     assert len(read_csv(os.path.join(b.logdir, "progress.csv"))) == 2
+    cb.log_trial_end(a)
+    cb.log_trial_end(b)
 
 
 async def test_experiment_end_flushes_and_closes(trial):

@@ -12,6 +12,7 @@ import json
 import os
 import time
 
+import anyio
 import pytest
 
 import tune_async as tune
@@ -166,32 +167,51 @@ def test_state_file_is_written_atomically_and_is_valid_json(results_dir, tmp_pat
     assert {t["status"] for t in state["checkpoints"]} == {"TERMINATED"}
 
 
-def test_state_file_is_current_when_trials_finish_and_checkpoint(results_dir, tmp_path):
-    """A crash right after a trial finished or checkpointed must not lose that fact."""
+def test_state_on_disk_follows_finished_trials_and_checkpoints(results_dir, tmp_path):
+    """A crash right after a trial finished or checkpointed must not lose that fact.
+
+    The state is written off the loop, moments after the step that changed it: the async
+    hooks below wait (without blocking the loop) until the files say so.
+    """
     exp_dir = os.path.join(results_dir, "fresh")
     seen = []
 
-    class Inspector(tune.Callback):
-        def on_trial_start(self, iteration, trials, trial, **info):
-            if state_files(exp_dir):  # the trials started before must be TERMINATED
-                state = load_newest_state(exp_dir)["checkpoints"]
-                seen.append(sorted(t["status"] for t in state if t["trial_id"] != trial.trial_id
-                                   and t["status"] != "PENDING"))
+    async def eventually(read, want, timeout_s=10):
+        with anyio.move_on_after(timeout_s):
+            while read() != want:
+                await anyio.sleep(0.005)
+        return read()
 
-        def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
-            if checkpoint.iteration == 2:
-                return  # the state may not have been written yet
-            state = load_newest_state(exp_dir)["checkpoints"]
-            mine = next(t for t in state if t["trial_id"] == trial.trial_id)
-            # Every earlier checkpoint of this trial is already on record.
-            assert [c["iteration"] for c in mine["checkpoints"]] == list(
-                range(2, checkpoint.iteration, 2))
+    def finished_others(trial):
+        if not state_files(exp_dir):
+            return None
+        state = load_newest_state(exp_dir)["checkpoints"]
+        return sorted(t["status"] for t in state
+                      if t["trial_id"] != trial.trial_id and t["status"] != "PENDING")
+
+    def checkpoints_of(trial):
+        if not state_files(exp_dir):
+            return None
+        state = load_newest_state(exp_dir)["checkpoints"]
+        mine = next((t for t in state if t["trial_id"] == trial.trial_id), None)
+        return [c["iteration"] for c in mine["checkpoints"]] if mine else None
+
+    class Inspector(tune.Callback):
+        async def on_trial_start(self, iteration, trials, trial, **info):
+            started = sum(t.status != "PENDING" for t in trials) - 1
+            seen.append(await eventually(lambda: finished_others(trial),
+                                         ["TERMINATED"] * started))
+
+        async def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+            # Every earlier checkpoint of this trial is on record.
+            want = list(range(2, checkpoint.iteration, 2))
+            assert await eventually(lambda: checkpoints_of(trial), want) == want
 
     tune.run(stepper, config={"log": str(tmp_path / "calls.log"),
                               "x": tune.grid_search([1, 2, 3])},
              name="fresh", local_dir=results_dir, verbose=0, callbacks=[Inspector()],
              trial_executor=ScriptedExecutor(slots=1))
-    assert seen[-2:] == [["TERMINATED"], ["TERMINATED", "TERMINATED"]]
+    assert seen == [[], ["TERMINATED"], ["TERMINATED", "TERMINATED"]]
 
 
 # ---- resume=True -----------------------------------------------------------------------------

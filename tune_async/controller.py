@@ -256,6 +256,7 @@ class Controller:
     async def _consume(self, receive: Any) -> None:
         self._busy_since = time.perf_counter()
         await self._fill()
+        self.persistence.journal_survivors()
         while not self._is_finished():
             event = await receive.receive()
             self._busy_since = time.perf_counter()

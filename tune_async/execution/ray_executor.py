@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import time
 from typing import Any
 
 import anyio
@@ -22,7 +21,6 @@ logger = logging.getLogger(__name__)
 # A fetch returns whatever the trainable produced within this window (at least
 # one result): long enough to batch fast reporters, short enough for live progress.
 FETCH_WINDOW_S = 0.05
-RESOURCE_REFRESH_S = 10.0
 _EPS = 1e-9
 
 
@@ -110,34 +108,28 @@ class RayExecutor:
         self._reserved: dict[str, dict[str, float]] = {}  # trial id -> its reservation
         self._running: dict[str, _Worker] = {}
         self._idle: list[_Worker] = []
+        # Placement groups created but not yet ready (a launch awaits them): owned here
+        # until a worker holds them, so a cancelled launch never leaks one.
+        self._unready_groups: set[Any] = set()
         self._class_refs: dict[int, list] = {}
-        self._refreshed_at = 0.0
         self._actor_cls: Any = None
 
     # ---- capacity -----------------------------------------------------------
     async def setup(self) -> None:
-        await anyio.to_thread.run_sync(ensure_ray_initialized)
+        # A cancel during start-up waits for ray.init to finish rather than leave it
+        # running on its own after arun has returned.
+        await _in_thread_to_completion(ensure_ray_initialized)
         import ray
 
         from tune_async.execution.actor import TrialActor
 
         self._actor_cls = ray.remote(TrialActor)
         self._driver_sys_path = _driver_sys_path()
-        self._refresh_resources(force=True)
+        await self.refresh_capacity()
 
-    def _refresh_resources(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._refreshed_at < RESOURCE_REFRESH_S:
-            return
-        import ray
-
-        self._refreshed_at = now
-        self._total = {k: float(v) for k, v in ray.cluster_resources().items()}
-        self._node_max = [
-            {k: float(v) for k, v in node["Resources"].items()}
-            for node in ray.nodes()
-            if node.get("Alive")
-        ]
+    async def refresh_capacity(self) -> None:
+        """Re-read the cluster's capacity (Ray's synchronous API: in a worker thread)."""
+        self._total, self._node_max = await anyio.to_thread.run_sync(_read_capacity)
 
     def check_feasible(self, trial: Trial) -> None:
         request = request_of(trial)
@@ -154,7 +146,6 @@ class RayExecutor:
         )
 
     def has_resources_for_trial(self, trial: Trial) -> bool:
-        self._refresh_resources()
         request = request_of(trial)
         return all(self._used.get(k, 0.0) + v <= self._total.get(k, 0.0) + _EPS
                    for k, v in request.items())
@@ -179,7 +170,6 @@ class RayExecutor:
         from tune_async.trainable.trainable import TrialInfo
 
         worker = await self._acquire_worker(trial)
-        self._running[trial.trial_id] = worker
         info = TrialInfo(trial_id=trial.trial_id, trial_name=trial.trial_name,
                          logdir=trial.logdir or "")
         reuse_instance = reuse and worker.trainable_cls is trainable_cls
@@ -221,7 +211,7 @@ class RayExecutor:
         if worker is None:
             return
         if in_flight or failed or self.fresh_process_per_trial:
-            self._kill(worker)
+            await _kill_off_loop([worker])
         else:
             # Ray runs one caller's calls to an actor in order, so the next trial's
             # setup queues behind this stop: the worker is idle from here on.
@@ -237,24 +227,32 @@ class RayExecutor:
                 if worker.stopping is not None:
                     with contextlib.suppress(Exception):
                         await worker.stopping
-        for worker in list(self._running.values()) + self._idle:
-            self._kill(worker)
+        workers = list(self._running.values()) + self._idle
+        groups = list(self._unready_groups)
         self._running.clear()
         self._idle.clear()
+        self._unready_groups.clear()
         self._used.clear()
         self._reserved.clear()
+        await _kill_off_loop(workers, groups)
 
     # ---- workers --------------------------------------------------------------
     async def _acquire_worker(self, trial: Trial) -> _Worker:
+        """A worker for the trial, registered as its own before any await (no leaks)."""
         key = pool_key(trial)
         for i, worker in enumerate(self._idle):
             if worker.key == key:
                 worker = self._idle.pop(i)
+                self._running[trial.trial_id] = worker
                 if await self._stopped_cleanly(worker):
                     return worker
+                del self._running[trial.trial_id]
+                await _kill_off_loop([worker])
                 break
-        self._make_room(request_of(trial))
-        return await self._new_worker(trial, key)
+        await _kill_off_loop(self._make_room(request_of(trial)))
+        worker = await self._new_worker(trial, key)
+        self._running[trial.trial_id] = worker
+        return worker
 
     async def _stopped_cleanly(self, worker: _Worker) -> bool:
         """Whether the previous trial's stop (cleanup) finished without error."""
@@ -266,11 +264,10 @@ class RayExecutor:
             return True
         except Exception as exc:  # noqa: BLE001 - a worker that failed to stop is replaced
             logger.warning("A trial's cleanup failed (%s); replacing its worker", exc)
-            self._kill(worker)
             return False
 
-    def _make_room(self, request: dict[str, float]) -> None:
-        """Kill idle workers of other sizes until the new one fits beside the running ones."""
+    def _make_room(self, request: dict[str, float]) -> list[_Worker]:
+        """Idle workers of other sizes to kill so the new one fits beside the running ones."""
         def held() -> dict[str, float]:
             total = dict(self._used)  # includes the new trial's reservation
             for w in self._idle:
@@ -278,9 +275,11 @@ class RayExecutor:
                     total[k] = total.get(k, 0.0) + v
             return total
 
+        evicted = []
         while self._idle and not all(v <= self._total.get(k, 0.0) + _EPS
                                      for k, v in held().items()):
-            self._kill(self._idle.pop(0))
+            evicted.append(self._idle.pop(0))
+        return evicted
 
     async def _new_worker(self, trial: Trial, key: tuple) -> _Worker:
         res = trial.resources
@@ -289,8 +288,7 @@ class RayExecutor:
         if isinstance(res, PlacementGroupFactory):
             from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-            pg = res()
-            await pg.ready()
+            pg = await self._ready_group(res)
             head = res.bundles[0]
             options.update(
                 num_cpus=head.get("CPU", 0),
@@ -304,18 +302,23 @@ class RayExecutor:
         actor = self._actor_cls.options(**options).remote(self._driver_sys_path)
         return _Worker(actor=actor, key=key, request=request_of(trial), placement_group=pg)
 
-    def _kill(self, worker: _Worker) -> None:
-        import ray
+    async def _ready_group(self, factory: PlacementGroupFactory) -> Any:
+        """Create the trial's placement group and wait until it is placed.
 
+        Until a worker holds it, the group is owned here: a launch cancelled while
+        waiting removes it (and ``shutdown`` removes any left).
+        """
+        pg = factory()
+        self._unready_groups.add(pg)
         try:
-            ray.kill(worker.actor, no_restart=True)
-        except Exception:  # noqa: BLE001 - already dead
-            pass
-        if worker.placement_group is not None:
-            try:
-                ray.util.remove_placement_group(worker.placement_group)
-            except Exception:  # noqa: BLE001
-                pass
+            await pg.ready()
+        except BaseException:
+            self._unready_groups.discard(pg)
+            with anyio.CancelScope(shield=True):
+                await _kill_off_loop([], [pg])
+            raise
+        self._unready_groups.discard(pg)
+        return pg
 
     def _class_ref(self, cls: type) -> list:
         """The trainable class in the object store, put once per class."""
@@ -328,6 +331,61 @@ class RayExecutor:
             ref = [ray.put(cls)]
             self._class_refs[id(cls)] = ref
         return ref
+
+
+async def _in_thread_to_completion(fn: Any) -> Any:
+    """Run ``fn`` in a worker thread; a cancellation waits for it, then propagates.
+
+    anyio's shield covers cancel scopes, but an asyncio application may cancel the
+    task awaiting ``arun`` natively (``task.cancel()``): the thread is waited for too.
+    """
+    import asyncio
+
+    future = asyncio.get_running_loop().run_in_executor(None, fn)
+    cancelled: BaseException | None = None
+    while True:
+        try:
+            result = await asyncio.shield(future)
+            break
+        except asyncio.CancelledError as exc:
+            if future.done():
+                raise
+            cancelled = exc
+    if cancelled is not None:
+        raise cancelled
+    return result
+
+
+def _read_capacity() -> tuple[dict[str, float], list[dict[str, float]]]:
+    """The cluster's total resources and each live node's (blocking Ray calls)."""
+    import ray
+
+    total = {k: float(v) for k, v in ray.cluster_resources().items()}
+    nodes = [{k: float(v) for k, v in node["Resources"].items()}
+             for node in ray.nodes() if node.get("Alive")]
+    return total, nodes
+
+
+async def _kill_off_loop(workers: list[_Worker], groups: list[Any] = ()) -> None:
+    """Kill actors and remove placement groups in a worker thread (blocking Ray calls)."""
+    groups = list(groups) + [w.placement_group for w in workers if w.placement_group is not None]
+    if workers or groups:
+        await anyio.to_thread.run_sync(_kill_now, [w.actor for w in workers], groups)
+
+
+def _kill_now(actors: list[Any], groups: list[Any]) -> None:
+    import ray
+
+    for actor in actors:
+        try:
+            ray.kill(actor, no_restart=True)
+        except Exception:  # noqa: BLE001 - already dead
+            pass
+    for pg in groups:
+        try:
+            ray.util.remove_placement_group(pg)
+        except Exception:  # noqa: BLE001 - already removed
+            pass
 
 
 def _driver_sys_path() -> list[str]:

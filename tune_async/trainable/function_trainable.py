@@ -78,6 +78,8 @@ class FunctionTrainable(Trainable):
     _call_mode: str = _MODE_CONFIG
     # How long stop()/reset() wait for the function's thread to unwind.
     _stop_timeout_s: float = 5.0
+    # How often a fetch waiting for the function checks that its thread is alive.
+    _liveness_wait_s: float = 1.0
 
     def setup(self, config: dict) -> None:
         self._fn_config = config
@@ -206,7 +208,7 @@ class FunctionTrainable(Trainable):
                             if remaining <= 0:
                                 return taken
                             session.cond.wait(remaining)
-                        elif (not session.cond.wait(1.0) and not session.items
+                        elif (not session.cond.wait(self._liveness_wait_s) and not session.items
                               and not thread.is_alive()):
                             # Checked after the wait: a function that ended just as the
                             # wait timed out has left its end item, it did not die.

@@ -1,0 +1,171 @@
+"""Cancelling ``arun`` at any moment leaks nothing and loses nothing (issue #6, part 3).
+
+After each cancellation Ray's own state shows no live trial actor and no placement group
+left, and ``resume=True`` finishes every trial with each result recorded exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import anyio
+import pytest
+
+import tune_async as tune
+from tune_async.utils.placement_groups import PlacementGroupFactory
+
+pytestmark = pytest.mark.ray
+
+STEPS = 4
+TRIALS = 2
+# From right after the call to the end of the run: before Ray is asked for anything,
+# while workers are acquired and placement groups created, mid-results, near the end.
+DELAYS_S = [0, 0.0005, 0.002, 0.005, 0.01, 0.02, 0.04, 0.07, 0.1, 0.15, 0.2, 0.3, 0.4,
+            0.55, 0.7, 0.9, 1.1, 1.4, 1.8, 2.4]
+
+
+def stepper(config, checkpoint_dir=None):
+    start = 0
+    if checkpoint_dir:
+        with open(os.path.join(checkpoint_dir, "step")) as f:
+            start = int(f.read())
+    for step in range(start + 1, STEPS + 1):
+        time.sleep(0.05)
+        if step % 2 == 0:
+            with tune.checkpoint_dir(step=step) as d:
+                with open(os.path.join(d, "step"), "w") as f:
+                    f.write(str(step))
+        tune.report(step=step)
+
+
+def live_trial_actors():
+    import ray
+
+    return [a for a in ray._private.state.actors().values()
+            if a["State"] != "DEAD" and a["ActorClassName"] == "TrialActor"]
+
+
+def live_placement_groups():
+    import ray
+
+    return [pg for pg in ray.util.placement_group_table().values() if pg["state"] != "REMOVED"]
+
+
+async def wait_until_released(timeout_s=10.0):
+    """Ray marks a killed actor DEAD a moment after ray.kill returns."""
+    with anyio.move_on_after(timeout_s):
+        while live_trial_actors() or live_placement_groups():
+            await anyio.sleep(0.02)
+    return live_trial_actors(), live_placement_groups()
+
+
+def run_args(results_dir, name, **extra):
+    return dict(config={"x": tune.grid_search(list(range(TRIALS)))}, name=name,
+                local_dir=results_dir, verbose=0,
+                resources_per_trial=PlacementGroupFactory([{"CPU": 1}]), **extra)
+
+
+def recorded_steps(trial):
+    with open(os.path.join(trial.logdir, "result.json")) as f:
+        return [json.loads(line)["step"] for line in f]
+
+
+async def cancel_after(delay_s, **kwargs):
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: tune.arun(stepper, **kwargs))
+        await anyio.sleep(delay_s)
+        tg.cancel_scope.cancel()
+
+
+async def test_cancel_at_any_moment_leaks_nothing_and_resume_finishes(results_dir):
+    for i, delay in enumerate(DELAYS_S):
+        name = f"cancelled_{i}"
+        await cancel_after(delay, **run_args(results_dir, name))
+        actors, groups = await wait_until_released()
+        assert (actors, groups) == ([], []), f"left behind after a cancel at {delay} s"
+        if not os.path.isdir(os.path.join(results_dir, name)):
+            continue  # cancelled before anything was saved: nothing to resume
+        analysis = await tune.arun(stepper, resume=True, **run_args(results_dir, name))
+        assert [t.status for t in analysis.trials] == ["TERMINATED"] * TRIALS
+        for trial in analysis.trials:
+            assert recorded_steps(trial) == list(range(1, STEPS + 1)), f"cancel at {delay} s"
+    assert await wait_until_released() == ([], [])
+
+
+async def test_cancel_during_a_placement_group_wait_removes_the_group(results_dir):
+    import ray
+
+    @ray.remote(num_cpus=1)
+    class Blocker:
+        def ready(self):
+            return True
+
+    # Half the CPUs are held outside Tune: the trial's 2-CPU group cannot be placed yet.
+    blocker = Blocker.remote()
+    await blocker.ready.remote()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: tune.arun(
+                stepper, name="pg_wait", local_dir=results_dir, verbose=0,
+                resources_per_trial=PlacementGroupFactory([{"CPU": 2}])))
+            with anyio.fail_after(30):
+                while not live_placement_groups():
+                    await anyio.sleep(0.02)
+            await anyio.sleep(0.2)
+            assert [pg["state"] for pg in live_placement_groups()] == ["PENDING"]
+            tg.cancel_scope.cancel()
+        assert await wait_until_released() == ([], [])
+    finally:
+        ray.kill(blocker)
+
+
+class HangingCallback(tune.Callback):
+    async def on_experiment_end(self, trials, **info):
+        await anyio.sleep_forever()
+
+
+async def test_cleanup_gives_up_on_a_hanging_hook_and_names_it(results_dir, monkeypatch,
+                                                               caplog):
+    monkeypatch.setenv("TUNE_CLEANUP_HOOK_TIMEOUT_S", "0.3")
+    began = time.monotonic()
+    await cancel_after(0.5, callbacks=[HangingCallback()], **run_args(results_dir, "hang"))
+    assert time.monotonic() - began < 20
+    assert "HangingCallback.on_experiment_end did not finish" in caplog.text
+    assert await wait_until_released() == ([], [])
+
+
+CANCEL_DURING_RAY_START = """
+import asyncio, os, sys
+import tune_async as tune
+
+def trainable(config):
+    tune.report(x=1)
+
+async def main():
+    task = asyncio.ensure_future(tune.arun(trainable, local_dir=sys.argv[1], name="early",
+                                           verbose=0))
+    await asyncio.sleep(0.3)  # ray.init takes seconds: this lands while it runs
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        print("CANCELLED")
+    import ray
+    alive = [a for a in ray._private.state.actors().values() if a["State"] != "DEAD"]
+    print("ALIVE", len(alive))
+
+asyncio.run(main())
+"""
+
+
+def test_cancel_during_ray_start_up(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.run([sys.executable, "-c", CANCEL_DURING_RAY_START, str(tmp_path)],
+                          env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "CANCELLED" in proc.stdout
+    assert "ALIVE 0" in proc.stdout
