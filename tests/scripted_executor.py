@@ -86,7 +86,8 @@ class ScriptedExecutor:
         return await anyio.to_thread.run_sync(self.instances[trial.trial_id].save)
 
     async def save_to_memory(self, trial: Trial) -> Any:
-        return None
+        trainable = self.instances[trial.trial_id]
+        return await anyio.to_thread.run_sync(self._serially, trainable, trainable.save_to_object)
 
     async def stop_trial(self, trial: Trial, in_flight: bool = False,
                          failed: bool = False) -> None:

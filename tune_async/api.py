@@ -18,6 +18,8 @@ from typing import Any
 
 import anyio
 
+from tune_async.clock import RealClock
+from tune_async.controller import Controller, ControllerSettings
 from tune_async.error import TuneError
 from tune_async.experiment import Experiment, convert_to_experiment_list
 from tune_async.utils.util import date_str
@@ -231,9 +233,6 @@ def _run_arguments(kwargs: dict[str, Any]) -> SimpleNamespace:
 
 def _prepare_run(**kwargs: Any) -> _Job:
     """Validate every argument and build the run; nothing starts here."""
-    from tune_async.clock import RealClock
-    from tune_async.controller import Controller, ControllerSettings
-
     a = _run_arguments(kwargs)
     # Deprecated 1.x parameters first: they may feed the ones validated below.
     a.sync_config, a.server_port, a.resume = _map_deprecated(

@@ -6,9 +6,9 @@ Only ``transitions.apply`` assigns ``Trial.status``; everything else reads it.
 from __future__ import annotations
 
 import enum
-import math
 import os
 import uuid
+import weakref
 from collections import deque
 from numbers import Number
 from typing import Any
@@ -38,6 +38,24 @@ class TrialStatus(str, enum.Enum):
 
 
 LAST_N = (5, 10)
+_WINDOW_NAMES = {k: f"last-{k}-avg" for k in LAST_N}
+_NOT_NUMBERS = frozenset({bool, str, type(None), list, tuple})  # skipped without an ABC check
+# The numeric items of each trial's latest config, flattened once per distinct config.
+_CONFIG_NUMBERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _numbers(flat: dict, prefix: str) -> list[tuple[str, float]]:
+    return [(prefix + k, float(v)) for k, v in flat.items()
+            if not isinstance(v, bool) and isinstance(v, Number)]
+
+
+def _config_numbers(trial: Trial, config: dict) -> list[tuple[str, float]]:
+    cached = _CONFIG_NUMBERS.get(trial)
+    if cached is not None and (cached[0] is config or cached[0] == config):
+        return cached[1]
+    items = _numbers(flatten_dict(config), "config/")
+    _CONFIG_NUMBERS[trial] = (config, items)
+    return items
 
 
 def _new_trial_id() -> str:
@@ -138,32 +156,46 @@ class Trial:
 
     # ---- per-metric statistics (used by ExperimentAnalysis scopes) ---------
     def update_metric_analysis(self, result: dict) -> None:
-        """Keep max/min/avg/last/last-5-avg/last-10-avg for every numeric metric."""
-        flat = flatten_dict(result)
+        """Keep max/min/avg/last/last-5-avg/last-10-avg for every numeric metric.
 
-        for key, value in flat.items():
-            if isinstance(value, bool) or not isinstance(value, Number):
-                continue
-            value = float(value)
-            stats = self.metric_analysis.get(key)
-            if stats is None:
-                windows = {k: deque(maxlen=k) for k in LAST_N}
-                self.metric_n_steps[key] = windows
-                stats = {"max": value, "min": value, "avg": value, "last": value}
-                self.metric_analysis[key] = stats
-                count = 1
-            else:
-                windows = self.metric_n_steps[key]
-                count = stats.get("_count", 1) + 1
-                if not math.isnan(value):
-                    stats["max"] = max(stats["max"], value)
-                    stats["min"] = min(stats["min"], value)
-                stats["avg"] = stats["avg"] + (value - stats["avg"]) / count
-                stats["last"] = value
-            stats["_count"] = count
-            for k, window in windows.items():
-                window.append(value)
-                stats[f"last-{k}-avg"] = sum(window) / len(window)
+        Keys are the flattened result's (``a/b`` for nested values, ``config/...``
+        included, as 1.x). This runs once per result, so plain ints and floats are
+        recognised by their type, and the config, the same for most of a trial's
+        life, is flattened once per distinct config rather than per result.
+        """
+        update = self._update_metric
+        for key, value in result.items():
+            kind = type(value)
+            if kind is float or kind is int:
+                update(key, float(value))
+            elif kind is dict:
+                items = (_config_numbers(self, value) if key == "config"
+                         else _numbers(flatten_dict(value), f"{key}/"))
+                for name, number in items:
+                    update(name, number)
+            elif kind not in _NOT_NUMBERS and isinstance(value, Number):
+                update(key, float(value))
+
+    def _update_metric(self, key: str, value: float) -> None:
+        stats = self.metric_analysis.get(key)
+        if stats is None:
+            windows = {k: deque(maxlen=k) for k in LAST_N}
+            self.metric_n_steps[key] = windows
+            stats = {"max": value, "min": value, "avg": value, "last": value}
+            self.metric_analysis[key] = stats
+            count = 1
+        else:
+            windows = self.metric_n_steps[key]
+            count = stats.get("_count", 1) + 1
+            if value == value:  # not NaN
+                stats["max"] = max(stats["max"], value)
+                stats["min"] = min(stats["min"], value)
+            stats["avg"] = stats["avg"] + (value - stats["avg"]) / count
+            stats["last"] = value
+        stats["_count"] = count
+        for k, window in windows.items():
+            window.append(value)
+            stats[_WINDOW_NAMES[k]] = sum(window) / len(window)
 
     # ---- paths -------------------------------------------------------------
     def init_logdir(self, dirname: str) -> str:

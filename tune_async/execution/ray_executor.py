@@ -174,8 +174,9 @@ class RayExecutor:
                          logdir=trial.logdir or "")
         reuse_instance = reuse and worker.trainable_cls is trainable_cls
         try:
+            class_ref = await self._class_ref(trainable_cls)
             await worker.actor.setup.remote(
-                self._class_ref(trainable_cls), trial.config, info, reuse_instance, checkpoint
+                class_ref, trial.config, info, reuse_instance, checkpoint
             )
         except BaseException as exc:
             raise _as_failure(exc) from None
@@ -320,16 +321,16 @@ class RayExecutor:
         self._unready_groups.discard(pg)
         return pg
 
-    def _class_ref(self, cls: type) -> list:
-        """The trainable class in the object store, put once per class."""
+    async def _class_ref(self, cls: type) -> list:
+        """The trainable class in the object store, put once per class (off the loop)."""
         import ray
 
         ref = self._class_refs.get(id(cls))
         if ref is None:
             # ray.put (not cloudpickle bytes): ObjectRefs inside the trainable, e.g. from
             # with_parameters, must go through Ray's serializer to stay resolvable.
-            ref = [ray.put(cls)]
-            self._class_refs[id(cls)] = ref
+            put = await anyio.to_thread.run_sync(ray.put, cls)
+            ref = self._class_refs.setdefault(id(cls), [put])
         return ref
 
 
