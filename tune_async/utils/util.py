@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import inspect
 import json
@@ -11,6 +12,7 @@ import os
 import shutil
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -50,27 +52,22 @@ def unflatten_dict(dt: dict, delimiter: str = "/") -> dict:
 
 def atomic_write_text(path: str, text: str) -> None:
     """Write ``text`` to ``path`` via a temporary file and a rename: never half-written."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix=".part")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp_", suffix=".part")
+    """Write ``data`` to ``path`` via a temporary file and a rename: never half-written.
+
+    The temporary name is unique to this process and thread, so concurrent writers
+    of the same file never share one (and it costs no random name per write).
+    """
+    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.part"
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "wb") as f:
             f.write(data)
         os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
 
