@@ -206,9 +206,14 @@ class Trial:
                 f"'.' or '..'), got {dirname!r}"
             )
         path = os.path.join(self.local_dir, dirname)
-        while os.path.exists(path):
-            path = os.path.join(self.local_dir, f"{dirname}_{uuid.uuid4().hex[:4]}")
-        os.makedirs(path, exist_ok=True)
+        while True:  # one mkdir where the name is free (the usual case)
+            try:
+                os.mkdir(path)
+                break
+            except FileExistsError:
+                path = os.path.join(self.local_dir, f"{dirname}_{uuid.uuid4().hex[:4]}")
+            except FileNotFoundError:
+                os.makedirs(self.local_dir, exist_ok=True)
         self.logdir = path
         return path
 

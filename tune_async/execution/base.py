@@ -61,7 +61,8 @@ class Executor(Protocol):
       stays true for in-flight launches.
     - ``start_trial(trial, trainable_cls, reuse)`` sets the trainable up with
       ``trial.config`` (reusing a warm instance via ``reset_config`` when
-      ``reuse``); raises :class:`TrialFailure` if setup fails.
+      ``reuse``); raises :class:`TrialFailure` if setup fails (or lets the first
+      ``fetch_results`` raise it, when the setup travels with that first fetch).
     - ``fetch_results(trial, limits)`` returns 1..``limits.max_results`` results
       in order (each a dict with the automatic fields), ending at the first result
       that is ``done``, asks for a checkpoint or meets ``limits.stop``: the

@@ -83,6 +83,8 @@ class _Worker:
     placement_group: Any = None
     trainable_cls: type | None = None
     stopping: Any = None  # the ObjectRef of the previous trial's stop() call
+    # The next trial's setup arguments: sent with its first fetch, in one actor call.
+    pending_setup: tuple | None = None
 
 
 class RayExecutor:
@@ -173,25 +175,28 @@ class RayExecutor:
         info = TrialInfo(trial_id=trial.trial_id, trial_name=trial.trial_name,
                          logdir=trial.logdir or "")
         reuse_instance = reuse and worker.trainable_cls is trainable_cls
-        try:
-            class_ref = await self._class_ref(trainable_cls)
-            await worker.actor.setup.remote(
-                class_ref, trial.config, info, reuse_instance, checkpoint
-            )
-        except BaseException as exc:
-            raise _as_failure(exc) from None
+        class_ref = await self._class_ref(trainable_cls)
+        # Not sent yet: the setup travels with the first fetch (one round trip, one actor
+        # call less per trial); a setup that raises fails that fetch.
+        worker.pending_setup = (class_ref, trial.config, info, reuse_instance, checkpoint)
         worker.trainable_cls = trainable_cls
 
     async def fetch_results(self, trial: Trial, limits: BatchLimits) -> list[dict]:
         worker = self._running[trial.trial_id]
+        setup, worker.pending_setup = worker.pending_setup, None
+        if setup is not None:
+            ref = worker.actor.setup_and_train.remote(setup, limits, FETCH_WINDOW_S)
+        else:
+            ref = worker.actor.train_batch.remote(limits, FETCH_WINDOW_S)
         try:
-            return await worker.actor.train_batch.remote(limits, FETCH_WINDOW_S)
+            return await ref
         except BaseException as exc:
             raise _as_failure(exc) from None
 
     async def save(self, trial: Trial) -> str:
         worker = self._running[trial.trial_id]
         try:
+            await self._send_pending_setup(worker)
             return await worker.actor.save.remote()
         except BaseException as exc:
             raise _as_failure(exc) from None
@@ -199,9 +204,17 @@ class RayExecutor:
     async def save_to_memory(self, trial: Trial) -> Any:
         worker = self._running[trial.trial_id]
         try:
+            await self._send_pending_setup(worker)
             return await worker.actor.save_to_object.remote()
         except BaseException as exc:
             raise _as_failure(exc) from None
+
+    @staticmethod
+    async def _send_pending_setup(worker: _Worker) -> None:
+        """A call other than a fetch comes first: the trainable must be set up before it."""
+        setup, worker.pending_setup = worker.pending_setup, None
+        if setup is not None:
+            await worker.actor.setup.remote(*setup)
 
     async def stop_trial(self, trial: Trial, in_flight: bool = False,
                          failed: bool = False) -> None:
@@ -211,6 +224,9 @@ class RayExecutor:
         worker = self._running.pop(trial.trial_id, None)
         if worker is None:
             return
+        if worker.pending_setup is not None:
+            worker.pending_setup = None  # never set up: this trial left nothing in it
+            worker.trainable_cls = None
         if in_flight or failed or self.fresh_process_per_trial:
             await _kill_off_loop([worker])
         else:

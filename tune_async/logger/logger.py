@@ -63,9 +63,15 @@ _TBX_HINT = (
 # ---------------------------------------------------------------------------
 
 
+def _ensure_dir(logdir: str) -> None:
+    # A stat where the directory exists (the usual case): cheaper than a failing mkdir.
+    if not os.path.isdir(logdir):
+        os.makedirs(logdir, exist_ok=True)
+
+
 def write_params(logdir: str, config: dict) -> None:
     """Write ``params.json`` (sorted, indented, JSON-safe) and ``params.pkl`` into ``logdir``."""
-    os.makedirs(logdir, exist_ok=True)
+    _ensure_dir(logdir)
     atomic_write_text(
         os.path.join(logdir, EXPR_PARAM_FILE), json_dumps(config, indent=2, sort_keys=True)
     )
@@ -81,7 +87,7 @@ class _JsonWriter:
     """Appends one JSON line per result to ``result.json``."""
 
     def __init__(self, logdir: str) -> None:
-        os.makedirs(logdir, exist_ok=True)
+        _ensure_dir(logdir)
         self._file = open(os.path.join(logdir, EXPR_RESULT_FILE), "a")  # noqa: SIM115
 
     def write(self, result: dict) -> None:
@@ -117,7 +123,7 @@ class _CsvWriter:
     """Appends flattened results to ``progress.csv``; columns fixed by the first row."""
 
     def __init__(self, logdir: str) -> None:
-        os.makedirs(logdir, exist_ok=True)
+        _ensure_dir(logdir)
         path = os.path.join(logdir, EXPR_PROGRESS_FILE)
         self._fields = _existing_header(path)
         self._file = open(path, "a", newline="")  # noqa: SIM115
@@ -157,7 +163,7 @@ class _TbxWriter:
 
     def __init__(self, logdir: str, params: dict | None = None) -> None:
         summary_writer = _import_tbx()
-        os.makedirs(logdir, exist_ok=True)
+        _ensure_dir(logdir)
         self._writer = summary_writer(logdir, flush_secs=30)
         self._params = params or {}
         self._last_scalars: dict[str, float] = {}

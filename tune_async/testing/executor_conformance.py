@@ -435,7 +435,9 @@ class ExecutorConformance:
         broken = self.make_trial(tmp_path)
         executor.reserve(broken)
         with pytest.raises(TrialFailure) as info:
+            # Either call may report it: an executor may send the setup with the first fetch.
             await executor.start_trial(broken, FailingSetupTrainable, False)
+            await executor.fetch_results(broken, BatchLimits())
         assert SETUP_FAILURE in info.value.traceback
         await executor.stop_trial(broken, failed=True)
         # Its slot is free again: as many trials as ever fit, and they run.
