@@ -7,7 +7,6 @@ import anyio.lowlevel
 
 import tune_async as tune
 from tests.scripted_executor import ScriptedExecutor
-from tune_async.api import _prepare_run
 from tune_async.clock import FakeClock
 
 
@@ -20,19 +19,23 @@ def forever(config):
 
 
 async def test_time_budget_follows_the_controller_clock(results_dir):
-    job = _prepare_run(run_or_experiment=forever, num_samples=2, time_budget_s=3600,
-                       verbose=0, local_dir=results_dir, trial_executor=ScriptedExecutor())
     clock = FakeClock()
-    job.controller.clock = clock
-    job.controller.s.clock = clock
+    recorded = []
+
+    class Counting(tune.Callback):
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            recorded.append(result)
+
     async with anyio.create_task_group() as tg:
         box = {}
 
         async def run():
-            box["analysis"] = await job.execute()
+            box["analysis"] = await tune.arun(
+                forever, num_samples=2, time_budget_s=3600, verbose=0, local_dir=results_dir,
+                trial_executor=ScriptedExecutor(), callbacks=[Counting()], _clock=clock)
 
         tg.start_soon(run)
-        while sum(t.results_recorded for t in job.controller.trials) < 10:
+        while len(recorded) < 10:
             await anyio.sleep(0.01)
         assert "analysis" not in box  # an hour of budget has not passed on the fake clock
         for _ in range(7300):  # ticks every 0.5 s of fake time

@@ -302,12 +302,13 @@ class CheckpointManager:
         return -value if self.score_descending else value
 
     # -- registering --
-    def on_checkpoint(self, checkpoint: Checkpoint) -> list[Checkpoint]:
-        """Register a new checkpoint; returns the checkpoints deleted because of it.
+    def on_checkpoint(self, checkpoint: Checkpoint, delete: bool = True) -> list[Checkpoint]:
+        """Register a new checkpoint; returns the checkpoints dropped because of it.
 
         A persistent checkpoint becomes the newest; the best ``keep_checkpoints_num``
-        (and the newest) are kept, the others deleted through ``delete_fn``. A memory
-        checkpoint only replaces :attr:`newest_memory_checkpoint`.
+        (and the newest) are kept, the others deleted through ``delete_fn`` (or left
+        to the caller with ``delete=False``: :meth:`delete` them later, e.g. off the
+        event loop). A memory checkpoint only replaces :attr:`newest_memory_checkpoint`.
         """
         if not isinstance(checkpoint, Checkpoint):
             raise TypeError(f"on_checkpoint expects a Checkpoint, got {type(checkpoint).__name__}.")
@@ -325,7 +326,16 @@ class CheckpointManager:
                 self.score_key,
                 checkpoint.path,
             )
-        return self._drop_unkept()
+        dropped = self._drop_unkept()
+        if delete:
+            self.delete(dropped)
+        return dropped
+
+    def delete(self, checkpoints: list[Checkpoint]) -> None:
+        """Remove dropped checkpoints from disk through ``delete_fn`` (blocking I/O)."""
+        remove = self.delete_fn or delete_checkpoint
+        for cp in checkpoints:
+            remove(cp)
 
     def _best_ranked(self) -> list[Checkpoint]:
         """The best ``keep_checkpoints_num`` ranked checkpoints, worst first."""
@@ -346,9 +356,6 @@ class CheckpointManager:
         keep.add(id(self._checkpoints[-1]))  # the newest stays until a newer one arrives
         dropped = [c for c in self._checkpoints if id(c) not in keep]
         self._checkpoints = [c for c in self._checkpoints if id(c) in keep]
-        delete = self.delete_fn or delete_checkpoint
-        for cp in dropped:
-            delete(cp)
         return dropped
 
     # -- reading --

@@ -665,7 +665,10 @@ class Controller:
         from tune_async.checkpoint import Checkpoint
 
         checkpoint = Checkpoint.from_path(path, result)
-        trial.checkpoint_manager.on_checkpoint(checkpoint)
+        manager = trial.checkpoint_manager
+        dropped = manager.on_checkpoint(checkpoint, delete=False)
+        if dropped:  # rmtree grows with the checkpoint: off the loop, owned by the task group
+            self._tg.start_soon(anyio.to_thread.run_sync, manager.delete, dropped)
         trial.checkpoint = trial.checkpoint_manager.newest_checkpoint
         await self.callbacks.on_checkpoint(iteration=self.iteration, trials=self.trial_views,
                                            trial=self._v(trial), checkpoint=checkpoint)

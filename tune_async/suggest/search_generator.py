@@ -60,6 +60,9 @@ class SearchGenerator(SearchAlgorithm):
         self._counter = 0
         self._total_samples = 0
         self._finished = False
+        # Trial ids follow from the state (prefix + counter): a searcher restored from an
+        # older snapshot suggests the journaled trials under their own ids again.
+        self._uuid_prefix = uuid.uuid4().hex[:3]  # ids stay 8 hex digits, as 1.x's
 
     @property
     def metric(self) -> Any:
@@ -96,7 +99,7 @@ class SearchGenerator(SearchAlgorithm):
         """A TrialSuggestion, None, or an awaitable of one if the searcher is async."""
         if self.is_finished():
             return None
-        trial_id = uuid.uuid1().hex[:8]
+        trial_id = f"{self._uuid_prefix}{self._counter:05x}"
         suggestion = self.searcher.suggest(trial_id)
         return _then(suggestion, lambda config: self._create_suggestion(trial_id, config))
 
@@ -173,6 +176,7 @@ class SearchGenerator(SearchAlgorithm):
         state: dict = {
             "experiment": self._experiment,
             "counter": self._counter,
+            "uuid_prefix": self._uuid_prefix,
             "total_samples": self._total_samples,
             "finished": self._finished,
         }
@@ -186,6 +190,7 @@ class SearchGenerator(SearchAlgorithm):
     def _restore_own_state(self, state: dict) -> None:
         self._experiment = state["experiment"]
         self._counter = state["counter"]
+        self._uuid_prefix = state.get("uuid_prefix", self._uuid_prefix)
         self._total_samples = state["total_samples"]
         self._finished = state["finished"]
         for wrapper in self._wrappers():

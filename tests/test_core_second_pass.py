@@ -1,0 +1,201 @@
+"""Issue #6's controller rules: 1.x runner steps, releases before relaunch, the trial's
+working directory, and persistence that stays O(1) per trial for searcher-driven runs."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import anyio
+import pytest
+
+import tune_async as tune
+import tune_async.state as state_module
+from tests.scripted_executor import ScriptedExecutor
+from tune_async.suggest import Searcher
+
+# ---- 1.x runner steps -------------------------------------------------------------------------
+
+
+def twenty_results(config):
+    for i in range(20):
+        tune.report(i=i)
+
+
+class StepRecorder(tune.Callback):
+    def __init__(self):
+        self.events = []
+
+    def on_step_begin(self, iteration, trials, **info):
+        self.events.append(("begin", iteration))
+
+    def on_step_end(self, iteration, trials, **info):
+        self.events.append(("end", iteration))
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.events.append(("result", iteration))
+
+
+def test_step_callbacks_run_once_per_processed_result(results_dir):
+    recorder = StepRecorder()
+    tune.run(twenty_results, local_dir=results_dir, verbose=0, callbacks=[recorder],
+             trial_executor=ScriptedExecutor())
+    results = [i for kind, i in recorder.events if kind == "result"]
+    assert len(results) == 20 and len(set(results)) == 20  # one step each, batched or not
+    for iteration in results:  # each result inside its own begin/end pair
+        at = recorder.events.index(("result", iteration))
+        assert recorder.events[at - 1] == ("begin", iteration)
+        assert recorder.events[at + 1] == ("end", iteration)
+
+
+# ---- a trial being released is not waiting ----------------------------------------------------
+
+
+class SlowToStop(ScriptedExecutor):
+    """Releases take a while, as Ray's do: calls are logged in the order they happen."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.calls = []
+
+    async def start_trial(self, trial, trainable_cls, reuse, checkpoint=None):
+        self.calls.append(("start", trial.trial_id))
+        await super().start_trial(trial, trainable_cls, reuse, checkpoint)
+
+    async def stop_trial(self, trial, in_flight=False, failed=False):
+        self.calls.append(("stop-begin", trial.trial_id))
+        await anyio.sleep(0.2)
+        await super().stop_trial(trial, in_flight=in_flight, failed=failed)
+        self.calls.append(("stop-end", trial.trial_id))
+
+
+def fails_once(config):
+    marker = config["marker"]
+    for i in range(4):
+        if i == 2 and not os.path.exists(marker):
+            open(marker, "w").close()
+            raise RuntimeError("first attempt fails")
+        tune.report(i=i)
+
+
+def test_a_retried_trial_starts_again_only_after_its_release_finished(results_dir, tmp_path):
+    executor = SlowToStop(slots=2)  # resources free at once: only the release holds it back
+    analysis = tune.run(fails_once, config={"marker": str(tmp_path / "failed")}, max_failures=1,
+                        local_dir=results_dir, verbose=0, trial_executor=executor)
+    assert analysis.trials[0].status == "TERMINATED"
+    kinds = [kind for kind, _ in executor.calls]
+    assert kinds == ["start", "stop-begin", "stop-end", "start", "stop-begin", "stop-end"]
+
+
+# ---- the working directory ----------------------------------------------------------------------
+
+
+def writes_relative_file(config):
+    with open("made_here.txt", "w") as f:
+        f.write(os.getcwd())
+    tune.report(done=True)
+
+
+class WritesRelativeFile(tune.Trainable):
+    def step(self):
+        with open("made_here.txt", "w") as f:
+            f.write(os.getcwd())
+        return {"done": True}
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("trainable", [writes_relative_file, WritesRelativeFile])
+def test_the_trainable_runs_in_its_trial_directory(trainable, results_dir):
+    analysis = tune.run(trainable, num_samples=2, local_dir=results_dir, verbose=0)
+    for trial in analysis.trials:
+        with open(os.path.join(trial.logdir, "made_here.txt")) as f:
+            assert os.path.samefile(f.read(), trial.logdir)
+
+
+# ---- persistence of searcher-driven runs ----------------------------------------------------------
+
+
+class CountingSearcher(Searcher):
+    """Suggests x = 0, 1, 2, ...; its state is how many it suggested."""
+
+    def __init__(self):
+        super().__init__(metric="x", mode="max")
+        self.suggested = 0
+        self.completed = []
+
+    def suggest(self, trial_id):
+        self.suggested += 1
+        return {"x": self.suggested - 1}
+
+    def on_trial_complete(self, trial_id, result=None, error=False):
+        self.completed.append(trial_id)
+
+    def get_state(self):
+        return {"suggested": self.suggested}
+
+    def set_state(self, state):
+        self.suggested = state["suggested"]
+
+
+def report_x(config):
+    time.sleep(config.get("pause", 0))
+    tune.report(x=config["x"])
+
+
+def test_a_searcher_driven_run_journals_trials_and_snapshots_periodically(results_dir,
+                                                                         monkeypatch):
+    snapshots = []
+    real_write = state_module.write_snapshot
+
+    def counting_write(path, text):
+        snapshots.append(path)
+        real_write(path, text)
+
+    monkeypatch.setattr(state_module, "write_snapshot", counting_write)
+    analysis = tune.run(report_x, search_alg=CountingSearcher(), num_samples=400,
+                        local_dir=results_dir, verbose=0, trial_executor=ScriptedExecutor())
+    assert len(analysis.trials) == 400
+    assert len(snapshots) < 20  # periodic, not one per new or finished trial
+
+
+async def test_resume_from_a_snapshot_older_than_the_journal_runs_each_trial_once(
+        results_dir, monkeypatch):
+    """A crash leaves the searcher's state (periodic) behind the journaled trials."""
+    searcher_kwargs = dict(num_samples=6, name="lagging", local_dir=results_dir, verbose=0,
+                           config={"pause": 0.05})
+    finished = []
+
+    class Finished(tune.Callback):
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            finished.append(trial.trial_id)
+
+    real_snapshot = state_module.ExperimentPersistence.snapshot
+    taken = []
+
+    async def first_snapshot_only(self, *args, **kwargs):
+        if not taken:  # like a driver killed before any later snapshot: journal only
+            taken.append(True)
+            await real_snapshot(self, *args, **kwargs)
+
+    monkeypatch.setattr(state_module.ExperimentPersistence, "snapshot", first_snapshot_only)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: tune.arun(report_x, search_alg=CountingSearcher(),
+                                        callbacks=[Finished()],
+                                        trial_executor=ScriptedExecutor(slots=1),
+                                        **searcher_kwargs))
+        with anyio.fail_after(30):
+            while len(finished) < 3:
+                await anyio.sleep(0.01)
+        tg.cancel_scope.cancel()
+    monkeypatch.undo()
+
+    searcher = CountingSearcher()
+    analysis = await tune.arun(report_x, search_alg=searcher, resume=True,
+                               trial_executor=ScriptedExecutor(slots=1), **searcher_kwargs)
+    assert len(analysis.trials) == 6
+    assert len({t.trial_id for t in analysis.trials}) == 6
+    assert {t.status for t in analysis.trials} == {"TERMINATED"}
+    assert sorted(t.config["x"] for t in analysis.trials) == list(range(6))
+    rerun = set(finished[:3]) & {t.trial_id for t in analysis.trials
+                                 if t.trial_id in searcher.completed}
+    assert not rerun  # a trial finished before the crash never runs again
