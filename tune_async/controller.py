@@ -181,6 +181,8 @@ class Controller:
         self._deadline: float | None = None
         self._busy_since = 0.0
         self._stopper_all = getattr(settings.stopper, "stop_all", None)
+        implements = getattr(self.callbacks, "implements", lambda hook: True)
+        self._observes_steps = (implements("on_step_begin"), implements("on_step_end"))
         self.persistence = ExperimentPersistence(
             settings.experiment_dir, settings.session_str, self.clock.now, self._flush_loggers
         )
@@ -295,10 +297,12 @@ class Controller:
     async def _begin_step(self) -> None:
         """1.x's runner step: one per processed result, failure, release or tick."""
         self.iteration += 1
-        await self.callbacks.on_step_begin(iteration=self.iteration, trials=self.trial_views)
+        if self._observes_steps[0]:  # per result: skip the dispatch when nobody listens
+            await self.callbacks.on_step_begin(iteration=self.iteration, trials=self.trial_views)
 
     async def _end_step(self) -> None:
-        await self.callbacks.on_step_end(iteration=self.iteration, trials=self.trial_views)
+        if self._observes_steps[1]:
+            await self.callbacks.on_step_end(iteration=self.iteration, trials=self.trial_views)
 
     def _is_finished(self) -> bool:
         if self.running or self.queue.any_releasing:
