@@ -100,8 +100,11 @@ class Trial:
     error_msg: str | None = None
     start_time: float | None = None
     last_update_time: float = 0.0
-    metric_analysis: dict = attrs.field(factory=dict)
+    # Read through the ``metric_analysis`` property: the last-N averages are computed
+    # when someone reads them, not on every result (the per-result path stays short).
+    _metric_analysis: dict = attrs.field(factory=dict, alias="metric_analysis")
     metric_n_steps: dict = attrs.field(factory=dict)
+    _averages_stale: bool = attrs.field(default=False, init=False)
     restore_path: str | None = None
     checkpoint: Any = None  # the newest persistent Checkpoint (restore point on retry/resume)
     checkpoint_freq: int = 0
@@ -150,9 +153,21 @@ class Trial:
             self.extra["checkpoint_manager"] = manager
         return manager
 
+    @property
+    def metric_analysis(self) -> dict:
+        """``{metric: {"max", "min", "avg", "last", "last-5-avg", "last-10-avg"}}``."""
+        if self._averages_stale:
+            for key, windows in self.metric_n_steps.items():
+                stats = self._metric_analysis[key]
+                for k, window in windows.items():
+                    stats[_WINDOW_NAMES[k]] = sum(window) / len(window)
+            self._averages_stale = False
+        return self._metric_analysis
+
     def reset_metric_analysis(self) -> None:
-        self.metric_analysis = {}
+        self._metric_analysis = {}
         self.metric_n_steps = {}
+        self._averages_stale = False
 
     # ---- per-metric statistics (used by ExperimentAnalysis scopes) ---------
     def update_metric_analysis(self, result: dict) -> None:
@@ -164,6 +179,7 @@ class Trial:
         life, is flattened once per distinct config rather than per result.
         """
         update = self._update_metric
+        self._averages_stale = True
         for key, value in result.items():
             kind = type(value)
             if kind is float or kind is int:
@@ -177,25 +193,23 @@ class Trial:
                 update(key, float(value))
 
     def _update_metric(self, key: str, value: float) -> None:
-        stats = self.metric_analysis.get(key)
+        stats = self._metric_analysis.get(key)
         if stats is None:
-            windows = {k: deque(maxlen=k) for k in LAST_N}
-            self.metric_n_steps[key] = windows
-            stats = {"max": value, "min": value, "avg": value, "last": value}
-            self.metric_analysis[key] = stats
-            count = 1
-        else:
-            windows = self.metric_n_steps[key]
-            count = stats.get("_count", 1) + 1
-            if value == value:  # not NaN
-                stats["max"] = max(stats["max"], value)
-                stats["min"] = min(stats["min"], value)
-            stats["avg"] = stats["avg"] + (value - stats["avg"]) / count
-            stats["last"] = value
+            self.metric_n_steps[key] = {k: deque((value,), maxlen=k) for k in LAST_N}
+            self._metric_analysis[key] = {"max": value, "min": value, "avg": value,
+                                          "last": value, "_count": 1}
+            return
+        count = stats.get("_count", 1) + 1
+        if value == value:  # not NaN; a NaN max/min stays (as builtin max/min keep it)
+            if value > stats["max"]:
+                stats["max"] = value
+            if value < stats["min"]:
+                stats["min"] = value
+        stats["avg"] += (value - stats["avg"]) / count
+        stats["last"] = value
         stats["_count"] = count
-        for k, window in windows.items():
+        for window in self.metric_n_steps[key].values():
             window.append(value)
-            stats[_WINDOW_NAMES[k]] = sum(window) / len(window)
 
     # ---- paths -------------------------------------------------------------
     def init_logdir(self, dirname: str) -> str:
