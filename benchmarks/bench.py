@@ -1,28 +1,34 @@
 """Time tune_async against ray.tune on the same machine, in one run.
 
 Each (workload, framework, repeat) runs in a fresh child process (this same
-file with ``--child``) so Ray instances never collide and both frameworks pay
+file with ``--child``) so Ray instances never collide and every framework pays
 ``ray.init`` the same way. The child calls ``ray.init(num_cpus=2)`` itself and
-times it apart from the ``tune.run`` call.
+times it apart from the experiment. tune_async runs ``await tune.arun(...)``
+beside a 5 ms heartbeat task that records how late the event loop wakes it.
 
 Usage::
 
-    python benchmarks/bench.py [--only tune_async|ray]
-                               [--workload many_short|throughput] [--repeat N]
-                               [--ray-loggers json-csv|default] [--timeout S]
+    python benchmarks/bench.py [--framework tune_async ray ray_reuse]
+                               [--workload many_short throughput many_trials_10k searcher_2000]
+                               [--repeat N] [--timeout S] [--loggers json-csv|default]
+                               [--api arun|run] [--merge] [--out PATH]
 
-Writes ``benchmarks/results.json`` (all samples, medians, machine info) and
-prints a table. ray.tune's column is "n/a" when it is not importable.
+Writes ``benchmarks/results.json`` (every sample, per-cell medians, machine
+info) and prints a Markdown table. ray.tune's cells are "n/a" when it is not
+importable.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime
 import importlib
 import json
+import math
 import os
 import platform
+import random
 import resource
 import shutil
 import signal
@@ -31,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,25 +46,42 @@ import attrs
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 RESULTS_PATH = HERE / "results.json"
-FRAMEWORKS = ("tune_async", "ray")
+# ray: ray.tune at its defaults (reuse_actors=False); ray_reuse: its fastest setting.
+FRAMEWORKS = ("tune_async", "ray", "ray_reuse")
 NUM_CPUS = 2
-DEFAULT_TIMEOUT_S = 600
+HEARTBEAT_S = 0.005
+IDLE_HEARTBEAT_S = 0.5
 MARKER = "BENCH_RESULT "
 
 
 @attrs.frozen
 class Workload:
-    """One benchmark shape: ``num_samples`` trials each reporting ``num_results`` times."""
+    """``num_samples`` trials each reporting ``num_results`` times.
+
+    ``searcher``: configs come from a custom Searcher (behind a ConcurrencyLimiter)
+    instead of the variant generator. ``timeout_s``: default kill time per run.
+    """
 
     name: str
     title: str
     num_samples: int
     num_results: int
+    searcher: bool = False
+    timeout_s: float = 600
+
+    @property
+    def total_results(self) -> int:
+        return self.num_samples * self.num_results
 
 
 WORKLOADS = {
-    "many_short": Workload("many_short", "many short trials (100 x 10)", 100, 10),
-    "throughput": Workload("throughput", "result throughput (8 x 2000)", 8, 2000),
+    w.name: w
+    for w in (
+        Workload("many_short", "100 x 10", 100, 10),
+        Workload("throughput", "8 x 2,000", 8, 2000),
+        Workload("many_trials_10k", "10,000 x 1", 10_000, 1),
+        Workload("searcher_2000", "2,000 x 1, Searcher", 2000, 1, searcher=True),
+    )
 }
 
 
@@ -87,6 +110,95 @@ def ray_trainable(num_results: int) -> Callable[[dict], None]:
     return trainable
 
 
+def random_searcher(base: type) -> Any:
+    """A minimal user-written Searcher: random ``x``, remembers the best score.
+
+    The subclass API (``suggest`` / ``on_trial_complete``) is the same in
+    tune_async and ray.tune, so one body serves both ``base`` classes.
+    """
+
+    class RandomSearcher(base):  # type: ignore[misc, valid-type]
+        def __init__(self) -> None:
+            super().__init__(metric="score", mode="max")
+            self.rng = random.Random(0)
+            self.best: float | None = None
+
+        def suggest(self, trial_id: str) -> dict:
+            return {"x": self.rng.random()}
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None,
+                              error: bool = False) -> None:
+            if result and (self.best is None or result["score"] > self.best):
+                self.best = result["score"]
+
+    return RandomSearcher()
+
+
+def experiment_kwargs(wl: Workload, suggest: Any, sample: Any,
+                      logger: Any, loggers: str) -> dict[str, Any]:
+    """``tune.run`` arguments shared by both frameworks (given their modules)."""
+    kwargs: dict[str, Any] = {"num_samples": wl.num_samples, "verbose": 0}
+    if wl.searcher:
+        # Limited to the CPU slots, as a user would run a model-based searcher.
+        searcher = random_searcher(suggest.Searcher)
+        kwargs["search_alg"] = suggest.ConcurrencyLimiter(searcher, max_concurrent=NUM_CPUS)
+    else:
+        kwargs["config"] = {"x": sample.uniform(0, 1)}
+    if loggers == "json-csv":
+        # Pinned: with tensorboardX installed both would add TensorBoard files.
+        kwargs["callbacks"] = [logger.JsonLoggerCallback(), logger.CSVLoggerCallback()]
+    return kwargs
+
+
+# ----------------------------------------------------------------- heartbeat
+
+Wakeup = tuple[float, float]  # (perf_counter at wake-up, seconds late)
+SLOW_WAKEUP_MS = 10  # issue 6's target for the worst case
+
+
+async def _heartbeat(wakeups: list[Wakeup], stop: asyncio.Event) -> None:
+    """Sleep 5 ms in a loop; record when each wake-up came and how late it was."""
+    while not stop.is_set():
+        expected = time.perf_counter() + HEARTBEAT_S
+        await asyncio.sleep(HEARTBEAT_S)
+        now = time.perf_counter()
+        wakeups.append((now, now - expected))
+
+
+async def _beside_heartbeat(work: Callable[[], Awaitable[Any]]) -> tuple[Any, float, dict]:
+    """Await ``work()`` with the heartbeat running; return (result, seconds, lateness stats)."""
+    wakeups: list[Wakeup] = []
+    stop = asyncio.Event()
+    beat = asyncio.create_task(_heartbeat(wakeups, stop))
+    await asyncio.sleep(0)  # the heartbeat is asleep before work starts
+    t0 = time.perf_counter()
+    try:
+        result = await work()
+    finally:
+        elapsed = time.perf_counter() - t0
+        stop.set()
+        # Not cancelled: its last wake-up still counts, so a stall just before
+        # work() returned is recorded too.
+        await beat
+    return result, elapsed, lateness_stats(wakeups, t0)
+
+
+def lateness_stats(wakeups: list[Wakeup], t0: float) -> dict[str, Any]:
+    """p50 / p99 / max in ms (nearest rank); when the worst stall ended; how many > 10 ms."""
+    if not wakeups:
+        return {"n": 0}
+    ms = sorted(late * 1000 for _, late in wakeups)
+    worst_at, _ = max(wakeups, key=lambda w: w[1])
+
+    def rank(q: float) -> float:
+        return ms[max(0, math.ceil(q * len(ms)) - 1)]
+
+    return {"n": len(ms), "p50_ms": rank(0.5), "p99_ms": rank(0.99), "max_ms": ms[-1],
+            # Seconds after work() started: tells start-up, steady state and the end apart.
+            "max_at_s": worst_at - t0,
+            f"over_{SLOW_WAKEUP_MS}ms": sum(m > SLOW_WAKEUP_MS for m in ms)}
+
+
 # --------------------------------------------------------------------- child
 
 def _peak_rss_mib() -> float:
@@ -95,39 +207,36 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
 
 
-def _run_tune_async(wl: Workload, storage: str, ray_loggers: str) -> tuple[Any, float]:
+def _run_tune_async(wl: Workload, storage: str, args: argparse.Namespace) -> dict[str, Any]:
     import tune_async as tune
+    from tune_async import logger, suggest
 
-    t0 = time.perf_counter()
-    analysis = tune.run(
-        tune_async_trainable(wl.num_results),
-        config={"x": tune.uniform(0, 1)},
-        num_samples=wl.num_samples,
-        local_dir=storage,
-        verbose=0,
-    )
-    return analysis, time.perf_counter() - t0
+    kwargs = experiment_kwargs(wl, suggest, tune, logger, args.loggers)
+    trainable = tune_async_trainable(wl.num_results)
+    if args.api == "run":
+        t0 = time.perf_counter()
+        analysis = tune.run(trainable, local_dir=storage, **kwargs)
+        return {"analysis": analysis, "run_s": time.perf_counter() - t0}
+
+    async def measure() -> dict[str, Any]:
+        # The idle floor: what the loop and timer granularity cost with nothing running.
+        _, _, idle = await _beside_heartbeat(lambda: asyncio.sleep(IDLE_HEARTBEAT_S))
+        analysis, run_s, busy = await _beside_heartbeat(
+            lambda: tune.arun(trainable, local_dir=storage, **kwargs))
+        return {"analysis": analysis, "run_s": run_s, "lateness": busy, "lateness_idle": idle}
+
+    return asyncio.run(measure())
 
 
-def _run_ray(wl: Workload, storage: str, ray_loggers: str) -> tuple[Any, float]:
+def _run_ray(wl: Workload, storage: str, args: argparse.Namespace) -> dict[str, Any]:
     from ray import tune
+    from ray.tune import logger, search
 
-    kwargs: dict[str, Any] = {}
-    if ray_loggers == "json-csv":
-        # Same files as tune_async: ray's defaults would add TensorBoard too.
-        from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
-
-        kwargs["callbacks"] = [JsonLoggerCallback(), CSVLoggerCallback()]
+    kwargs = experiment_kwargs(wl, search, tune, logger, args.loggers)
     t0 = time.perf_counter()
-    analysis = tune.run(
-        ray_trainable(wl.num_results),
-        config={"x": tune.uniform(0, 1)},
-        num_samples=wl.num_samples,
-        storage_path=storage,
-        verbose=0,
-        **kwargs,
-    )
-    return analysis, time.perf_counter() - t0
+    analysis = tune.run(ray_trainable(wl.num_results), storage_path=storage,
+                        reuse_actors=args.child == "ray_reuse", **kwargs)
+    return {"analysis": analysis, "run_s": time.perf_counter() - t0}
 
 
 def _check(analysis: Any, wl: Workload, storage: str) -> dict[str, Any]:
@@ -146,7 +255,7 @@ def _check(analysis: Any, wl: Workload, storage: str) -> dict[str, Any]:
         len(trials) == wl.num_samples
         and statuses == ["TERMINATED"]
         and all(i == wl.num_results for i in iters)
-        and json_lines == wl.num_samples * wl.num_results
+        and json_lines == wl.total_results
     )
     return {
         "ok": ok,
@@ -157,33 +266,34 @@ def _check(analysis: Any, wl: Workload, storage: str) -> dict[str, Any]:
     }
 
 
-def child_main(framework: str, workload: str, storage: str, ray_loggers: str) -> None:
+def child_main(args: argparse.Namespace) -> None:
     """Run one measurement and print it as a ``BENCH_RESULT {json}`` line."""
-    wl = WORKLOADS[workload]
-    if framework == "ray" and ray_loggers == "json-csv":
+    wl = WORKLOADS[args.workload[0]]
+    if args.loggers == "json-csv":
         os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     import ray
 
     t0 = time.perf_counter()
     ray.init(num_cpus=NUM_CPUS)
     init_s = time.perf_counter() - t0
-    rss_after_init = _peak_rss_mib()
     t0 = time.perf_counter()
-    importlib.import_module("tune_async" if framework == "tune_async" else "ray.tune")
+    importlib.import_module("tune_async" if args.child == "tune_async" else "ray.tune")
     import_s = time.perf_counter() - t0
-    runner = _run_tune_async if framework == "tune_async" else _run_ray
-    analysis, run_s = runner(wl, storage, ray_loggers)
+    runner = _run_tune_async if args.child == "tune_async" else _run_ray
+    measured = runner(wl, args.storage, args)
     peak_rss = _peak_rss_mib()
-    check = _check(analysis, wl, storage)
+    check = _check(measured.pop("analysis"), wl, args.storage)
     ray.shutdown()
+    run_s = measured["run_s"]
     out = {
-        "framework": framework,
-        "workload": workload,
+        "framework": args.child,
+        "workload": wl.name,
         "init_s": init_s,
         "import_s": import_s,
-        "run_s": run_s,
+        **measured,
+        "results_per_s": wl.total_results / run_s,
+        "ms_per_trial": run_s * 1000 / wl.num_samples,
         "peak_rss_mib": peak_rss,
-        "peak_rss_after_init_mib": rss_after_init,
         **check,
     }
     print(MARKER + json.dumps(out), flush=True)
@@ -198,19 +308,34 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def _progress(storage: str) -> str:
-    """How far a killed child got: trials whose result.json has lines, of those started."""
+def _progress(storage: str) -> dict[str, int]:
+    """How far a killed child got: trial dirs started, and those with results."""
     files = list(Path(storage).rglob("result.json"))
-    with_results = sum(1 for f in files if f.stat().st_size > 0)
-    return f"{with_results} of {len(files)} started trials had written results"
+    return {"trials_started": len(files),
+            "trials_with_results": sum(1 for f in files if f.stat().st_size > 0)}
 
 
-def run_child(framework: str, workload: str, args: argparse.Namespace) -> dict[str, Any]:
+def _timed_out(base: dict[str, Any], timeout: float, storage: str) -> dict[str, Any]:
+    progress = _progress(storage)
+    return {**base, **progress, "timed_out": True,
+            "error": f"timeout after {timeout:g} s: {progress['trials_with_results']} "
+                     f"trials had results ({progress['trials_started']} started)"}
+
+
+def run_child(framework: str, wl: Workload, args: argparse.Namespace) -> dict[str, Any]:
     """One fresh-process measurement; a failure is returned as ``{"error": ...}``."""
-    storage = tempfile.mkdtemp(prefix=f"bench_{framework}_{workload}_")
+    storage = tempfile.mkdtemp(prefix=f"bench_{framework}_{wl.name}_")
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", framework,
-           "--workload", workload, "--storage", storage, "--ray-loggers", args.ray_loggers]
-    base = {"framework": framework, "workload": workload}
+           "--workload", wl.name, "--storage", storage, "--loggers", args.loggers,
+           "--api", args.api]
+    timeout = args.timeout or wl.timeout_s
+    base = {"framework": framework, "workload": wl.name, "timeout_s": timeout,
+            "loggers": args.loggers, "api": args.api if framework == "tune_async" else None,
+            "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+            # The machine may be shared: the load says how noisy this sample is.
+            "loadavg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+            # Per sample: with --merge, cells may come from different commits.
+            "git": git_revision()}
     t0 = time.perf_counter()
     # A session of its own: on timeout the whole tree (driver + its Ray) is killed.
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -218,17 +343,17 @@ def run_child(framework: str, workload: str, args: argparse.Namespace) -> dict[s
                             start_new_session=True)
     try:
         try:
-            out, err = proc.communicate(timeout=args.timeout)
+            out, err = proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
-            return {**base, "error": f"hung: killed after {args.timeout:g} s; "
-                                     f"{_progress(storage)}"}
+            return _timed_out(base, timeout, storage)
     finally:
         shutil.rmtree(storage, ignore_errors=True)
     for line in reversed(out.splitlines()):
         if line.startswith(MARKER):
-            return {**json.loads(line[len(MARKER):]), "process_s": time.perf_counter() - t0}
+            return {**base, **json.loads(line[len(MARKER):]),
+                    "process_s": time.perf_counter() - t0}
     tail = "\n".join((err or out).splitlines()[-25:])
     return {**base, "error": f"exit code {proc.returncode}\n{tail}"}
 
@@ -238,6 +363,19 @@ def probe_ray() -> str | None:
     proc = subprocess.run([sys.executable, "-c", "import ray, ray.tune; print(ray.__version__)"],
                           capture_output=True, text=True, env=_child_env())
     return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def git_revision() -> dict[str, Any] | None:
+    """The commit measured, and whether tune_async/ had uncommitted edits."""
+    def git(*cmd: str) -> str:
+        return subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout.strip()
+
+    try:
+        return {"commit": git("rev-parse", "HEAD"),
+                "tune_async_dirty": bool(git("status", "--porcelain", "--", "tune_async"))}
+    except (OSError, subprocess.CalledProcessError):
+        return None  # not a git checkout (e.g. an sdist)
 
 
 def machine_info(ray_version: str | None) -> dict[str, Any]:
@@ -257,128 +395,200 @@ def machine_info(ray_version: str | None) -> dict[str, Any]:
         "nproc": nproc,
         "cpu": cpu_model,
         "mem_gib": mem_gib,
+        # Other work on the machine makes every figure noisier.
+        "loadavg_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "platform": platform.platform(),
         "python": platform.python_version(),
         "ray_version": ray_version,
         "ray_init_num_cpus": NUM_CPUS,
+        "git": git_revision(),
     }
 
 
-def summarize(samples: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Medians over the successful repeats (None when all failed)."""
+# ------------------------------------------------------------------- summary
+
+def _median_lateness(good: list[dict[str, Any]]) -> dict[str, float] | None:
+    stats = [s["lateness"] for s in good if s.get("lateness", {}).get("n")]
+    if not stats:
+        return None
+    return {k: statistics.median(st[k] for st in stats) for k in ("p50_ms", "p99_ms", "max_ms")}
+
+
+def summarize(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Medians over the successful repeats; else why none succeeded."""
     good = [s for s in samples if "error" not in s]
     if not good:
-        return None
-    keys = ("run_s", "init_s", "import_s", "peak_rss_mib")
+        last = samples[-1]
+        return {"error": last["error"].splitlines()[0], "timed_out": bool(last.get("timed_out")),
+                "timeout_s": last.get("timeout_s"),
+                "trials_with_results": last.get("trials_with_results")}
+    keys = ("run_s", "results_per_s", "ms_per_trial", "init_s", "import_s", "peak_rss_mib")
     summary: dict[str, Any] = {k: statistics.median(s[k] for s in good) for k in keys}
+    summary["lateness"] = _median_lateness(good)
     summary["repeats"] = len(good)
     summary["all_ok"] = all(s["ok"] for s in good)
     return summary
 
 
-def _fmt(value: float | None, spec: str, missing: str = "n/a") -> str:
-    return missing if value is None else format(value, spec)
+def summarize_all(samples: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """{workload: {framework: summary}} in the canonical order."""
+    summary: dict[str, dict[str, Any]] = {}
+    for wl_name in WORKLOADS:
+        for fw in FRAMEWORKS:
+            cell = [s for s in samples if s["workload"] == wl_name and s["framework"] == fw]
+            if cell:
+                summary.setdefault(wl_name, {})[fw] = summarize(cell)
+    return summary
 
 
-def _get(per_fw: dict[str, Any], fw: str, key: str) -> float | None:
-    summary = per_fw.get(fw)
-    return summary[key] if summary else None
+def _ratio(cell: dict[str, Any], base: dict[str, Any] | None) -> str:
+    """This cell's wall time over tune_async's (a lower bound when it timed out)."""
+    if not base or "run_s" not in base:
+        return ""
+    if "run_s" in cell:
+        return f"{cell['run_s'] / base['run_s']:.1f}x"
+    return f"> {cell['timeout_s'] / base['run_s']:.0f}x" if cell.get("timed_out") else ""
 
 
-def _run_cell(per_fw: dict[str, Any], fw: str) -> str:
-    # "failed": ran but no repeat succeeded; "n/a": not run (skipped).
-    return _fmt(_get(per_fw, fw, "run_s"), ".2f", "failed" if fw in per_fw else "n/a")
+def _lateness_cell(cell: dict[str, Any]) -> str:
+    lat = cell.get("lateness")
+    if not lat:
+        return "n/a"
+    return f"{lat['p50_ms']:.2f} / {lat['p99_ms']:.2f} / {lat['max_ms']:.1f}"
 
 
-def _pair(per_fw: dict[str, Any], key: str, spec: str) -> str:
-    return f"{_fmt(_get(per_fw, 'tune_async', key), spec)} / {_fmt(_get(per_fw, 'ray', key), spec)}"
+def _failed_cells(cell: dict[str, Any], wl_name: str) -> tuple[str, str, str, str]:
+    """wall, results/s, ms/trial, RSS for a run that never finished.
+
+    For a timeout, the "~" rates are those seen until the kill (ray.init included).
+    """
+    done = cell.get("trials_with_results")
+    if not cell["timed_out"] or not done:
+        return ("timeout" if cell["timed_out"] else "failed"), "", "", ""
+    wl, timeout = WORKLOADS[wl_name], cell["timeout_s"]
+    return (f"timeout after {timeout:g} s ({done:,} of {wl.num_samples:,} trials reported)",
+            f"~{done * wl.num_results / timeout:,.1f}", f"~{timeout * 1000 / done:,.0f}", "")
+
+
+def table_rows(summary: dict[str, dict[str, Any]]) -> list[tuple[str, ...]]:
+    rows = []
+    for wl_name, per_fw in summary.items():
+        base = per_fw.get("tune_async")
+        for fw, cell in per_fw.items():
+            label = f"{wl_name} ({WORKLOADS[wl_name].title})"
+            if "error" in cell:
+                rows.append((label, fw, *_failed_cells(cell, wl_name), _ratio(cell, base), "n/a"))
+                continue
+            rows.append((
+                label, fw, f"{cell['run_s']:.2f}", f"{cell['results_per_s']:,.0f}",
+                f"{cell['ms_per_trial']:.2f}", f"{cell['peak_rss_mib']:.0f}",
+                _ratio(cell, base), _lateness_cell(cell),
+            ))
+    return rows
 
 
 def print_table(summary: dict[str, dict[str, Any]]) -> None:
-    header = ("workload", "tune_async s", "ray.tune s", "ratio ray/ta",
-              "init ta/ray s", "peak RSS ta/ray MiB")
-    rows = [header]
-    for wl_name, per_fw in summary.items():
-        ta, ry = _get(per_fw, "tune_async", "run_s"), _get(per_fw, "ray", "run_s")
-        ratio = ry / ta if ta and ry else None
-        rows.append((
-            WORKLOADS[wl_name].title,
-            _run_cell(per_fw, "tune_async"),
-            _run_cell(per_fw, "ray"),
-            _fmt(ratio, ".1f") + ("x" if ratio else ""),
-            _pair(per_fw, "init_s", ".2f"),
-            _pair(per_fw, "peak_rss_mib", ".0f"),
-        ))
+    header = ("workload", "framework", "wall s", "results/s", "ms/trial",
+              "driver peak RSS MiB", "wall / tune_async", "loop lateness p50/p99/max ms")
+    rows = [header, *table_rows(summary)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     for n, row in enumerate(rows):
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)))
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
         if n == 0:
-            print("  ".join("-" * w for w in widths))
+            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
 
+
+# ---------------------------------------------------------------------- main
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", choices=FRAMEWORKS, help="run one framework only")
-    parser.add_argument("--workload", choices=sorted(WORKLOADS), help="run one workload only")
+    parser.add_argument("--framework", nargs="+", choices=FRAMEWORKS, default=list(FRAMEWORKS),
+                        help="frameworks to run (default: all)")
+    parser.add_argument("--workload", nargs="+", choices=list(WORKLOADS),
+                        default=list(WORKLOADS), help="workloads to run (default: all)")
     parser.add_argument("--repeat", type=int, default=1, help="fresh runs per cell (median)")
-    parser.add_argument("--ray-loggers", choices=("json-csv", "default"), default="json-csv",
-                        help="json-csv: ray.tune writes the same JSON+CSV files as tune_async "
-                             "(default); default: ray.tune's own defaults (adds TensorBoard)")
-    parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S,
-                        help="seconds before a run counts as hung and is killed")
+    parser.add_argument("--timeout", type=float,
+                        help="seconds before a run is killed and reported as a timeout "
+                             "(default: per workload, 600)")
+    parser.add_argument("--loggers", choices=("json-csv", "default"), default="json-csv",
+                        help="json-csv: both frameworks write exactly result.json + "
+                             "progress.csv (default); default: each its own defaults")
+    parser.add_argument("--api", choices=("arun", "run"), default="arun",
+                        help="tune_async: time `await tune.arun` beside the heartbeat "
+                             "(default) or the sync `tune.run` (no lateness figures)")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the --out file's samples for cells not run this time")
     parser.add_argument("--out", type=Path, default=RESULTS_PATH, help="results JSON path")
     parser.add_argument("--child", choices=FRAMEWORKS, help=argparse.SUPPRESS)
     parser.add_argument("--storage", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error(f"--repeat must be >= 1, got {args.repeat}")
-    if args.timeout <= 0:
+    if args.timeout is not None and args.timeout <= 0:
         parser.error(f"--timeout must be > 0 seconds, got {args.timeout}")
     return args
+
+
+def _status(result: dict[str, Any]) -> str:
+    if "error" in result:
+        return f"FAILED: {result['error']}"
+    lat = result.get("lateness") or {}
+    late = (f", lateness max {lat['max_ms']:.1f} ms at {lat['max_at_s']:.2f} s"
+            if lat.get("n") else "")
+    return (f"run {result['run_s']:.2f} s, init {result['init_s']:.2f} s, "
+            f"peak RSS {result['peak_rss_mib']:.0f} MiB{late}, ok={result['ok']}")
+
+
+def run_all(args: argparse.Namespace, ray_version: str | None) -> list[dict[str, Any]]:
+    samples = []
+    for wl_name in args.workload:
+        for fw in args.framework:
+            if fw != "tune_async" and ray_version is None:
+                print(f"[{wl_name}] {fw}: ray.tune not importable, skipped", flush=True)
+                continue
+            for rep in range(args.repeat):
+                result = {**run_child(fw, WORKLOADS[wl_name], args), "repeat": rep}
+                print(f"[{wl_name}] {fw} #{rep}: {_status(result)}", flush=True)
+                samples.append(result)
+    return samples
+
+
+def _failed(sample: dict[str, Any]) -> bool:
+    """ray.tune timing out is a finding; tune_async timing out, or any error, is a failure."""
+    if sample.get("timed_out"):
+        return sample["framework"] == "tune_async"
+    return "error" in sample or not sample.get("ok")
+
+
+def merge_previous(path: Path, samples: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The previous file's samples for cells not re-run, then this run's."""
+    if not path.exists():
+        return samples
+    ran = {(s["workload"], s["framework"]) for s in samples}
+    old = json.loads(path.read_text()).get("samples", [])
+    return [s for s in old if (s["workload"], s["framework"]) not in ran] + samples
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.child:
-        storage = args.storage or tempfile.mkdtemp(prefix="bench_child_")
-        child_main(args.child, args.workload or "many_short", storage, args.ray_loggers)
+        args.storage = args.storage or tempfile.mkdtemp(prefix="bench_child_")
+        child_main(args)
         return 0
     ray_version = probe_ray()
-    frameworks = [args.only] if args.only else list(FRAMEWORKS)
-    workloads = [args.workload] if args.workload else list(WORKLOADS)
-    samples: list[dict[str, Any]] = []
-    summary: dict[str, dict[str, Any]] = {}
-    for wl_name in workloads:
-        summary[wl_name] = {}
-        for fw in frameworks:
-            if fw == "ray" and ray_version is None:
-                print(f"[{wl_name}] ray: ray.tune not importable, skipped", flush=True)
-                continue
-            fw_samples = []
-            for rep in range(args.repeat):
-                result = run_child(fw, wl_name, args)
-                result["repeat"] = rep
-                fw_samples.append(result)
-                status = (f"FAILED: {result['error']}" if "error" in result else
-                          f"run {result['run_s']:.2f} s, init {result['init_s']:.2f} s, "
-                          f"peak RSS {result['peak_rss_mib']:.0f} MiB, ok={result['ok']}")
-                print(f"[{wl_name}] {fw} #{rep}: {status}", flush=True)
-            samples += fw_samples
-            summary[wl_name][fw] = summarize(fw_samples)
+    machine = machine_info(ray_version)
+    new = run_all(args, ray_version)
+    samples = merge_previous(args.out, new) if args.merge else new
+    summary = summarize_all(samples)
     print()
     print_table(summary)
-    report = {
-        "machine": machine_info(ray_version),
-        "settings": {"repeat": args.repeat, "ray_loggers": args.ray_loggers,
-                     "timeout_s": args.timeout,
-                     "workloads": {n: attrs.asdict(WORKLOADS[n]) for n in workloads}},
-        "summary": summary,
-        "samples": samples,
-    }
+    report = {"machine": machine,
+              "settings": {"heartbeat_ms": HEARTBEAT_S * 1000,
+                           "workloads": {n: attrs.asdict(w) for n, w in WORKLOADS.items()}},
+              "summary": summary, "samples": samples}
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nwrote {args.out}")
-    failed = [s for s in samples if "error" in s or not s.get("ok")]
-    return 1 if failed else 0
+    return 1 if any(map(_failed, new)) else 0
 
 
 if __name__ == "__main__":
