@@ -21,7 +21,13 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
+import anyio.to_thread
 import attrs
+
+try:  # loaded with tune_async, not by the first arun on the event loop (imports block)
+    import anyio._backends._asyncio  # noqa: F401
+except ImportError:  # pragma: no cover - a future anyio layout
+    pass
 
 from tune_async import transitions
 from tune_async._hooks import call_hook
@@ -453,6 +459,7 @@ class Controller:
         self.queue.on_status_change(trial, before)
         if trial.status.is_finished:
             self._memory_checkpoints.pop(trial.trial_id, None)  # a paused trial's state
+            trial.compact()  # no more results: keep only what analysis reads (memory)
 
     def _run_effect(self, effect: Effect, trial: Trial, **options: Any) -> None:
         if effect is Effect.LAUNCH:

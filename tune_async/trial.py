@@ -9,7 +9,6 @@ import enum
 import os
 import uuid
 import weakref
-from collections import deque
 from numbers import Number
 from typing import Any
 
@@ -39,6 +38,7 @@ class TrialStatus(str, enum.Enum):
 
 LAST_N = (5, 10)
 _WINDOW_NAMES = {k: f"last-{k}-avg" for k in LAST_N}
+_WINDOW = max(LAST_N)
 _NOT_NUMBERS = frozenset({bool, str, type(None), list, tuple})  # skipped without an ABC check
 # The numeric items of each trial's latest config, flattened once per distinct config.
 _CONFIG_NUMBERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -157,10 +157,11 @@ class Trial:
     def metric_analysis(self) -> dict:
         """``{metric: {"max", "min", "avg", "last", "last-5-avg", "last-10-avg"}}``."""
         if self._averages_stale:
-            for key, windows in self.metric_n_steps.items():
+            for key, window in self.metric_n_steps.items():
                 stats = self._metric_analysis[key]
-                for k, window in windows.items():
-                    stats[_WINDOW_NAMES[k]] = sum(window) / len(window)
+                for k in LAST_N:
+                    last = window[-k:]
+                    stats[_WINDOW_NAMES[k]] = sum(last) / len(last)
             self._averages_stale = False
         return self._metric_analysis
 
@@ -195,7 +196,7 @@ class Trial:
     def _update_metric(self, key: str, value: float) -> None:
         stats = self._metric_analysis.get(key)
         if stats is None:
-            self.metric_n_steps[key] = {k: deque((value,), maxlen=k) for k in LAST_N}
+            self.metric_n_steps[key] = [value]  # the last max(LAST_N) values (a small list)
             self._metric_analysis[key] = {"max": value, "min": value, "avg": value,
                                           "last": value, "_count": 1}
             return
@@ -208,8 +209,15 @@ class Trial:
         stats["avg"] += (value - stats["avg"]) / count
         stats["last"] = value
         stats["_count"] = count
-        for window in self.metric_n_steps[key].values():
-            window.append(value)
+        window = self.metric_n_steps[key]
+        window.append(value)
+        if len(window) > _WINDOW:
+            del window[0]
+
+    def compact(self) -> None:
+        """A finished trial gets no more results: settle its statistics, drop the windows."""
+        self.metric_analysis  # noqa: B018 - settles the last-N averages
+        self.metric_n_steps = {}
 
     # ---- paths -------------------------------------------------------------
     def init_logdir(self, dirname: str) -> str:

@@ -419,15 +419,17 @@ class ExperimentAnalysis(Analysis):
         else:
             experiment_dir, state_file = os.path.dirname(path), path
         self._experiment_dir = experiment_dir
-        self._experiment_state: dict = _load_state(state_file) if state_file else {}
-        self._checkpoints: list[dict] = self._experiment_state.get("checkpoints", [])
-        if trials is not None:
+        self._state_file = state_file
+        self._loaded_state: dict | None = None
+        if trials is not None:  # handed over by the run: the file is read only if asked
             self.trials = list(trials)
         elif state_file:
-            self.trials = [_trial_from_state(cp, experiment_dir) for cp in self._checkpoints]
+            self.trials = [_trial_from_state(cp, experiment_dir)
+                           for cp in self._experiment_state.get("checkpoints", [])]
         else:
             self.trials = _trials_from_dirs(experiment_dir)
-        if default_metric is None and default_mode is None:
+        if default_metric is None and default_mode is None and trials is None:
+            # (a run hands over its trials with its own metric/mode: nothing to read)
             runner = self._experiment_state.get("runner_data") or {}
             default_metric, default_mode = runner.get("metric"), runner.get("mode")
         self._set_defaults(default_metric, default_mode)
@@ -578,6 +580,12 @@ class ExperimentAnalysis(Analysis):
     def results_df(self) -> pd.DataFrame:
         """Every trial's last result, one row per trial (keys joined with "."), indexed by trial_id."""
         return _results_frame(self.trials)
+
+    @property
+    def _experiment_state(self) -> dict:
+        if self._loaded_state is None:
+            self._loaded_state = _load_state(self._state_file) if self._state_file else {}
+        return self._loaded_state
 
     def stats(self) -> dict | None:
         """The experiment's stats from the state file (``start_time``, ``timestamp``)."""

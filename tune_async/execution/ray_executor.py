@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 from typing import Any
@@ -316,7 +317,12 @@ class RayExecutor:
             )
         else:
             options.update(_actor_options(res))
-        actor = self._actor_cls.options(**options).remote(self._driver_sys_path)
+        # Creating an actor is a blocking call (the first one exports the class): off the
+        # loop, and one created while the launch was cancelled is killed, not leaked.
+        create = functools.partial(self._actor_cls.options(**options).remote,
+                                   self._driver_sys_path)
+        actor = await _in_thread_to_completion(
+            create, discard=lambda made: _kill_now([made], [pg] if pg is not None else []))
         return _Worker(actor=actor, key=key, request=request_of(trial), placement_group=pg)
 
     async def _ready_group(self, factory: PlacementGroupFactory) -> Any:
@@ -350,11 +356,12 @@ class RayExecutor:
         return ref
 
 
-async def _in_thread_to_completion(fn: Any) -> Any:
+async def _in_thread_to_completion(fn: Any, discard: Any = None) -> Any:
     """Run ``fn`` in a worker thread; a cancellation waits for it, then propagates.
 
     anyio's shield covers cancel scopes, but an asyncio application may cancel the
     task awaiting ``arun`` natively (``task.cancel()``): the thread is waited for too.
+    ``discard(result)`` releases what ``fn`` made when nobody will receive it.
     """
     import asyncio
 
@@ -369,6 +376,8 @@ async def _in_thread_to_completion(fn: Any) -> Any:
                 raise
             cancelled = exc
     if cancelled is not None:
+        if discard is not None:
+            discard(result)
         raise cancelled
     return result
 
