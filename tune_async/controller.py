@@ -189,8 +189,12 @@ class Controller:
         self._stopper_all = getattr(settings.stopper, "stop_all", None)
         implements = getattr(self.callbacks, "implements", lambda hook: True)
         self._observes_steps = (implements("on_step_begin"), implements("on_step_end"))
+        # Result files are flushed by the persistence writer's thread, never on the loop.
+        self._file_flushers = [cb.defer_flushing() for cb in self.callbacks
+                               if callable(getattr(cb, "defer_flushing", None))]
         self.persistence = ExperimentPersistence(
-            settings.experiment_dir, settings.session_str, self.clock.now, self._flush_loggers
+            settings.experiment_dir, settings.session_str, self.clock.now, self._flush_loggers,
+            flush_files=self._flush_files,
         )
 
     @property
@@ -719,8 +723,12 @@ class Controller:
     async def _rewind_to_checkpoint(self, trial: Trial) -> None:
         """Drop what was recorded after the restore point, so no result is logged twice."""
         self._flush_loggers()
-        await anyio.to_thread.run_sync(_truncate_results, [trial])
+        await anyio.to_thread.run_sync(self._flush_and_truncate, [trial])
         self._forget_after_checkpoint(trial)
+
+    def _flush_and_truncate(self, trials: list[Trial]) -> None:
+        self._flush_files()  # the files hold everything written so far, then are cut
+        _truncate_results(trials)
 
     def _forget_after_checkpoint(self, trial: Trial) -> None:
         checkpoint = trial.checkpoint
@@ -732,10 +740,16 @@ class Controller:
             trial.update_metric_analysis(trial.last_result)
 
     def _flush_loggers(self) -> None:
+        """Flush the loggers that flush on the loop (user loggers, TensorBoard)."""
         for callback in self.callbacks:
             flush = getattr(callback, "flush", None)
-            if callable(flush):
+            if callable(flush) and not callable(getattr(callback, "defer_flushing", None)):
                 flush()
+
+    def _flush_files(self) -> None:
+        """Flush the result files of the built-in loggers (in a worker thread)."""
+        for flush in self._file_flushers:
+            flush()
 
     # ---- stopping everything ---------------------------------------------------------
     async def _stop_all(self, reason: str) -> None:
@@ -775,6 +789,8 @@ class Controller:
         self._report_progress(done=False)
         if self.persistence.snapshot_due():
             await self._snapshot()
+        else:
+            self.persistence.flush_files_soon()  # result files reach the disk every tick
 
     async def _capacity_refresher(self) -> None:
         """The cluster may grow or shrink: re-read its capacity now and then (off the loop)."""
@@ -839,7 +855,7 @@ class Controller:
             self._register(trial)
             if trial.status is TrialStatus.PENDING:
                 self.queue.add(trial)
-        await anyio.to_thread.run_sync(_truncate_results, rewound)
+        await anyio.to_thread.run_sync(self._flush_and_truncate, rewound)
         searcher_state = state.get("searcher_state")
         if searcher_state is not None and hasattr(self.search_alg, "set_state"):
             self.search_alg.set_state(searcher_state)

@@ -205,25 +205,29 @@ class ExperimentPersistence:
         now: The controller's clock (debouncing).
         before_write: Called on the loop before a text is handed to the writer
             (flushes the loggers: the files must hold what the state says was recorded).
+        flush_files: Called in the writer's thread before each write, and for
+            :meth:`flush_files_soon`: flushes result files off the loop.
     """
 
     MIN_PERIOD_S = 2.0  # snapshots at most this often while running
     CHUNK = 500  # trials encoded between two yields to the loop
 
     def __init__(self, experiment_dir: str, session_str: str, now: Callable[[], float],
-                 before_write: Callable[[], None]) -> None:
+                 before_write: Callable[[], None],
+                 flush_files: Callable[[], None] = lambda: None) -> None:
         self.state_file = state_path(experiment_dir, session_str)
         self._journal = Journal(journal_path(self.state_file))
         self._serializer = StateSerializer()
         self._now = now
         self._before_write = before_write
+        self._flush_files = flush_files
         self._seq = 0
         self._in_snapshot: set[str] = set()
         self._to_persist: dict[str, Trial] = {}
         self._dirty = True
         self._written_at = -math.inf
         self._cost = 0.0
-        self._jobs: list[_Snapshot | _JournalLine] = []
+        self._jobs: list[_Snapshot | _JournalLine | None] = []  # None: only flush files
         self._wakeup: anyio.Event | None = None
         self._write_lock: anyio.Lock | None = None
 
@@ -273,8 +277,12 @@ class ExperimentPersistence:
             self._seq += 1
             self._submit(_JournalLine(self._seq, self._serializer.entry(trial)))
 
+    def flush_files_soon(self) -> None:
+        """Have the writer flush the result files (nothing else to write)."""
+        self._submit(None)
+
     # ---- writing (in a worker thread, in order) ------------------------------------------
-    def _submit(self, job: _Snapshot | _JournalLine) -> None:
+    def _submit(self, job: _Snapshot | _JournalLine | None) -> None:
         self._jobs.append(job)
         if self._wakeup is not None:
             self._wakeup.set()
@@ -296,16 +304,19 @@ class ExperimentPersistence:
             if jobs:
                 await anyio.to_thread.run_sync(self._write, jobs)
 
-    def _write(self, jobs: list[_Snapshot | _JournalLine]) -> None:
-        began = time.perf_counter()
+    def _write(self, jobs: list[_Snapshot | _JournalLine | None]) -> None:
+        self._flush_files()  # before the state: files hold what it says was recorded
         for job in jobs:
+            if job is None:
+                continue
             if isinstance(job, _Snapshot):
+                began = time.perf_counter()
                 write_snapshot(self.state_file, job.head[:-1] + ', "checkpoints": [\n'
                                + ",\n".join(job.entries) + "\n]}")
                 self._journal.reset()
+                self._cost = max(self._cost, time.perf_counter() - began)
             else:
                 self._journal.append(job.seq, job.entry)
-        self._cost = max(self._cost, time.perf_counter() - began)
 
     def close(self) -> None:
         self._journal.close()

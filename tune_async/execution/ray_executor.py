@@ -396,7 +396,10 @@ async def _kill_off_loop(workers: list[_Worker], groups: list[Any] = ()) -> None
     """Kill actors and remove placement groups in a worker thread (blocking Ray calls)."""
     groups = list(groups) + [w.placement_group for w in workers if w.placement_group is not None]
     if workers or groups:
-        await anyio.to_thread.run_sync(_kill_now, [w.actor for w in workers], groups)
+        # Whoever called this no longer holds these workers: a cancellation must not
+        # stop the kill from happening (it would leak them), so it waits for it.
+        await _in_thread_to_completion(
+            functools.partial(_kill_now, [w.actor for w in workers], groups))
 
 
 def _kill_now(actors: list[Any], groups: list[Any]) -> None:

@@ -17,9 +17,13 @@ ends. A restarted trial (same logdir) appends to its files.
 
 from __future__ import annotations
 
+import collections
 import csv
+import io
 import logging
+import math
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable
 from numbers import Number
@@ -83,15 +87,49 @@ def write_params(logdir: str, config: dict) -> None:
     atomic_write_bytes(os.path.join(logdir, EXPR_PARAM_PICKLE_FILE), data)
 
 
+class _AppendOnlyFile:
+    """A file appended to from one thread and flushed from any thread.
+
+    ``write`` only queues the bytes (no lock, no I/O: the event loop never waits on
+    the disk); ``flush`` writes what is queued, in order, under a lock so that a flush
+    from the controller's writer thread and a close on the loop never interleave.
+    """
+
+    def __init__(self, path: str) -> None:
+        self._raw = open(path, "ab", buffering=0)  # noqa: SIM115 - closed by close()
+        self._chunks: collections.deque[bytes] = collections.deque()
+        self._lock = threading.Lock()
+
+    def write(self, data: bytes) -> None:
+        self._chunks.append(data)
+
+    def flush(self) -> None:
+        with self._lock:
+            self._drain()
+
+    def close(self) -> None:
+        with self._lock:
+            self._drain()
+            self._raw.close()
+
+    def _drain(self) -> None:
+        parts = []
+        while self._chunks:
+            parts.append(self._chunks.popleft())
+        view = memoryview(b"".join(parts))
+        while view:
+            view = view[self._raw.write(view):]
+
+
 class _JsonWriter:
-    """Appends one JSON line per result to ``result.json``."""
+    """Appends one JSON line per result to ``result.json`` (I/O at ``flush``)."""
 
     def __init__(self, logdir: str) -> None:
         _ensure_dir(logdir)
-        self._file = open(os.path.join(logdir, EXPR_RESULT_FILE), "a")  # noqa: SIM115
+        self._file = _AppendOnlyFile(os.path.join(logdir, EXPR_RESULT_FILE))
 
     def write(self, result: dict) -> None:
-        self._file.write(_RESULT_ENCODER.encode(result) + "\n")
+        self._file.write((_RESULT_ENCODER.encode(result) + "\n").encode("utf-8"))
 
     def flush(self) -> None:
         self._file.flush()
@@ -126,8 +164,9 @@ class _CsvWriter:
         _ensure_dir(logdir)
         path = os.path.join(logdir, EXPR_PROGRESS_FILE)
         self._fields = _existing_header(path)
-        self._file = open(path, "a", newline="")  # noqa: SIM115
-        self._writer = csv.writer(self._file)
+        self._file = _AppendOnlyFile(path)
+        self._line = io.StringIO()
+        self._writer = csv.writer(self._line)
 
     def write(self, result: dict) -> None:
         row = _progress_row(result)
@@ -135,6 +174,9 @@ class _CsvWriter:
             self._fields = list(row)
             self._writer.writerow(self._fields)
         self._writer.writerow([row.get(k, "") for k in self._fields])
+        self._file.write(self._line.getvalue().encode("utf-8"))
+        self._line.seek(0)
+        self._line.truncate()
 
     def flush(self) -> None:
         self._file.flush()
@@ -314,6 +356,25 @@ class _FileLoggerCallback(LoggerCallback):
         for writer in self._dirty:
             writer.flush()
         self._dirty.clear()
+
+    def defer_flushing(self) -> Callable[[], None]:
+        """Stop flushing on the caller's thread; return a flush for a worker thread.
+
+        The controller uses it so the disk I/O of result files never runs on the
+        event loop: it calls the returned function from its writer thread (before
+        every state write, and periodically). It flushes every open writer; one
+        closed meanwhile on the loop (its trial ended) was flushed by its close.
+        """
+        self._flush_interval_s = self._next_flush = math.inf
+
+        def flush_open_writers() -> None:
+            for writer in list(self._writers.values()):
+                try:
+                    writer.flush()
+                except ValueError:  # closed on the loop meanwhile (its close flushed it)
+                    pass
+
+        return flush_open_writers
 
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
         self._dirty.clear()

@@ -61,7 +61,9 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
     The temporary name is unique to this process and thread, so concurrent writers
     of the same file never share one (and it costs no random name per write).
     """
-    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.part"
+    directory, name = os.path.split(path)
+    # Hidden, and unlike any file the readers look for (experiment_state-*.json ...).
+    tmp = os.path.join(directory, f".tmp_{name}.{os.getpid()}.{threading.get_ident()}.part")
     try:
         with open(tmp, "wb") as f:
             f.write(data)
