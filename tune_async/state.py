@@ -8,6 +8,7 @@ import json
 import math
 import os
 import time
+import zlib
 from collections.abc import Callable
 from typing import Any
 
@@ -61,17 +62,25 @@ class StateSerializer:
     """
 
     def __init__(self) -> None:
-        self._entries: dict[str, tuple[tuple, str]] = {}
+        # A finished trial's text is kept compressed (bytes): with many trials it is most
+        # of what the driver holds per trial; the writer thread inflates it.
+        self._entries: dict[str, tuple[tuple, str | bytes]] = {}
 
     def entry(self, trial: Trial) -> str:
+        """The trial's entry as JSON text."""
+        return inflate(self.stored_entry(trial))
+
+    def stored_entry(self, trial: Trial) -> str | bytes:
+        """The entry as kept: text, or compressed text (bytes) for a finished trial."""
         key = (trial.status, trial.results_recorded, trial.num_failures, trial.logdir,
                id(trial.checkpoint), trial.custom_trial_name)
         cached = self._entries.get(trial.trial_id)
         if cached is not None and cached[0] == key:
             return cached[1]
         text = json_dumps(trial_state(trial))
-        self._entries[trial.trial_id] = (key, text)
-        return text
+        stored = zlib.compress(text.encode("utf-8"), 1) if trial.status.is_finished else text
+        self._entries[trial.trial_id] = (key, stored)
+        return stored
 
     def head(self, runner_data: dict[str, Any], start_time: float, searcher_state: Any = None,
              seq: int = 0) -> str:
@@ -91,6 +100,10 @@ class StateSerializer:
 
 
 JOURNAL_PREFIX = "experiment_journal-"
+
+
+def inflate(entry: str | bytes) -> str:
+    return entry if isinstance(entry, str) else zlib.decompress(entry).decode("utf-8")
 
 
 def journal_path(state_file: str) -> str:
@@ -181,7 +194,7 @@ def write_snapshot(path: str, text: str) -> None:
 @attrs.frozen
 class _Snapshot:
     head: str
-    entries: list  # entry texts in trial order, joined in the writer thread
+    entries: list  # entry texts (compressed bytes for finished trials), joined off the loop
     seq: int
 
 
@@ -259,7 +272,8 @@ class ExperimentPersistence:
         for start in range(0, len(trials), self.CHUNK):
             if start:
                 await anyio.lowlevel.checkpoint()
-            entries.extend(self._serializer.entry(t) for t in trials[start:start + self.CHUNK])
+            entries.extend(self._serializer.stored_entry(t)
+                           for t in trials[start:start + self.CHUNK])
         self._in_snapshot = {t.trial_id for t in trials}
         self._to_persist.clear()
         self._dirty = False
@@ -312,7 +326,7 @@ class ExperimentPersistence:
             if isinstance(job, _Snapshot):
                 began = time.perf_counter()
                 write_snapshot(self.state_file, job.head[:-1] + ', "checkpoints": [\n'
-                               + ",\n".join(job.entries) + "\n]}")
+                               + ",\n".join(map(inflate, job.entries)) + "\n]}")
                 self._journal.reset()
                 self._cost = max(self._cost, time.perf_counter() - began)
             else:
