@@ -9,7 +9,7 @@ import math
 import os
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import anyio
@@ -102,6 +102,14 @@ class StateSerializer:
 JOURNAL_PREFIX = "experiment_journal-"
 
 
+def _snapshot_parts(job: _Snapshot) -> Iterable[str]:
+    """The snapshot file's text in parts: a large experiment's is never joined in memory."""
+    yield job.head[:-1] + ', "checkpoints": [\n'
+    for i, entry in enumerate(job.entries):
+        yield (",\n" if i else "") + inflate(entry)
+    yield "\n]}"
+
+
 def inflate(entry: str | bytes) -> str:
     return entry if isinstance(entry, str) else zlib.decompress(entry).decode("utf-8")
 
@@ -183,7 +191,7 @@ def trials_from_state(state: dict[str, Any]) -> list[Trial]:
     return trials
 
 
-def write_snapshot(path: str, text: str) -> None:
+def write_snapshot(path: str, text: str | Iterable[str]) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     atomic_write_text(path, text)
 
@@ -325,8 +333,7 @@ class ExperimentPersistence:
                 continue
             if isinstance(job, _Snapshot):
                 began = time.perf_counter()
-                write_snapshot(self.state_file, job.head[:-1] + ', "checkpoints": [\n'
-                               + ",\n".join(map(inflate, job.entries)) + "\n]}")
+                write_snapshot(self.state_file, _snapshot_parts(job))
                 self._journal.reset()
                 self._cost = max(self._cost, time.perf_counter() - began)
             else:

@@ -14,7 +14,7 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -50,23 +50,28 @@ def unflatten_dict(dt: dict, delimiter: str = "/") -> dict:
     return out
 
 
-def atomic_write_text(path: str, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and a rename: never half-written."""
-    atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path: str, text: str | Iterable[str]) -> None:
+    """Write ``text`` (or its parts, in order) to ``path`` via a temporary file and a
+    rename: never half-written, and a large text given in parts is never joined."""
+    parts = (text,) if isinstance(text, str) else text
+    _atomic_write(path, "w", parts)
 
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file and a rename: never half-written.
+    """Write ``data`` to ``path`` via a temporary file and a rename: never half-written."""
+    _atomic_write(path, "wb", (data,))
 
-    The temporary name is unique to this process and thread, so concurrent writers
-    of the same file never share one (and it costs no random name per write).
-    """
+
+def _atomic_write(path: str, mode: str, parts: Iterable[Any]) -> None:
+    # The temporary name is unique to this process and thread (concurrent writers never
+    # share one) and costs no random name per write; hidden, and unlike any file the
+    # readers look for (experiment_state-*.json ...).
     directory, name = os.path.split(path)
-    # Hidden, and unlike any file the readers look for (experiment_state-*.json ...).
     tmp = os.path.join(directory, f".tmp_{name}.{os.getpid()}.{threading.get_ident()}.part")
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
+        with open(tmp, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            for part in parts:
+                f.write(part)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
