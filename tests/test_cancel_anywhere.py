@@ -106,7 +106,8 @@ async def test_cancel_during_a_placement_group_wait_removes_the_group(results_di
 
     # Half the CPUs are held outside Tune: the trial's 2-CPU group cannot be placed yet.
     blocker = Blocker.remote()
-    await blocker.ready.remote()
+    with anyio.fail_after(60):  # (a CPU left held by an earlier test would show here)
+        await blocker.ready.remote()
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(lambda: tune.arun(

@@ -367,14 +367,12 @@ async def _in_thread_to_completion(fn: Any, discard: Any = None) -> Any:
 
     future = asyncio.get_running_loop().run_in_executor(None, fn)
     cancelled: BaseException | None = None
-    while True:
+    while not future.done():
         try:
-            result = await asyncio.shield(future)
-            break
+            await asyncio.shield(future)
         except asyncio.CancelledError as exc:
-            if future.done():
-                raise
-            cancelled = exc
+            cancelled = exc  # keep waiting: the thread's work must not be orphaned
+    result = future.result()  # fn's own exception propagates from here
     if cancelled is not None:
         if discard is not None:
             discard(result)
