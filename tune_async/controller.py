@@ -880,6 +880,7 @@ class Controller:
                                                   trials=self.trial_views)
         finally:
             try:
+                self.persistence.journal_survivors()  # a step cut short by a cancel
                 await self._snapshot()
                 await self.persistence.flush()
                 self.persistence.close()
