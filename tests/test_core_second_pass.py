@@ -207,3 +207,4 @@ async def test_resume_from_a_snapshot_older_than_the_journal_runs_each_trial_onc
     assert {t.status for t in analysis.trials} == {"TERMINATED"}
     assert sorted(t.config["x"] for t in analysis.trials) == list(range(6))
     assert not recorded_finished & set(searcher.completed)  # finished on record: never rerun
+    assert not set(finished[:3]) & set(searcher.completed)  # nor one that reported its end

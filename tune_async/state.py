@@ -324,7 +324,10 @@ class ExperimentPersistence:
         async with self._write_lock:
             jobs, self._jobs = self._jobs, []
             if jobs:
-                await anyio.to_thread.run_sync(self._write, jobs)
+                # Shielded: once taken from the queue, the jobs must reach the disk even
+                # if the writer task is cancelled right now (the experiment ending).
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(self._write, jobs)
 
     def _write(self, jobs: list[_Snapshot | _JournalLine | None]) -> None:
         self._flush_files()  # before the state: files hold what it says was recorded
