@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterable
 from typing import Any
 
@@ -110,6 +111,9 @@ def create_default_callbacks(
 
 
 def _tensorboardx_installed() -> bool:
-    import importlib.util
+    return _TBX_INSTALLED
 
-    return importlib.util.find_spec("tensorboardX") is not None
+
+# Looked up once, when tune_async is imported: the search walks sys.path on disk and
+# must not run on the event loop at each arun.
+_TBX_INSTALLED = importlib.util.find_spec("tensorboardX") is not None
