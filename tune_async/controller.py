@@ -882,7 +882,7 @@ class Controller:
             try:
                 self.persistence.journal_survivors()  # a step cut short by a cancel
                 await self._snapshot()
-                await self.persistence.flush()
+                await self.persistence.flush(final=True)  # also closes ended trials' files
                 self.persistence.close()
             finally:
                 await self.executor.shutdown()

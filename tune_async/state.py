@@ -317,13 +317,13 @@ class ExperimentPersistence:
                 await self._wakeup.wait()
             await self.flush()
 
-    async def flush(self) -> None:
-        """Write everything queued so far (also at the end, under a shield)."""
+    async def flush(self, final: bool = False) -> None:
+        """Write everything queued so far (``final``: at the end, files flushed always)."""
         if self._write_lock is None:
             self._write_lock = anyio.Lock()
         async with self._write_lock:
             jobs, self._jobs = self._jobs, []
-            if jobs:
+            if jobs or final:
                 # Shielded: once taken from the queue, the jobs must reach the disk even
                 # if the writer task is cancelled right now (the experiment ending).
                 with anyio.CancelScope(shield=True):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import collections
 import csv
+import functools
 import io
 import logging
 import math
@@ -95,22 +96,36 @@ class _AppendOnlyFile:
     from the controller's writer thread and a close on the loop never interleave.
     """
 
-    def __init__(self, path: str) -> None:
-        self._raw = open(path, "ab", buffering=0)  # noqa: SIM115 - closed by close()
+    def __init__(self, path: str, deferred: bool = False,
+                 prelude: Callable[[], None] | None = None) -> None:
+        self._path = path
+        self._prelude = prelude  # run once before the first write (e.g. params files)
+        self._raw: Any = None
         self._chunks: collections.deque[bytes] = collections.deque()
         self._lock = threading.Lock()
+        if not deferred:  # created now, as 1.x's loggers do; else by the first flush
+            self._open()
 
     def write(self, data: bytes) -> None:
         self._chunks.append(data)
 
     def flush(self) -> None:
         with self._lock:
+            self._open()
             self._drain()
 
     def close(self) -> None:
         with self._lock:
+            self._open()
             self._drain()
             self._raw.close()
+
+    def _open(self) -> None:
+        if self._raw is None:
+            prelude, self._prelude = self._prelude, None
+            if prelude is not None:
+                prelude()
+            self._raw = open(self._path, "ab", buffering=0)  # noqa: SIM115 - see close()
 
     def _drain(self) -> None:
         parts = []
@@ -124,9 +139,10 @@ class _AppendOnlyFile:
 class _JsonWriter:
     """Appends one JSON line per result to ``result.json`` (I/O at ``flush``)."""
 
-    def __init__(self, logdir: str) -> None:
+    def __init__(self, logdir: str, deferred: bool = False,
+                 prelude: Callable[[], None] | None = None) -> None:
         _ensure_dir(logdir)
-        self._file = _AppendOnlyFile(os.path.join(logdir, EXPR_RESULT_FILE))
+        self._file = _AppendOnlyFile(os.path.join(logdir, EXPR_RESULT_FILE), deferred, prelude)
 
     def write(self, result: dict) -> None:
         self._file.write((_RESULT_ENCODER.encode(result) + "\n").encode("utf-8"))
@@ -160,11 +176,13 @@ def _progress_row(result: dict) -> dict:
 class _CsvWriter:
     """Appends flattened results to ``progress.csv``; columns fixed by the first row."""
 
-    def __init__(self, logdir: str) -> None:
+    def __init__(self, logdir: str, deferred: bool = False) -> None:
         _ensure_dir(logdir)
         path = os.path.join(logdir, EXPR_PROGRESS_FILE)
-        self._fields = _existing_header(path)
-        self._file = _AppendOnlyFile(path)
+        # (deferred: a stat first, so that a new trial's file is not opened on the loop)
+        exists = not deferred or os.path.exists(path)
+        self._fields = _existing_header(path) if exists else None
+        self._file = _AppendOnlyFile(path, deferred)
         self._line = io.StringIO()
         self._writer = csv.writer(self._line)
 
@@ -317,22 +335,29 @@ class _FileLoggerCallback(LoggerCallback):
         self._clock = clock
         self._flush_interval_s = flush_interval_s
         self._next_flush = clock() + flush_interval_s
+        # With defer_flushing: files are created, flushed and closed by the caller's
+        # worker thread; writers of ended trials wait here for it.
+        self._deferred = False
+        self._closing: collections.deque[Any] = collections.deque()
 
     def _open(self, trial: Trial) -> Any:
         raise NotImplementedError
 
     def _start(self, trial: Trial) -> Any:
-        self._close(trial)
+        self._close(trial, now=True)  # a restart appends to the same files: in order
         if not trial.logdir:  # no directory yet: nothing to log into
             return None
         writer = self._writers[trial.trial_id] = self._open(trial)
         return writer
 
-    def _close(self, trial: Trial) -> None:
+    def _close(self, trial: Trial, now: bool = False) -> None:
         writer = self._writers.pop(trial.trial_id, None)
         if writer is not None:
             self._dirty.discard(writer)
-            writer.close()
+            if self._deferred and not now:
+                self._closing.append(writer)
+            else:
+                writer.close()
 
     def log_trial_start(self, trial: Trial) -> None:
         self._start(trial)
@@ -366,20 +391,26 @@ class _FileLoggerCallback(LoggerCallback):
         closed meanwhile on the loop (its trial ended) was flushed by its close.
         """
         self._flush_interval_s = self._next_flush = math.inf
+        self._deferred = True
 
-        def flush_open_writers() -> None:
+        def flush_files() -> None:
+            while self._closing:  # ended trials' writers: their last results, then close
+                self._closing.popleft().close()
             for writer in list(self._writers.values()):
                 try:
                     writer.flush()
                 except ValueError:  # closed on the loop meanwhile (its close flushed it)
                     pass
 
-        return flush_open_writers
+        return flush_files
 
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
         self._dirty.clear()
         for writer in self._writers.values():
-            writer.close()
+            if self._deferred:
+                self._closing.append(writer)
+            else:
+                writer.close()
         self._writers.clear()
 
 
@@ -393,6 +424,9 @@ class JsonLoggerCallback(_FileLoggerCallback):
     """
 
     def _open(self, trial: Trial) -> _JsonWriter:
+        if self._deferred:  # the params files are written with the first flush, off the loop
+            params = functools.partial(write_params, trial.logdir, trial.config)
+            return _JsonWriter(trial.logdir, deferred=True, prelude=params)
         write_params(trial.logdir, trial.config)
         return _JsonWriter(trial.logdir)
 
@@ -409,7 +443,7 @@ class CSVLoggerCallback(_FileLoggerCallback):
     """
 
     def _open(self, trial: Trial) -> _CsvWriter:
-        return _CsvWriter(trial.logdir)
+        return _CsvWriter(trial.logdir, deferred=self._deferred)
 
 
 class TBXLoggerCallback(_FileLoggerCallback):
