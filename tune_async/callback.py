@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 
-from tune_async._hooks import overrides
+from tune_async._hooks import call_hook, overrides
 
 logger = logging.getLogger(__name__)
 
@@ -180,9 +180,7 @@ class CallbackList:
         """
         for hook in self._hooks[name]:
             with anyio.move_on_after(timeout_s) as scope:
-                value = hook(**kwargs)
-                if value is not None and inspect.isawaitable(value):
-                    await value
+                await call_hook(hook, **kwargs)
             if scope.cancelled_caught:
                 logger.warning(
                     "Callback hook %s.%s did not finish within %.1f s; giving up on it.",

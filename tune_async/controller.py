@@ -57,7 +57,6 @@ CAPACITY_REFRESH_S = 10.0  # how often the executor re-reads the cluster's capac
 # The consumer yields to the loop after this much work in one go (a large batch, many
 # trials starting at once, a snapshot of many trials): the loop never stalls.
 YIELD_AFTER_S = 0.002
-_WAITING = (TrialStatus.PENDING, TrialStatus.PAUSED)
 _AUTO_KEYS = frozenset(AUTO_RESULT_KEYS) | {"timesteps_since_restore", "neg_mean_loss",
                                             "episodes_total", "timesteps_total"}
 
@@ -197,14 +196,6 @@ class Controller:
             flush_files=self._flush_files,
         )
 
-    @property
-    def pending(self) -> dict[str, Trial]:
-        return self.queue.pending
-
-    @property
-    def paused(self) -> dict[str, Trial]:
-        return self.queue.paused
-
     # ---- public ----------------------------------------------------------------
     def request_stop(self) -> None:
         """Stop gracefully (Ctrl+C): running trials are interrupted (resumable), state saved."""
@@ -333,14 +324,14 @@ class Controller:
             if chosen is None:
                 break
             trial = unwrap(chosen)
-            if trial.status in _WAITING and not self.queue.is_choosable(trial):
+            if self.queue.is_held(trial):
                 break  # still being released: it can run once that finished
             await self._start(trial)
             await self._yield_if_busy()
         self._check_stalled()
 
     async def _admit_new_trials(self) -> None:
-        while not self._search_done and len(self.pending) < self.s.max_pending_trials:
+        while not self._search_done and len(self.queue.pending) < self.s.max_pending_trials:
             suggestion = await call_hook(self.search_alg.next_trial)
             if suggestion is None:
                 if await call_hook(self.search_alg.is_finished):

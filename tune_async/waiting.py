@@ -72,9 +72,9 @@ class WaitingQueue:
         """Whether any choosable trial fits (one check per distinct resource request)."""
         return any(fits(example) for _, example in self._requests.values())
 
-    def is_choosable(self, trial: Trial) -> bool:
-        tid = trial.trial_id
-        return tid in self.pending or tid in self.paused
+    def is_held(self, trial: Trial) -> bool:
+        """Waiting by status, but its release has not finished: not choosable yet."""
+        return trial.trial_id in self._held
 
     # ---- internals -----------------------------------------------------------------
     def _add(self, trial: Trial) -> None:
