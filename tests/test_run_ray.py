@@ -193,7 +193,7 @@ async def test_arun_with_heartbeat_and_cancellation_releases_actors(results_dir)
         await task
     beat.cancel()
     assert ticks > 20
-    for _ in range(100):
+    for _ in range(600):  # Ray reports freed resources late on a loaded 2-core machine
         if ray.available_resources().get("CPU", 0) == 2:
             break
         await asyncio.sleep(0.05)
