@@ -27,6 +27,7 @@ from tune_async.error import TuneError
 from tune_async.experiment import Experiment
 from tune_async.progress import CLIReporter, JupyterNotebookReporter, ProgressReporter
 from tune_async.registry import register_env, register_trainable
+from tune_async.schedulers import create_scheduler
 from tune_async.search.sample import (
     choice,
     function,
@@ -78,6 +79,7 @@ __all__ = [
     "arun_experiments",
     "checkpoint_dir",
     "choice",
+    "create_scheduler",
     "function",
     "get_trial_dir",
     "get_trial_id",
