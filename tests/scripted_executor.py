@@ -8,7 +8,7 @@ from typing import Any
 import anyio
 
 from tune_async.execution.actor import restore_into, run_batch
-from tune_async.execution.base import BatchLimits, TrialFailure
+from tune_async.execution.base import BatchLimits, TrialFailure, launch_key
 from tune_async.trial import Trial
 
 
@@ -18,7 +18,7 @@ class ScriptedExecutor:
     def __init__(self, slots: int = 2, reuse_actors: bool = False) -> None:
         self.slots = slots
         self.reuse_actors = reuse_actors
-        self.reserved: set[str] = set()  # trial ids holding a slot, started or not
+        self.reserved: set = set()  # launch keys holding a slot, started or not
         self.max_used = 0
         self.instances: dict[str, Any] = {}
         self.started: list[str] = []
@@ -49,7 +49,7 @@ class ScriptedExecutor:
         return self.used + 1 <= self.slots
 
     def reserve(self, trial: Trial) -> None:
-        self.reserved.add(trial.trial_id)
+        self.reserved.add(launch_key(trial))
         self.max_used = max(self.max_used, self.used)
 
     async def start_trial(self, trial: Trial, trainable_cls: type, reuse: bool,
@@ -60,7 +60,7 @@ class ScriptedExecutor:
                          logdir=trial.logdir)
         try:
             trainable = trainable_cls(config=trial.config, trial_info=info)
-            self.instances[trial.trial_id] = trainable
+            self.instances[launch_key(trial)] = trainable
             restore_into(trainable, checkpoint)
         except Exception as exc:  # noqa: BLE001
             raise TrialFailure(traceback=repr(exc), exception=exc) from None
@@ -68,7 +68,7 @@ class ScriptedExecutor:
         self.restored_from.append(checkpoint)
 
     async def fetch_results(self, trial: Trial, limits: BatchLimits) -> list[dict]:
-        trainable = self.instances[trial.trial_id]
+        trainable = self.instances[launch_key(trial)]
         self.fetches.append((trial.trial_id, limits))
         try:
             # Cancelled (the trial is released mid-fetch), the step finishes unobserved.
@@ -83,16 +83,16 @@ class ScriptedExecutor:
                                exception=exc) from None
 
     async def save(self, trial: Trial) -> str:
-        return await anyio.to_thread.run_sync(self.instances[trial.trial_id].save)
+        return await anyio.to_thread.run_sync(self.instances[launch_key(trial)].save)
 
     async def save_to_memory(self, trial: Trial) -> Any:
-        trainable = self.instances[trial.trial_id]
+        trainable = self.instances[launch_key(trial)]
         return await anyio.to_thread.run_sync(self._serially, trainable, trainable.save_to_object)
 
     async def stop_trial(self, trial: Trial, in_flight: bool = False,
                          failed: bool = False) -> None:
-        self.reserved.discard(trial.trial_id)  # also a launch that never got going
-        trainable = self.instances.pop(trial.trial_id, None)
+        self.reserved.discard(launch_key(trial))  # also a launch that never got going
+        trainable = self.instances.pop(launch_key(trial), None)
         if trainable is None:
             return
         self.stopped.append((trial.trial_id, in_flight))

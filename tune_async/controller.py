@@ -11,6 +11,7 @@ cancelling ``arun`` safe.
 from __future__ import annotations
 
 import datetime
+import itertools
 import logging
 import math
 import os
@@ -33,13 +34,14 @@ from tune_async import transitions
 from tune_async._hooks import call_hook
 from tune_async.clock import Clock, RealClock
 from tune_async.error import TuneError
-from tune_async.execution.base import BatchLimits, Executor, TrialFailure
+from tune_async.execution.base import BatchLimits, Executor, Launch, TrialFailure
 from tune_async.result import (
     AUTO_RESULT_KEYS,
     CHECKPOINT_PATH,
     DONE,
     RESULT_DUPLICATE,
 )
+from tune_async.schedulers.trial_scheduler import Decision, Exploit
 from tune_async.state import ExperimentPersistence
 from tune_async.transitions import Effect, Event
 from tune_async.trial import Trial, TrialStatus, TrialView, unwrap
@@ -87,6 +89,14 @@ class Tick:
 @attrs.frozen
 class StopAll:
     reason: str
+
+
+@attrs.define(eq=False)
+class _SavedState:
+    """A trial's state kept in memory (a PAUSE, or a PBT donor): ready once saved."""
+
+    ready: anyio.Event = attrs.field(factory=anyio.Event)
+    value: Any = None  # None after ``ready``: the save failed or was cut short
 
 
 class _ResultRejected(Exception):
@@ -177,7 +187,14 @@ class Controller:
         self.raise_error: BaseException | None = None
         self._trainables: dict[str, type] = {}
         self._in_flight: dict[str, anyio.CancelScope] = {}
-        self._memory_checkpoints: dict[str, Any] = {}
+        self._launches: dict[str, Launch] = {}  # a running trial's current run
+        self._launch_numbers = itertools.count(1)
+        # States kept in memory: each trial's newest (a donor for exploits), and what a
+        # paused or exploited trial's next launch restores from.
+        self._saved: dict[str, _SavedState] = {}
+        self._restore_from: dict[str, _SavedState] = {}
+        self._keeps_donors = False  # an exploit may need a finished trial's state
+        self._warned_mid_batch = False
         self._search_done = False
         self._stopping = False
         self._send: Any = None
@@ -405,7 +422,8 @@ class Controller:
             )
         if trial.logdir is None:
             trial.init_logdir(trial.custom_dirname or trial.default_dirname())
-        self.executor.reserve(trial)
+        launch = self._launches[trial.trial_id] = Launch(trial, next(self._launch_numbers))
+        self.executor.reserve(launch)
         if trial.start_time is None:
             trial.start_time = self.clock.now()
         self._transition(trial, Event.START)
@@ -420,10 +438,19 @@ class Controller:
         if self.running or self.queue.any_releasing or self._stopping:
             return
         waiting = self.queue.first()
+        if waiting is not None and self.queue.some_fit(self.executor.has_resources_for_trial):
+            # The scheduler chose none of the trials that fit: a deliberate "not now"
+            # (HyperBand waiting for its bracket), unless nothing can change its mind.
+            if self._search_done or len(self.queue.pending) >= self.s.max_pending_trials:
+                raise TuneError(
+                    f"The scheduler {type(self.scheduler).__name__} chose no trial to run while "
+                    f"nothing runs and trials that fit wait (e.g. {waiting}): it would wait "
+                    f"forever. Check its choose_trial_to_run()."
+                )
+            return
         if waiting is not None and not self.s.queue_trials:
-            trial = waiting
             raise TuneError(
-                f"Insufficient cluster resources to launch trial {trial}: nothing is running "
+                f"Insufficient cluster resources to launch trial {waiting}: nothing is running "
                 f"and it does not fit ({self.executor.resource_summary()})."
             )
         if waiting is None and not self._search_done:
@@ -442,8 +469,7 @@ class Controller:
         self._index(trial, before)
         if before is not trial.status:
             self.persistence.mark_dirty()
-        for effect in effects:
-            self._run_effect(effect, trial, **options)
+        self._run_effects(trial, effects, **options)
 
     def _index(self, trial: Trial, before: TrialStatus) -> None:
         """Keep the running index and the waiting queue in step with trial.status."""
@@ -453,75 +479,130 @@ class Controller:
             self.running[trial.trial_id] = trial
         self.queue.on_status_change(trial, before)
         if trial.status.is_finished:
-            self._memory_checkpoints.pop(trial.trial_id, None)  # a paused trial's state
+            self._restore_from.pop(trial.trial_id, None)
+            if not self._keeps_donors:
+                self._saved.pop(trial.trial_id, None)
             trial.compact()  # no more results: keep only what analysis reads (memory)
 
-    def _run_effect(self, effect: Effect, trial: Trial, **options: Any) -> None:
-        if effect is Effect.LAUNCH:
-            self._spawn_trial_task(trial, self._launch)
-        elif effect is Effect.FETCH:
-            self._spawn_trial_task(trial, self._fetch)
-        elif effect is Effect.RELEASE:
+    def _run_effects(self, trial: Trial, effects: tuple[Effect, ...], **options: Any) -> None:
+        """Do a transition's effects: bookkeeping now, the executor calls as one task, in order.
+
+        The chain runs in one task so that a save lands before the fetch or the release
+        that follows it (the trainable's state is that of the result decided on).
+        """
+        chain = []
+        for effect in effects:
+            if effect is Effect.RECORD_ERROR:
+                _write_error_file(trial, options["failure"])
+            elif effect is Effect.ADOPT_DONOR:
+                self._adopt_donor(trial, options["exploit"], options["donor_state"])
+            else:
+                chain.append(effect)
+        if not chain:
+            return
+        launch = self._launches.get(trial.trial_id)
+        if Effect.RELEASE in chain:
+            self._launches.pop(trial.trial_id, None)  # this run ends; a late call finds nothing
+        if Effect.LAUNCH in chain:
+            self._spawn_trial_task(trial, self._launch, launch)
+        elif Effect.RELEASE in chain:
             scope = self._in_flight.pop(trial.trial_id, None)
             if scope is not None:
                 scope.cancel()
-            self._tg.start_soon(self._release, trial, scope is not None,
+            saving = self._new_saved_state(trial) if Effect.SAVE_IN_MEMORY in chain else None
+            self._tg.start_soon(self._release, trial, launch, saving, scope is not None,
                                 options.get("failed", False))
-        elif effect is Effect.RECORD_ERROR:
-            _write_error_file(trial, options["failure"])
-        elif effect is Effect.SAVE_IN_MEMORY:
-            pass  # the RELEASE task saves before stopping (see _release)
+        else:  # FETCH, after a save when asked
+            saving = self._new_saved_state(trial) if Effect.SAVE_IN_MEMORY in chain else None
+            self._spawn_trial_task(trial, self._fetch, launch, saving)
 
-    def _spawn_trial_task(self, trial: Trial, fn: Callable) -> None:
+    def _new_saved_state(self, trial: Trial) -> _SavedState:
+        """Registered now, filled by the effect task: a decision later in this step sees it."""
+        saved = self._saved[trial.trial_id] = _SavedState()
+        if trial.status is TrialStatus.PAUSED:
+            self._restore_from[trial.trial_id] = saved
+        return saved
+
+    def _adopt_donor(self, trial: Trial, exploit: Any, donor_state: _SavedState) -> None:
+        """PBT's exploit: the next launch restores the donor's state, with the new config."""
+        self._restore_from[trial.trial_id] = donor_state
+        self._adopt_config(trial, exploit)
+
+    def _adopt_config(self, trial: Trial, exploit: Any) -> None:
+        trial.config = dict(exploit.config)
+        if exploit.experiment_tag is not None:
+            trial.experiment_tag = exploit.experiment_tag
+        self.persistence.must_survive(trial)  # the new config must survive a crash
+
+    def _spawn_trial_task(self, trial: Trial, fn: Callable, *args: Any) -> None:
         scope = anyio.CancelScope()
         self._in_flight[trial.trial_id] = scope
-        self._tg.start_soon(fn, trial, scope)
+        self._tg.start_soon(fn, *args, scope)
 
-    async def _launch(self, trial: Trial, scope: anyio.CancelScope) -> None:
+    async def _launch(self, launch: Launch, scope: anyio.CancelScope) -> None:
+        trial = launch.trial
         with scope:
             try:
                 await self.executor.start_trial(
-                    trial, self._trainables[trial.trial_id], self.s.reuse_actors,
-                    self._restore_point(trial),
+                    launch, self._trainables[trial.trial_id], self.s.reuse_actors,
+                    await self._restore_point(trial),
                 )
             except TrialFailure as failure:
                 self._post(TrialFailed(trial, failure))
                 return
-            await self._fetch_and_post(trial)
+            await self._fetch_and_post(launch)
 
-    async def _fetch(self, trial: Trial, scope: anyio.CancelScope) -> None:
+    async def _fetch(self, launch: Launch, saving: _SavedState | None,
+                     scope: anyio.CancelScope) -> None:
         with scope:
-            await self._fetch_and_post(trial)
+            if saving is not None:
+                await self._save_into(launch, saving)
+            await self._fetch_and_post(launch)
 
-    async def _fetch_and_post(self, trial: Trial) -> None:
+    async def _fetch_and_post(self, launch: Launch) -> None:
+        trial = launch.trial
         try:
-            results = await self.executor.fetch_results(trial, self._limits(trial))
+            results = await self.executor.fetch_results(launch, self._limits(trial))
         except TrialFailure as failure:
             self._post(TrialFailed(trial, failure))
         else:
             self._post(ResultsArrived(trial, results))
 
-    def _restore_point(self, trial: Trial) -> tuple[str, Any] | None:
-        """Where a (re)starting trial continues from: paused state, checkpoint, restore=."""
-        memory = self._memory_checkpoints.pop(trial.trial_id, None)
-        if memory is not None:
-            return ("object", memory)
+    async def _save_into(self, launch: Launch, saving: _SavedState) -> None:
+        try:
+            saving.value = await self.executor.save_to_memory(launch)
+        except TrialFailure as failure:
+            logger.warning("Could not keep the state of trial %s in memory: %s",
+                           launch.trial, failure)
+        finally:
+            saving.ready.set()  # also when cancelled: whoever waits restores otherwise
+
+    async def _restore_point(self, trial: Trial) -> tuple[str, Any] | None:
+        """Where a (re)starting trial continues from: a state kept in memory (its own from
+        a PAUSE, or a donor's after an exploit), its checkpoint, or ``restore=``."""
+        saved = self._restore_from.pop(trial.trial_id, None)
+        if saved is not None:
+            await saved.ready.wait()
+            if saved.value is not None:
+                return ("object", saved.value)
+            logger.warning("Trial %s restarts from its last checkpoint: the state it was to "
+                           "continue from could not be saved", trial)
         if trial.checkpoint is not None:
             return ("path", trial.checkpoint.path)
         if trial.restore_path:
             return ("path", trial.restore_path)
         return None
 
-    async def _release(self, trial: Trial, in_flight: bool, failed: bool) -> None:
+    async def _release(self, trial: Trial, launch: Launch | None, saving: _SavedState | None,
+                       in_flight: bool, failed: bool) -> None:
         try:
-            if trial.status is TrialStatus.PAUSED and not in_flight:
-                try:
-                    self._memory_checkpoints[trial.trial_id] = await self.executor.save_to_memory(
-                        trial
-                    )
-                except TrialFailure:
-                    logger.warning("Could not save paused trial %s; it will restart", trial)
-            await self.executor.stop_trial(trial, in_flight=in_flight, failed=failed)
+            if saving is not None:
+                if in_flight:
+                    saving.ready.set()  # a step was cut short: there is no state to keep
+                else:
+                    await self._save_into(launch, saving)
+            if launch is not None:
+                await self.executor.stop_trial(launch, in_flight=in_flight, failed=failed)
         finally:
             self._post(Released(trial))
 
@@ -557,30 +638,86 @@ class Controller:
             return  # the trial was stopped while these were in flight
         self._in_flight.pop(trial.trial_id, None)
         self.persistence.mark_dirty()
-        for result in results:
+        # A PAUSE, SAVE or EXPLOIT decided before the batch's last result lands after it:
+        # the trainable's state is that of the last result, so that is what gets recorded.
+        deferred: tuple[Event, Decision] | None = None
+        last = len(results) - 1
+        for index, result in enumerate(results):
             await self._begin_step()
             try:
-                event = await self._process_result(trial, result)
+                event, decision = await self._process_result(trial, result,
+                                                             ask_scheduler=deferred is None)
             except _ResultRejected as rejected:
                 await self._on_failure(trial, rejected.failure)
                 await self._end_step()
                 return
-            if event is not Event.CONTINUE:
+            if decision.stop_trials:
+                await self._stop_waiting(decision.stop_trials)
+            if event in (Event.COMPLETE, Event.STOP):
                 self._transition(trial, event)
-                if event is Event.PAUSE:
-                    await self._notify_paused(trial)
                 await self._end_step()
                 return
+            if event is not Event.CONTINUE:
+                deferred = (event, decision)
+                if index < last:
+                    self._warn_mid_batch(trial, event, index + 1, len(results))
             await self._end_step()
             await self._yield_if_busy()
-        self._transition(trial, Event.CONTINUE)
+        event, decision = deferred or (Event.CONTINUE, _CONTINUE)
+        await self._apply_decision(trial, event, decision)
 
-    async def _process_result(self, trial: Trial, result: dict) -> Event:
+    async def _apply_decision(self, trial: Trial, event: Event, decision: Decision) -> None:
+        """Turn the scheduler's verdict on the batch's last result into the table's event."""
+        if decision.save or decision.exploit is not None:
+            self._keeps_donors = True
+        if event is Event.EXPLOIT:
+            exploit = decision.exploit
+            if exploit.donor == trial.trial_id:  # a replayed schedule: its own state, new config
+                self._transition(trial, Event.PAUSE)
+                self._adopt_config(trial, exploit)
+                return
+            donor_state = self._saved.get(exploit.donor)
+            if donor_state is None:
+                logger.warning("Trial %s: no saved state of trial %s to exploit; it continues "
+                               "unchanged", trial, exploit.donor)
+                event = Event.PAUSE if decision.action == "PAUSE" else Event.CONTINUE
+            else:
+                self._transition(trial, Event.EXPLOIT, exploit=exploit, donor_state=donor_state)
+                return
+        self._transition(trial, event)
+        if event is Event.PAUSE:
+            await self._notify_paused(trial)
+
+    def _warn_mid_batch(self, trial: Trial, event: Event, index: int, size: int) -> None:
+        if self._warned_mid_batch:
+            return
+        self._warned_mid_batch = True
+        logger.warning(
+            "%s decided %s at result %d of a batch of %d for trial %s, although its "
+            "results_before_decision() allowed the whole batch: the decision takes effect "
+            "after the batch's last result (the trainable's state is that of that result).",
+            type(self.scheduler).__name__, event.value, index, size, trial)
+
+    async def _stop_waiting(self, trial_ids: tuple[str, ...]) -> None:
+        """End waiting trials a scheduler's decision names (HyperBand's halving)."""
+        for trial_id in trial_ids:
+            trial = self.trial_by_id.get(trial_id)
+            if trial is None or trial.status not in (TrialStatus.PENDING, TrialStatus.PAUSED):
+                continue  # already running (it stops at its own next result) or finished
+            self._transition(trial, Event.STOP)
+            await call_hook(self.scheduler.on_trial_remove, self.view, self._v(trial))
+            await call_hook(self.search_alg.on_trial_complete, trial_id, None)
+            await self.callbacks.on_trial_complete(iteration=self.iteration,
+                                                   trials=self.trial_views, trial=self._v(trial))
+            self.persistence.must_survive(trial)
+
+    async def _process_result(self, trial: Trial, result: dict,
+                              ask_scheduler: bool = True) -> tuple[Event, Decision]:
         if result.get(RESULT_DUPLICATE):
             result = dict(trial.last_result, done=True)
             trial.last_result = result
             await self._notify_complete(trial, result, record=False)
-            return Event.COMPLETE
+            return Event.COMPLETE, _CONTINUE
         checkpoint_path = result.pop(CHECKPOINT_PATH, None)
         result["trial_id"] = trial.trial_id
         result["experiment_tag"] = trial.experiment_tag
@@ -598,21 +735,22 @@ class Controller:
                 checkpoint_path = await self._save_now(trial)
             await self._notify_complete(trial, result, record=True,
                                         checkpoint_path=checkpoint_path)
-            return Event.COMPLETE if done else Event.STOP
-        decision = await call_hook(self.scheduler.on_trial_result, self.view, self._v(trial), result)
+            return (Event.COMPLETE if done else Event.STOP), _CONTINUE
+        decision = _CONTINUE
+        if ask_scheduler:
+            decision = _as_decision(await call_hook(self.scheduler.on_trial_result, self.view,
+                                                    self._v(trial), result), self.scheduler)
         await call_hook(self.search_alg.on_trial_result, trial.trial_id, result)
         await self.callbacks.on_trial_result(iteration=self.iteration, trials=self.trial_views,
                                              trial=self._v(trial), result=result)
         if checkpoint_path is not None:
             await self._register_checkpoint(trial, checkpoint_path, result)
-        if decision == "STOP":
+        event = _event_of(decision)
+        if event is Event.STOP:
             await call_hook(self.search_alg.on_trial_complete, trial.trial_id, result)
             await self.callbacks.on_trial_complete(iteration=self.iteration, trials=self.trial_views,
                                                    trial=self._v(trial))
-            return Event.STOP
-        if decision == "PAUSE":
-            return Event.PAUSE
-        return Event.CONTINUE
+        return event, decision
 
     async def _should_stop(self, trial: Trial, result: dict) -> bool:
         from tune_async.stopper import dict_criteria_met
@@ -662,7 +800,7 @@ class Controller:
     # ---- checkpoints ------------------------------------------------------------------------
     async def _save_now(self, trial: Trial) -> str | None:
         try:
-            return await self.executor.save(trial)
+            return await self.executor.save(self._launches[trial.trial_id])
         except TrialFailure as failure:
             logger.warning("Checkpoint at end of trial %s failed: %s", trial, failure)
             return None
@@ -812,7 +950,11 @@ class Controller:
             "interrupted": self.interrupted,
         }
         await self.persistence.snapshot(self.trials, runner_data, self._start_time,
-                                        self._searcher_state())
+                                        self._searcher_state(), self._scheduler_state())
+
+    def _scheduler_state(self) -> Any:
+        get_state = getattr(self.scheduler, "get_state", None)
+        return get_state() if get_state is not None else None
 
     def _searcher_state(self) -> Any:
         get_state = getattr(self.search_alg, "get_state", None)
@@ -850,7 +992,17 @@ class Controller:
         searcher_state = state.get("searcher_state")
         if searcher_state is not None and hasattr(self.search_alg, "set_state"):
             self.search_alg.set_state(searcher_state)
+        await self._restore_schedule(state.get("scheduler_state"))
         self.persistence.mark_dirty()
+
+    async def _restore_schedule(self, scheduler_state: Any) -> None:
+        """Continue the saved schedule; a scheduler without one is told of every trial."""
+        set_state = getattr(self.scheduler, "set_state", None)
+        if scheduler_state is not None and set_state is not None:
+            set_state(scheduler_state, self.view)
+            return
+        for trial in self.trials:
+            await call_hook(self.scheduler.on_trial_add, self.view, self._v(trial))
 
     @property
     def state_file(self) -> str:
@@ -885,7 +1037,37 @@ class Controller:
                 scope.cancel()
             transitions.apply(trial, Event.INTERRUPT)  # resumable; released right here
             self._index(trial, TrialStatus.RUNNING)
-            await self.executor.stop_trial(trial, in_flight=True, failed=False)
+            launch = self._launches.pop(trial.trial_id, None) or trial
+            await self.executor.stop_trial(launch, in_flight=True, failed=False)
+
+
+_CONTINUE = Decision()
+
+
+def _as_decision(value: Any, scheduler: Any) -> Decision:
+    """A scheduler's return value as a Decision (the 1.x strings, or a Decision)."""
+    if isinstance(value, Decision):
+        return value
+    if value in (None, "CONTINUE"):
+        return _CONTINUE
+    if value in ("PAUSE", "STOP"):
+        return Decision(action=value)
+    if isinstance(value, Exploit):
+        return Decision(exploit=value)
+    raise TuneError(
+        f"{type(scheduler).__name__}.on_trial_result returned {value!r}: expected "
+        f"TrialScheduler.CONTINUE, PAUSE, STOP or a tune_async.schedulers.Decision"
+    )
+
+
+def _event_of(decision: Decision) -> Event:
+    if decision.exploit is not None:
+        return Event.EXPLOIT
+    if decision.action == "STOP":
+        return Event.STOP
+    if decision.action == "PAUSE":
+        return Event.PAUSE
+    return Event.SAVE if decision.save else Event.CONTINUE
 
 
 def _first_error(group: BaseExceptionGroup) -> BaseException:

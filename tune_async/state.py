@@ -83,17 +83,18 @@ class StateSerializer:
         return stored
 
     def head(self, runner_data: dict[str, Any], start_time: float, searcher_state: Any = None,
-             seq: int = 0) -> str:
+             seq: int = 0, scheduler_state: Any = None) -> str:
         """The file's head (a JSON object); the trial entries are spliced in after it.
 
-        Trials and the searcher's state travel in the same file, so one atomic rename
-        keeps them consistent with each other.
+        Trials and the searcher's and scheduler's states travel in the same file, so
+        one atomic rename keeps them consistent with each other.
         """
         now = time.time()
         return json_dumps({
             "seq": seq,
             "runner_data": runner_data,
             "searcher_state": None if searcher_state is None else _encode(searcher_state),
+            "scheduler_state": None if scheduler_state is None else _encode(scheduler_state),
             "stats": {"start_time": start_time, "timestamp": now},
             "timestamp": now,
         })
@@ -155,8 +156,9 @@ def load_state(path: str) -> dict[str, Any]:
     with open(path) as f:
         state = json.load(f)
     replay_journal(state, journal_path(path))
-    if state.get("searcher_state"):
-        state["searcher_state"] = _decode(state["searcher_state"])
+    for key in ("searcher_state", "scheduler_state"):
+        if state.get(key):
+            state[key] = _decode(state[key])
     return state
 
 
@@ -266,8 +268,8 @@ class ExperimentPersistence:
 
     # ---- building texts (on the loop) ---------------------------------------------------
     async def snapshot(self, trials: list[Trial], runner_data: dict, start_time: float,
-                       searcher_state: Any = None) -> None:
-        """Queue a snapshot of every trial and the searcher's state.
+                       searcher_state: Any = None, scheduler_state: Any = None) -> None:
+        """Queue a snapshot of every trial and the searcher's and scheduler's states.
 
         Built in chunks with a yield between them: only the controller's consumer
         changes trials, and it is the one waiting here, so the view stays consistent.
@@ -275,7 +277,8 @@ class ExperimentPersistence:
         began = time.perf_counter()
         self._before_write()
         self._seq += 1
-        head = self._serializer.head(runner_data, start_time, searcher_state, self._seq)
+        head = self._serializer.head(runner_data, start_time, searcher_state, self._seq,
+                                     scheduler_state)
         entries = []
         for start in range(0, len(trials), self.CHUNK):
             if start:

@@ -19,7 +19,11 @@ from tune_async.trial import Trial, TrialStatus
 class Event(str, enum.Enum):
     START = "START"  # the controller admits the trial onto an executor slot
     CONTINUE = "CONTINUE"  # a result was recorded and the trial goes on
-    PAUSE = "PAUSE"  # the scheduler pauses the trial (resources released)
+    SAVE = "SAVE"  # the scheduler keeps the trial's state in memory (a PBT donor), it goes on
+    PAUSE = "PAUSE"  # the scheduler pauses the trial (state saved, resources released)
+    # PBT's exploit: the trial continues from another trial's saved state with a new
+    # config; it is released and waits to be launched again from that state.
+    EXPLOIT = "EXPLOIT"
     UNPAUSE = "UNPAUSE"  # a paused trial may be started again
     STOP = "STOP"  # a stopper, the scheduler, a time budget or the user ends it
     COMPLETE = "COMPLETE"  # the trainable itself finished (done=True)
@@ -33,7 +37,8 @@ class Event(str, enum.Enum):
 class Effect(str, enum.Enum):
     LAUNCH = "LAUNCH"  # set up the trainable on an actor, then fetch results
     FETCH = "FETCH"  # ask the actor for the next results
-    SAVE_IN_MEMORY = "SAVE_IN_MEMORY"  # keep the trainable's state before releasing it
+    SAVE_IN_MEMORY = "SAVE_IN_MEMORY"  # keep the trainable's state in memory (before what follows)
+    ADOPT_DONOR = "ADOPT_DONOR"  # take the donor's saved state and the new config as restore point
     RELEASE = "RELEASE"  # stop the trainable, give its actor back to the pool
     RECORD_ERROR = "RECORD_ERROR"  # append the failure to error.txt
 
@@ -44,7 +49,9 @@ TABLE: dict[tuple[TrialStatus, Event], tuple[TrialStatus, tuple[Effect, ...]]] =
     (S.PENDING, E.START): (S.RUNNING, (F.LAUNCH,)),
     (S.PENDING, E.STOP): (S.TERMINATED, ()),
     (S.RUNNING, E.CONTINUE): (S.RUNNING, (F.FETCH,)),
+    (S.RUNNING, E.SAVE): (S.RUNNING, (F.SAVE_IN_MEMORY, F.FETCH)),
     (S.RUNNING, E.PAUSE): (S.PAUSED, (F.SAVE_IN_MEMORY, F.RELEASE)),
+    (S.RUNNING, E.EXPLOIT): (S.PAUSED, (F.ADOPT_DONOR, F.RELEASE)),
     (S.RUNNING, E.STOP): (S.TERMINATED, (F.RELEASE,)),
     (S.RUNNING, E.COMPLETE): (S.TERMINATED, (F.RELEASE,)),
     (S.RUNNING, E.FAIL): (S.ERROR, (F.RECORD_ERROR, F.RELEASE)),

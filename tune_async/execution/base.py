@@ -48,6 +48,38 @@ class BatchLimits:
     stop: dict = attrs.field(factory=dict)
 
 
+class Launch:
+    """One run of a trial: what the controller hands an executor for per-run calls.
+
+    It reads like the trial (``trial_id``, ``config``, ``resources``, ``logdir``,
+    ``trial_name``...) and adds ``key``, which names this run: a trial that is
+    paused, exploited or retried is launched again under a new key. Executors
+    keep their per-run state under :func:`launch_key`, so a late call for an
+    earlier run (a stop that Ray delivers late) can never reach a later one.
+    """
+
+    __slots__ = ("trial", "number")
+
+    def __init__(self, trial: Trial, number: int) -> None:
+        self.trial = trial
+        self.number = number
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.trial.trial_id, self.number)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.trial, name)
+
+    def __repr__(self) -> str:
+        return f"Launch({self.trial}, {self.number})"
+
+
+def launch_key(trial: Trial | Launch) -> Any:
+    """The key an executor files a run's state under (a bare Trial: its id)."""
+    return trial.key if isinstance(trial, Launch) else trial.trial_id
+
+
 @runtime_checkable
 class Executor(Protocol):
     """Contract every executor fulfils.
@@ -78,6 +110,9 @@ class Executor(Protocol):
     - ``save_to_memory(trial)`` returns an opaque in-memory checkpoint, used
       before a PAUSE releases the trial; ``start_trial(..., checkpoint=...)``
       restores from ``("object", value)`` or ``("path", checkpoint path)``.
+    - Per-run calls (``reserve``, ``start_trial``, ``fetch_results``, ``save``,
+      ``save_to_memory``, ``stop_trial``) get a :class:`Launch`; state kept for a
+      run is keyed by :func:`launch_key`, never by the trial id alone.
     - ``resource_summary()`` describes used/total capacity for progress output.
     - ``shutdown()`` releases everything; awaited once, even on cancellation.
     """

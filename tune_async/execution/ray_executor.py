@@ -12,7 +12,7 @@ import anyio
 import attrs
 
 from tune_async.error import TuneError
-from tune_async.execution.base import BatchLimits, TrialFailure
+from tune_async.execution.base import BatchLimits, TrialFailure, launch_key
 from tune_async.resources import Resources
 from tune_async.trial import Trial
 from tune_async.utils.placement_groups import PlacementGroupFactory
@@ -108,8 +108,8 @@ class RayExecutor:
         self._total: dict[str, float] = {}
         self._node_max: list[dict[str, float]] = []
         self._used: dict[str, float] = {}
-        self._reserved: dict[str, dict[str, float]] = {}  # trial id -> its reservation
-        self._running: dict[str, _Worker] = {}
+        self._reserved: dict[Any, dict[str, float]] = {}  # launch key -> its reservation
+        self._running: dict[Any, _Worker] = {}  # launch key -> its worker
         self._idle: list[_Worker] = []
         # Placement groups created but not yet ready (a launch awaits them): owned here
         # until a worker holds them, so a cancelled launch never leaks one.
@@ -154,7 +154,7 @@ class RayExecutor:
                    for k, v in request.items())
 
     def reserve(self, trial: Trial) -> None:
-        request = self._reserved[trial.trial_id] = request_of(trial)
+        request = self._reserved[launch_key(trial)] = request_of(trial)
         for k, v in request.items():
             self._used[k] = self._used.get(k, 0.0) + v
 
@@ -183,7 +183,7 @@ class RayExecutor:
         worker.trainable_cls = trainable_cls
 
     async def fetch_results(self, trial: Trial, limits: BatchLimits) -> list[dict]:
-        worker = self._running[trial.trial_id]
+        worker = self._running[launch_key(trial)]
         setup, worker.pending_setup = worker.pending_setup, None
         if setup is not None:
             ref = worker.actor.setup_and_train.remote(setup, limits, FETCH_WINDOW_S)
@@ -195,7 +195,7 @@ class RayExecutor:
             raise _as_failure(exc) from None
 
     async def save(self, trial: Trial) -> str:
-        worker = self._running[trial.trial_id]
+        worker = self._running[launch_key(trial)]
         try:
             await self._send_pending_setup(worker)
             return await worker.actor.save.remote()
@@ -203,7 +203,7 @@ class RayExecutor:
             raise _as_failure(exc) from None
 
     async def save_to_memory(self, trial: Trial) -> Any:
-        worker = self._running[trial.trial_id]
+        worker = self._running[launch_key(trial)]
         try:
             await self._send_pending_setup(worker)
             return await worker.actor.save_to_object.remote()
@@ -221,8 +221,8 @@ class RayExecutor:
                          failed: bool = False) -> None:
         # Released by trial, not by worker: a launch cancelled before it got a worker
         # still holds its reservation.
-        self._unreserve(self._reserved.pop(trial.trial_id, {}))
-        worker = self._running.pop(trial.trial_id, None)
+        self._unreserve(self._reserved.pop(launch_key(trial), {}))
+        worker = self._running.pop(launch_key(trial), None)
         if worker is None:
             return
         if worker.pending_setup is not None:
@@ -261,15 +261,15 @@ class RayExecutor:
         for i, worker in enumerate(self._idle):
             if worker.key == key:
                 worker = self._idle.pop(i)
-                self._running[trial.trial_id] = worker
+                self._running[launch_key(trial)] = worker
                 if await self._stopped_cleanly(worker):
                     return worker
-                del self._running[trial.trial_id]
+                del self._running[launch_key(trial)]
                 await _kill_off_loop([worker])
                 break
         await _kill_off_loop(self._make_room(request_of(trial)))
         worker = await self._new_worker(trial, key)
-        self._running[trial.trial_id] = worker
+        self._running[launch_key(trial)] = worker
         return worker
 
     async def _stopped_cleanly(self, worker: _Worker) -> bool:
