@@ -47,6 +47,7 @@ from tune_async.result import (
     TRAINING_ITERATION,
     TRIAL_ID,
 )
+from tune_async.schedulers.trial_scheduler import Decision, Exploit
 from tune_async.search.sample import Domain, choice, loguniform, randint, uniform
 from tune_async.stopper import Stopper
 from tune_async.suggest.search import TrialSuggestion
@@ -383,6 +384,32 @@ class SearcherConformance(SearchAlgorithmConformance):
 # ---------------------------------------------------------------------------
 
 
+def _checked_decision(value: Any) -> Decision:
+    if isinstance(value, Decision):
+        return value
+    if isinstance(value, Exploit):
+        return Decision(exploit=value)
+    assert value in DECISIONS, (
+        f"on_trial_result returned {value!r}, not one of {DECISIONS} or a Decision")
+    return Decision(action=value)
+
+
+def _holds_trials(value: Any, depth: int = 0) -> bool:
+    if isinstance(value, (Trial, TrialView)):
+        return True
+    if depth > 6:
+        return False
+    if isinstance(value, dict):
+        items = list(value.keys()) + list(value.values())
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        items = list(value)
+    elif hasattr(value, "__dict__"):
+        items = list(vars(value).values())
+    else:
+        return False
+    return any(_holds_trials(item, depth + 1) for item in items)
+
+
 class FakeRunner:
     """A tiny runner view: ``get_trials()``, ``get_trial(id)``, ``has_resources_for_trial``.
 
@@ -398,6 +425,12 @@ class FakeRunner:
         self.trials = list(trials)
         self.capacity = capacity
         self.blocked = set(blocked)
+        self.search_alg: Any = None
+
+    def waiting_trials(self) -> Any:
+        """PENDING trials in creation order, then PAUSED ones."""
+        for status in WAITING:
+            yield from (t for t in self.trials if t.status is status)
 
     def get_trials(self) -> list[TrialView]:
         return list(self.trials)
@@ -572,6 +605,7 @@ class TrialSchedulerConformance:
             await call_hook(scheduler.on_trial_error, runner, view)
             return
         result = self.make_result(view, iteration, metrics)
+        self._check_hint(scheduler, runner, view)
         if iteration >= self.max_iterations:
             result[DONE] = True
             trial.last_result = result
@@ -579,12 +613,58 @@ class TrialSchedulerConformance:
             await call_hook(scheduler.on_trial_complete, runner, view, result)
             return
         trial.last_result = result
-        decision = await call_hook(scheduler.on_trial_result, runner, view, result)
-        assert decision in DECISIONS, f"on_trial_result returned {decision!r}, not one of {DECISIONS}"
-        if decision == "PAUSE":
+        decision = _checked_decision(
+            await call_hook(scheduler.on_trial_result, runner, view, result))
+        for trial_id in decision.stop_trials:
+            other = runner.get_trial(trial_id)
+            assert other is not None, f"Decision.stop_trials names an unknown trial {trial_id!r}"
+            if other.status in WAITING:
+                transitions.apply(unwrap(other), Event.STOP)
+                await call_hook(scheduler.on_trial_remove, runner, other)
+        if decision.exploit is not None:
+            donor = runner.get_trial(decision.exploit.donor)
+            assert donor is not None, f"Exploit names an unknown donor {decision.exploit.donor!r}"
+            assert isinstance(decision.exploit.config, dict), "Exploit.config must be a dict"
+            trial.config = dict(decision.exploit.config)
+            transitions.apply(trial, Event.EXPLOIT)
+        elif decision.action == "PAUSE":
             transitions.apply(trial, Event.PAUSE)
-        elif decision == "STOP":
+        elif decision.action == "STOP":
             transitions.apply(trial, Event.STOP)
+
+    @staticmethod
+    def _check_hint(scheduler: Any, runner: FakeRunner, view: TrialView) -> None:
+        """``results_before_decision`` must be None or a positive int."""
+        hint = getattr(scheduler, "results_before_decision", None)
+        allowed = hint(runner, view) if hint is not None else 1
+        assert allowed is None or (isinstance(allowed, int) and allowed >= 1), (
+            f"results_before_decision returned {allowed!r}: expected None or an int >= 1")
+
+    @pytest.mark.asyncio
+    async def test_state_round_trip_continues(self) -> None:
+        """get_state() is picklable and names trials by id; set_state continues the schedule."""
+        scheduler, metrics = await self._prepared()
+        views, runner = await self._added(scheduler, self.num_trials)
+        iterations = {v.trial_id: 0 for v in views}
+        for _ in range(2):
+            await self._start_chosen(scheduler, runner)
+            for view in [v for v in views if v.status is TrialStatus.RUNNING]:
+                await self._advance(scheduler, runner, view, iterations, None, metrics)
+        state = scheduler.get_state() if hasattr(scheduler, "get_state") else None
+        if state is None:
+            return  # nothing to keep: resume re-adds the trials through on_trial_add
+        assert not _holds_trials(state), "get_state() must name trials by id, not hold them"
+        restored, _ = await self._prepared()
+        restored.set_state(cloudpickle.loads(cloudpickle.dumps(state)), runner)
+        for _ in range(self.num_trials * self.max_iterations * 4):
+            await self._start_chosen(restored, runner)
+            running = [v for v in views if v.status is TrialStatus.RUNNING]
+            if not running:
+                break
+            for view in running:
+                await self._advance(restored, runner, view, iterations, None, metrics)
+        assert all(v.status.is_finished for v in views), (
+            f"after set_state the schedule did not finish: {[v.status for v in views]}")
 
     @pytest.mark.asyncio
     async def test_choose_only_waiting_trials_that_fit(self) -> None:
