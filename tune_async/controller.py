@@ -55,7 +55,10 @@ logger = logging.getLogger(__name__)
 
 MAX_BATCH = 1000  # results one fetch may carry
 TICK_S = 0.5  # period of the progress / state / budget tick
-CAPACITY_REFRESH_S = 10.0  # how often the executor re-reads the cluster's capacity
+CAPACITY_REFRESH_S = 10.0
+# A scheduler may run nothing while trials wait (HyperBand filling a bracket); this long
+# with nothing running and nothing chosen is a scheduler that would wait forever.
+SCHEDULER_IDLE_LIMIT_S = 60.0  # how often the executor re-reads the cluster's capacity
 # The consumer yields to the loop after this much work in one go (a large batch, many
 # trials starting at once, a snapshot of many trials): the loop never stalls.
 YIELD_AFTER_S = 0.002
@@ -195,6 +198,7 @@ class Controller:
         self._restore_from: dict[str, _SavedState] = {}
         self._keeps_donors = False  # an exploit may need a finished trial's state
         self._warned_mid_batch = False
+        self._idle_since: float | None = None  # since when the scheduler chose to run nothing
         self._search_done = False
         self._stopping = False
         self._send: Any = None
@@ -436,16 +440,21 @@ class Controller:
     def _check_stalled(self) -> None:
         """Nothing runs, nothing can start and nothing will arrive: fail clearly, don't hang."""
         if self.running or self.queue.any_releasing or self._stopping:
+            self._idle_since = None
             return
         waiting = self.queue.first()
         if waiting is not None and self.queue.some_fit(self.executor.has_resources_for_trial):
             # The scheduler chose none of the trials that fit: a deliberate "not now"
-            # (HyperBand waiting for its bracket), unless nothing can change its mind.
-            if self._search_done or len(self.queue.pending) >= self.s.max_pending_trials:
+            # (HyperBand waiting for its bracket). It is asked again after every event
+            # (ticks included); only a wait that never ends is an error.
+            now = self.clock.now()
+            if self._idle_since is None:
+                self._idle_since = now
+            elif now - self._idle_since >= SCHEDULER_IDLE_LIMIT_S:
                 raise TuneError(
-                    f"The scheduler {type(self.scheduler).__name__} chose no trial to run while "
-                    f"nothing runs and trials that fit wait (e.g. {waiting}): it would wait "
-                    f"forever. Check its choose_trial_to_run()."
+                    f"The scheduler {type(self.scheduler).__name__} chose no trial to run for "
+                    f"{now - self._idle_since:.0f} s while nothing ran and trials that fit "
+                    f"waited (e.g. {waiting}). Check its choose_trial_to_run()."
                 )
             return
         if waiting is not None and not self.s.queue_trials:
