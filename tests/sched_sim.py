@@ -1,0 +1,110 @@
+"""A tiny deterministic cluster for scheduler tests: trials move through the
+transition table, the scheduler's hooks are called as the controller calls them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from tune_async import transitions
+from tune_async.schedulers import Decision
+from tune_async.testing.conformance import FakeRunner
+from tune_async.transitions import Event
+from tune_async.trial import Trial, TrialStatus, TrialView, unwrap
+
+WAITING = (TrialStatus.PENDING, TrialStatus.PAUSED)
+
+
+def make_views(configs: list[dict]) -> list[TrialView]:
+    return [TrialView(Trial(trainable_name="sim", config=dict(c), trial_id=f"t{i:03d}",
+                            experiment_tag=str(i)))
+            for i, c in enumerate(configs)]
+
+
+class Sim:
+    """Drives ``scheduler`` over ``views``: at most ``capacity`` run; each running trial
+    produces one result per round; ``curve(config, iteration)`` is its loss."""
+
+    def __init__(self, scheduler: Any, views: list[TrialView], curve: Callable,
+                 capacity: int | None = None, max_iter: int = 10_000,
+                 metric: str = "loss", time_attr: str = "training_iteration") -> None:
+        self.scheduler = scheduler
+        self.views = views
+        self.curve = curve
+        self.runner = FakeRunner(views, capacity=capacity)
+        self.max_iter = max_iter
+        self.metric = metric
+        self.time_attr = time_attr
+        self.iters = {v.trial_id: 0 for v in views}
+        self.decisions: list[tuple[str, int, str]] = []  # (trial id, iteration, action)
+        self.stopped_waiting: list[str] = []
+        self.starts = 0
+
+    def add_all(self) -> None:
+        for view in self.views:
+            self.scheduler.on_trial_add(self.runner, view)
+
+    def start_chosen(self) -> None:
+        while True:
+            chosen = self.scheduler.choose_trial_to_run(self.runner)
+            if chosen is None:
+                return
+            again = self.scheduler.choose_trial_to_run(self.runner)
+            assert unwrap(again) is unwrap(chosen), "choose_trial_to_run is not idempotent"
+            trial = unwrap(chosen)
+            assert trial.status in WAITING and self.runner.has_resources_for_trial(chosen)
+            if trial.status is TrialStatus.PAUSED:
+                transitions.apply(trial, Event.UNPAUSE)
+            transitions.apply(trial, Event.START)
+            self.starts += 1
+
+    def result(self, view: TrialView) -> dict:
+        it = self.iters[view.trial_id]
+        return {"training_iteration": it, "time_total_s": float(it), "done": False,
+                "trial_id": view.trial_id, self.metric: self.curve(view.config, it)}
+
+    def step(self, view: TrialView) -> None:
+        trial = unwrap(view)
+        self.iters[view.trial_id] += 1
+        result = self.result(view)
+        trial.last_result = result
+        if self.iters[view.trial_id] >= self.max_iter:
+            result["done"] = True
+            transitions.apply(trial, Event.COMPLETE)
+            self.scheduler.on_trial_complete(self.runner, view, result)
+            return
+        decision = self.scheduler.on_trial_result(self.runner, view, result)
+        self.apply(view, decision)
+
+    def apply(self, view: TrialView, decision: Any) -> None:
+        action, stops = decision, ()
+        if isinstance(decision, Decision):
+            action, stops = decision.action, decision.stop_trials
+        self.decisions.append((view.trial_id, self.iters[view.trial_id], action))
+        for trial_id in stops:
+            other = self.runner.get_trial(trial_id)
+            assert other.status in WAITING, f"stop_trials named {other} ({other.status})"
+            transitions.apply(unwrap(other), Event.STOP)
+            self.stopped_waiting.append(trial_id)
+            self.scheduler.on_trial_remove(self.runner, other)
+        if action == "PAUSE":
+            transitions.apply(unwrap(view), Event.PAUSE)
+        elif action == "STOP":
+            transitions.apply(unwrap(view), Event.STOP)
+
+    def run(self, rounds: int = 100_000) -> None:
+        for _ in range(rounds):
+            self.start_chosen()
+            running = [v for v in self.views if v.status is TrialStatus.RUNNING]
+            if not running:
+                waiting = [v for v in self.views if v.status in WAITING]
+                assert not waiting, f"stalled: {waiting} wait, none chosen"
+                return
+            for view in running:
+                if view.status is TrialStatus.RUNNING:
+                    self.step(view)
+        raise AssertionError("the simulation did not finish")
+
+    @property
+    def total(self) -> int:
+        return sum(self.iters.values())
