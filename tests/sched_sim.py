@@ -3,6 +3,7 @@ transition table, the scheduler's hooks are called as the controller calls them.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Callable
 from typing import Any
 
@@ -27,7 +28,8 @@ class Sim:
 
     def __init__(self, scheduler: Any, views: list[TrialView], curve: Callable,
                  capacity: int | None = None, max_iter: int = 10_000,
-                 metric: str = "loss", time_attr: str = "training_iteration") -> None:
+                 metric: str = "loss", time_attr: str = "training_iteration",
+                 shuffle_seed: int | None = None) -> None:
         self.scheduler = scheduler
         self.views = views
         self.curve = curve
@@ -39,6 +41,8 @@ class Sim:
         self.decisions: list[tuple[str, int, str]] = []  # (trial id, iteration, action)
         self.stopped_waiting: list[str] = []
         self.starts = 0
+        # Trials report in a random order each round (asynchrony), if seeded.
+        self.rng = random.Random(shuffle_seed) if shuffle_seed is not None else None
 
     def add_all(self) -> None:
         for view in self.views:
@@ -100,6 +104,8 @@ class Sim:
                 waiting = [v for v in self.views if v.status in WAITING]
                 assert not waiting, f"stalled: {waiting} wait, none chosen"
                 return
+            if self.rng is not None:
+                self.rng.shuffle(running)
             for view in running:
                 if view.status is TrialStatus.RUNNING:
                     self.step(view)
