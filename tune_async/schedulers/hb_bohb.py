@@ -6,7 +6,7 @@ import inspect
 import logging
 from typing import Any
 
-from tune_async.schedulers.hyperband import HyperBandScheduler, _Bracket, _Choosable
+from tune_async.schedulers.hyperband import HyperBandScheduler, _Bracket
 from tune_async.schedulers.trial_scheduler import PAUSE
 from tune_async.trial import TrialStatus
 
@@ -64,21 +64,33 @@ class HyperBandForBOHB(HyperBandScheduler):
     def choose_trial_to_run(self, trial_runner: Any) -> Any:
         """The first runnable trial, brackets in order; when nothing runs, halve the
         brackets holding paused trials and choose from them."""
-        choosable = _Choosable(trial_runner)
         brackets = [b for band in self._hyperbands for b in band if b is not None]
         for bracket in brackets:
-            chosen = self._runnable_in(bracket, trial_runner, choosable)
+            chosen = self._runnable_in(bracket, trial_runner)
             if chosen is not None:
                 return chosen
+        if _suggestions_pending(trial_runner):
+            return None  # new trials may still fill the brackets: halve only once none come
         if any(t.status is TrialStatus.RUNNING for t in trial_runner.get_trials()):
             return None
         for bracket in brackets:
             if any(self._status(t) is TrialStatus.PAUSED for t in bracket.live):
                 self._process_bracket(trial_runner, bracket, None)
-                chosen = self._runnable_in(bracket, trial_runner, choosable)
+                chosen = self._runnable_in(bracket, trial_runner)
                 if chosen is not None:
                     return chosen
         return None
+
+
+def _suggestions_pending(trial_runner: Any) -> bool:
+    """Whether the runner is still waiting for the searcher's suggestions.
+
+    1.x asked the searcher synchronously before choosing, so "nothing runs" meant "no
+    trial will come now". A runner whose searcher answers asynchronously says so with
+    ``suggestions_pending`` (a bool or a method); without it, none are assumed.
+    """
+    pending = getattr(trial_runner, "suggestions_pending", False)
+    return bool(pending() if callable(pending) else pending)
 
 
 def _tell_searcher(trial_runner: Any, hook: str, trial_id: str) -> None:

@@ -383,22 +383,23 @@ class HyperBandScheduler(FIFOScheduler):
     def choose_trial_to_run(self, trial_runner: Any) -> Any:
         """Fair scheduling: the least complete bracket's first runnable trial, band by
         band. None while every waiting trial waits for its bracket."""
-        choosable = _Choosable(trial_runner)
         for band in self._hyperbands:
             brackets = sorted((b for b in band if b is not None),
                               key=lambda b: b.completion_percentage())
             for bracket in brackets:
-                chosen = self._runnable_in(bracket, trial_runner, choosable)
+                chosen = self._runnable_in(bracket, trial_runner)
                 if chosen is not None:
                     return chosen
         return None
 
-    def _runnable_in(self, bracket: _Bracket, trial_runner: Any, choosable: _Choosable) -> Any:
+    def _runnable_in(self, bracket: _Bracket, trial_runner: Any) -> Any:
+        # By status alone: a trial whose release is still finishing may be returned; the
+        # controller then waits for that release (asking the runner costs O(trials)).
         for trial_id in bracket.live:
             if not bracket.continue_trial(trial_id):
                 continue
             view = self._views.get(trial_id)
-            if view is None or view.status not in _WAITING or not choosable(view):
+            if view is None or view.status not in _WAITING:
                 continue
             if trial_runner.has_resources_for_trial(view):
                 return view
@@ -480,22 +481,3 @@ class HyperBandScheduler(FIFOScheduler):
         self._num_stopped = state["num_stopped"]
         self._to_stop = set(state["to_stop"]) & set(views)
         self._stop_on_result = set(state["stop_on_result"]) & set(views)
-
-
-class _Choosable:
-    """Whether a waiting trial may be chosen now (not still being released).
-
-    The runner's ``waiting_trials()`` lists exactly those; it is read once, on demand.
-    """
-
-    def __init__(self, trial_runner: Any) -> None:
-        self._runner = trial_runner
-        self._ids: set[str] | None = None
-
-    def __call__(self, view: Any) -> bool:
-        if self._ids is None:
-            waiting = getattr(self._runner, "waiting_trials", None)
-            if waiting is None:
-                return True
-            self._ids = {t.trial_id for t in waiting()}
-        return view.trial_id in self._ids

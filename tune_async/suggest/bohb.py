@@ -13,6 +13,7 @@ import copy
 import logging
 import math
 import pickle
+import threading
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -129,6 +130,9 @@ class TuneBOHB(Searcher):
         self._categories: dict[str, list] = {}  # converted choice() -> its categories
         self._quantize: dict[str, tuple[float, bool]] = {}  # name -> (q, integer)
         self.trial_to_params: dict[str, dict] = {}
+        # HyperBandForBOHB calls on_pause/on_unpause from the scheduler while suggest may
+        # run in the searcher's own thread: the concurrency count is kept under a lock.
+        self._lock = threading.RLock()
         self.running: set[str] = set()
         self.paused: set[str] = set()
         self.bohber: Any = None
@@ -183,17 +187,25 @@ class TuneBOHB(Searcher):
                 f"Either pass these arguments when instantiating the search algorithm, or "
                 f"pass them to `tune.run()`."
             )
-        if len(self.running) >= self._max_concurrent:
-            return None
-        if self._points_to_evaluate:
-            raw = self._raw_point(self._points_to_evaluate.pop(0))
-        else:
-            with _quiet():
-                raw, _info = self.bohber.get_config(None)  # the budget is unused there
-            raw = {k: _native(v) for k, v in raw.items()}
+        with self._lock:
+            if len(self.running) >= self._max_concurrent:
+                return None
+            self.running.add(trial_id)
+        try:
+            raw = self._next_raw()
+        except BaseException:
+            with self._lock:
+                self.running.discard(trial_id)
+            raise
         self.trial_to_params[trial_id] = copy.deepcopy(raw)
-        self.running.add(trial_id)
         return unflatten_dict(self._to_config(raw))
+
+    def _next_raw(self) -> dict:
+        if self._points_to_evaluate:
+            return self._raw_point(self._points_to_evaluate.pop(0))
+        with _quiet():
+            raw, _info = self.bohber.get_config(None)  # the budget is unused there
+        return {k: _native(v) for k, v in raw.items()}
 
     def _to_config(self, raw: dict) -> dict:
         """ConfigSpace values -> the trial's values (categories, quantization)."""
@@ -223,8 +235,9 @@ class TuneBOHB(Searcher):
 
     # ---- observations ----------------------------------------------------------------
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if trial_id not in self.paused:
-            self.running.add(trial_id)
+        with self._lock:
+            if trial_id not in self.paused:
+                self.running.add(trial_id)
         info = result.get("hyperband_info")
         if info is None:
             if not self._warned_no_info:
@@ -240,8 +253,9 @@ class TuneBOHB(Searcher):
     def on_trial_complete(self, trial_id: str, result: dict | None = None,
                           error: bool = False) -> None:
         self.trial_to_params.pop(trial_id, None)
-        self.paused.discard(trial_id)
-        self.running.discard(trial_id)
+        with self._lock:
+            self.paused.discard(trial_id)
+            self.running.discard(trial_id)
 
     def to_wrapper(self, trial_id: str, result: dict) -> _BOHBJobWrapper:
         return _BOHBJobWrapper(self._metric_op * result[self._metric],
@@ -249,18 +263,31 @@ class TuneBOHB(Searcher):
                                self.trial_to_params[trial_id])
 
     def on_pause(self, trial_id: str) -> None:
-        self.paused.add(trial_id)
-        self.running.discard(trial_id)
+        with self._lock:
+            self.paused.add(trial_id)
+            self.running.discard(trial_id)
 
     def on_unpause(self, trial_id: str) -> None:
-        self.paused.discard(trial_id)
-        self.running.add(trial_id)
+        with self._lock:
+            self.paused.discard(trial_id)
+            self.running.add(trial_id)
 
     # ---- state -----------------------------------------------------------------------
     def get_state(self) -> dict:
-        return {k: v for k, v in self.__dict__.items()}
+        with self._lock:
+            state = {k: v for k, v in self.__dict__.items() if k != "_lock"}
+            state["running"], state["paused"] = set(self.running), set(self.paused)
+        return state
 
     def set_state(self, state: dict) -> None:
+        with self._lock:
+            self.__dict__.update({k: v for k, v in state.items() if k != "_lock"})
+
+    def __getstate__(self) -> dict:
+        return self.get_state()
+
+    def __setstate__(self, state: dict) -> None:
+        self._lock = threading.RLock()
         self.__dict__.update(state)
 
     def save(self, checkpoint_path: str) -> None:
