@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import logging
 import math
+import statistics
 from bisect import bisect_left, bisect_right
 from numbers import Real
 from typing import Any
-
-import numpy as np
 
 from tune_async.result import TIME_TOTAL_S, TRAINING_ITERATION
 from tune_async.schedulers.async_hyperband import check_number, metric_and_mode, metric_op
@@ -27,6 +26,8 @@ class _History:
     the sums and the best.
     """
 
+    __slots__ = ("times", "sums", "counts", "scores", "best", "monotonic", "last")
+
     def __init__(self) -> None:
         self.times: list[float] = []
         self.sums: list[float] = [0.0]  # sums[i]: total of the first i non-NaN scores
@@ -34,6 +35,7 @@ class _History:
         self.scores: list[float] = []
         self.best = -math.inf
         self.monotonic = True
+        self.last = -math.inf  # the newest result's time
 
     def add(self, time: float, score: float) -> None:
         if self.times and time < self.times[-1]:
@@ -43,12 +45,9 @@ class _History:
         self.scores.append(score)
         self.sums.append(self.sums[-1] + (0.0 if nan else score))
         self.counts.append(self.counts[-1] + (0 if nan else 1))
-        if not nan:
-            self.best = max(self.best, score)
-
-    @property
-    def last_time(self) -> float:
-        return self.times[-1]
+        if not nan and score > self.best:
+            self.best = score
+        self.last = time
 
     def running_mean(self, start: float, end: float) -> float | None:
         """Mean score of the results with ``start <= time <= end`` (None: none)."""
@@ -134,19 +133,20 @@ class MedianStoppingRule(FIFOScheduler):
         self._history(trial_id).add(time, self._score(result))
         if time < self._grace_period:
             return TrialScheduler.CONTINUE
-        others = [tid for tid, h in self._results.items()
-                  if tid != trial_id and h.last_time >= time]
+        mine = self._results[trial_id]
+        others = [h for h in self._results.values() if h.last >= time and h is not mine]
         if len(others) < self._min_samples_required:
             return self._on_insufficient_samples(trial_runner, trial, time)
-        return self._compare_with_median(trial_id, others, time)
+        return self._compare_with_median(trial_id, mine, others, time)
 
-    def _compare_with_median(self, trial_id: str, others: list[str], time: float) -> str:
-        means = [self._results[tid].running_mean(self._grace_period, time) for tid in others]
-        means = [m for m in means if m is not None]
-        best = self._results[trial_id].best
+    def _compare_with_median(self, trial_id: str, mine: _History, others: list[_History],
+                             time: float) -> str:
+        grace = self._grace_period
+        means = [m for m in (h.running_mean(grace, time) for h in others) if m is not None]
+        best = mine.best
         if not means or best == -math.inf:
             return TrialScheduler.CONTINUE  # nothing comparable (no values in the window)
-        median = float(np.median(means))
+        median = statistics.median(means)
         logger.debug("Trial %s best res=%s vs median res=%s at t=%s", trial_id, best,
                      median, time)
         if best < median:
