@@ -8,6 +8,7 @@ executor (a Trainable whose state is a running value) and once on real Ray.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 
@@ -365,7 +366,9 @@ def test_synch_pauses_until_all_reached_the_point_then_perturbs_all():
     assert "t2" not in {pbt.choose_trial_to_run(runner).trial_id}
     decision = report(pbt, runner, views[0], 3, 0)
     assert decision.exploit.donor == "t2"
-    assert pbt.results_before_decision(runner, views[0]) == 2  # back at 2, next point 4
+    member = pbt._members["t0"]
+    assert member.time == member.last_perturbation_time == 2  # back at 2, next point 4
+    assert pbt.results_before_decision(runner, views[0]) == 1  # relaunched: look first
     assert pbt._next_perturbation_sync == 4
 
 
@@ -460,12 +463,13 @@ def run_pbt(tmp_path, slots=3, reuse=False, name="pbt", executor=None, **kwargs)
 
 
 def check_exploits_continue_from_the_donor(analysis, exp_dir, interval=2,
-                                           valid=lambda lr: lr in LRS):
+                                           valid=lambda lr: lr in LRS, skip=0, grid=True):
     by_tag = {t.experiment_tag.split("@perturbed")[0]: t for t in analysis.trials}
     lines = read_lines(os.path.join(exp_dir, "pbt_global.txt"))
-    assert lines, "no exploit happened"
-    for target_tag, donor_tag, target_it, donor_it, old, new in lines:
-        assert target_it % interval == 0 and donor_it % interval == 0
+    assert lines[skip:], "no exploit happened"
+    for target_tag, donor_tag, target_it, donor_it, old, new in lines[skip:]:
+        if grid:  # (a resumed trial may be past its point when first seen again)
+            assert target_it % interval == 0 and donor_it % interval == 0
         assert valid(new["lr"]) and valid(old["lr"])
         donor_values = {r["value"] for r in results_of(by_tag[donor_tag])
                         if r["training_iteration"] == donor_it}
@@ -480,9 +484,13 @@ def check_exploits_continue_from_the_donor(analysis, exp_dir, interval=2,
 
 
 @pytest.mark.parametrize("slots, reuse", [(1, False), (3, False), (3, True), (10, True)])
-def test_pbt_end_to_end(tmp_path, slots, reuse):
+def test_pbt_end_to_end(tmp_path, caplog, slots, reuse):
     executor = ScriptedExecutor(slots)
-    analysis, scheduler, exp_dir = run_pbt(tmp_path, reuse=reuse, executor=executor)
+    with caplog.at_level(logging.WARNING, logger="tune_async.controller"):
+        analysis, scheduler, exp_dir = run_pbt(tmp_path, reuse=reuse, executor=executor)
+    # Batches end at each perturbation point: no decision ever landed mid-batch.
+    assert "results_before_decision" not in caplog.text
+    assert any(limits.max_results > 1 for _, limits in executor.fetches)
     assert all(t.status == TrialStatus.TERMINATED for t in analysis.trials)
     assert executor.max_used == min(slots, 10)
     # Paused and exploited trials were launched again, from a state kept in memory.
@@ -536,9 +544,11 @@ def test_log_config_false_writes_no_files(tmp_path):
     assert not [n for n in os.listdir(exp_dir) if n.startswith("pbt_")]
 
 
-def test_synch_end_to_end(tmp_path):
+def test_synch_end_to_end(tmp_path, caplog):
     log = str(tmp_path / "steps.jsonl")
-    analysis, _, exp_dir = run_pbt(tmp_path, slots=3, synch=True, log=log)
+    with caplog.at_level(logging.WARNING, logger="tune_async.controller"):
+        analysis, _, exp_dir = run_pbt(tmp_path, slots=3, synch=True, log=log)
+    assert "results_before_decision" not in caplog.text
     assert all(t.status == TrialStatus.TERMINATED for t in analysis.trials)
     lines = check_exploits_continue_from_the_donor(analysis, exp_dir)
     assert {ln[3] for ln in lines} <= set(range(2, T, 2))
@@ -664,3 +674,63 @@ def test_pbt_on_ray_with_reused_actors(tmp_path):
     assert all(t.status == TrialStatus.TERMINATED for t in analysis.trials)
     assert scheduler._num_perturbations >= 1
     check_exploits_continue_from_the_donor(analysis, os.path.join(str(tmp_path), "ray"))
+
+
+class CancelAfter(tune.Callback):
+    def __init__(self, results):
+        import asyncio
+
+        self.left = results
+        self.ready = asyncio.Event()
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.left -= 1
+        if self.left <= 0:
+            self.ready.set()
+
+
+class RecordingPBT(PopulationBasedTraining):
+    def set_state(self, state, trial_runner):
+        self.restored = {tid: m["last_perturbation_time"] for tid, m in state["members"].items()}
+        super().set_state(state, trial_runner)
+
+
+async def test_resume_continues_the_schedule(tmp_path, caplog):
+    import asyncio
+
+    def kwargs(scheduler, **extra):
+        return dict(config={"lr": tune.grid_search(LRS)}, num_samples=2, scheduler=scheduler,
+                    stop={"training_iteration": T}, trial_executor=ScriptedExecutor(3),
+                    checkpoint_freq=2, local_dir=str(tmp_path), name="resumed", verbose=0,
+                    **extra)
+
+    def pbt():
+        return RecordingPBT(time_attr="training_iteration", metric="value", mode="max",
+                            perturbation_interval=2, hyperparam_mutations={"lr": LRS})
+
+    point = CancelAfter(120)
+    first = pbt()
+    task = asyncio.create_task(tune.arun(Phased, **kwargs(first, callbacks=[point])))
+    waiter = asyncio.create_task(point.ready.wait())
+    done, _ = await asyncio.wait({task, waiter}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    assert waiter in done
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert first._num_perturbations > 0
+    # An exploit decided just before the cancel may not have run (the donor's state was
+    # in memory): check those decided after the resume.
+    before = len(read_lines(str(tmp_path / "resumed" / "pbt_global.txt")))
+    second = pbt()
+    with caplog.at_level(logging.WARNING, logger="tune_async.controller"):
+        analysis = await tune.arun(Phased, resume=True, **kwargs(second))
+    assert "results_before_decision" not in caplog.text
+    # The population came back through set_state, not as new trials.
+    assert second.restored and set(second.restored) == {t.trial_id for t in analysis.trials}
+    assert second._num_perturbations >= first._num_perturbations > 0
+    assert all(t.status == TrialStatus.TERMINATED for t in analysis.trials)
+    for trial in analysis.trials:
+        assert results_of(trial)[-1]["training_iteration"] == T
+    check_exploits_continue_from_the_donor(analysis, str(tmp_path / "resumed"), skip=before,
+                                           grid=False)
+    assert max(results_of(t)[-1]["value"] for t in analysis.trials) > HALF + 1

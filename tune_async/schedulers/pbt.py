@@ -375,6 +375,11 @@ class PopulationBasedTraining(FIFOScheduler):
             return CONTINUE
         member = self._member(trial)
         time = result[self._time_attr]
+        if time < member.last_perturbation_time:
+            # It went back to an older state (a retry or a resume from its checkpoint):
+            # count its next interval from the last point on the grid below it.
+            grid = self._perturbation_interval
+            member.last_perturbation_time = grid * math.floor(time / grid)
         member.time = time
         if member.pending is not None:
             return self._deliver_pending(member)
@@ -582,7 +587,11 @@ class PopulationBasedTraining(FIFOScheduler):
         This balances the population's progress when not every trial fits at once.
         In synch mode, trials already at the sync point wait for the others.
         """
-        candidates = [t for t in self._waiting(trial_runner) if self._may_run(t)]
+        # A donor of a pending (synch) exploit waits: its saved state must stay the one
+        # that exploit clones.
+        held = {m.pending.donor for m in self._members.values() if m.pending is not None}
+        candidates = [t for t in self._waiting(trial_runner)
+                      if t.trial_id not in held and self._may_run(t)]
         # A trial with a pending (synch) exploit first: its donor waits for it (below).
         candidates.sort(key=lambda t: (self._member(t).pending is None, self._member(t).time))
         too_big: set = set()
@@ -606,12 +615,7 @@ class PopulationBasedTraining(FIFOScheduler):
         member = self._member(trial)
         if member.finished:
             return False
-        if not self._synch:
-            return True
-        if any(m.pending is not None and m.pending.donor == trial.trial_id
-               for m in self._members.values()):
-            return False  # its saved state must stay the one a pending exploit clones
-        return member.last_train_time < self._next_perturbation_sync
+        return not self._synch or member.last_train_time < self._next_perturbation_sync
 
     def results_before_decision(self, trial_runner: Any, trial: Any) -> int | None:
         """Iterations to the trial's next perturbation point (``training_iteration``)."""
@@ -620,6 +624,9 @@ class PopulationBasedTraining(FIFOScheduler):
         member = self._members.get(trial.trial_id)
         if member is None or member.pending is not None:
             return 1
+        last = (trial.last_result or {}).get(self._time_attr, 0)
+        if last != member.time:
+            return 1  # relaunched from another state (an exploit, a resume): look first
         target = max(member.last_perturbation_time + self._perturbation_interval,
                      self._burn_in_period)
         return max(1, int(math.ceil(target - member.time)))
