@@ -317,15 +317,6 @@ def test_tune_run_bohb_end_to_end(results_dir, quiet):
     assert abs(analysis.best_config["x"] - 0.3) < 0.25
 
 
-def _runner_says_suggestions_pending():
-    from tune_async.controller import RunnerView
-
-    return hasattr(RunnerView, "suggestions_pending")
-
-
-@pytest.mark.xfail(not _runner_says_suggestions_pending(), strict=True,
-                   reason="the runner view does not say when suggestions are on their way, "
-                          "so brackets are halved before the searcher could fill them")
 def test_tune_run_bohb_fills_brackets_before_halving(results_dir, quiet):
     analysis, scheduler, _ = run_bohb(results_dir)
     first = scheduler._hyperbands[0][0]

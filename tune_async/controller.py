@@ -42,6 +42,7 @@ from tune_async.result import (
     RESULT_DUPLICATE,
 )
 from tune_async.schedulers.trial_scheduler import Decision, Exploit
+from tune_async.search_lane import LaneIdle, SearcherLane, Suggested
 from tune_async.state import ExperimentPersistence
 from tune_async.transitions import Effect, Event
 from tune_async.trial import Trial, TrialStatus, TrialView, unwrap
@@ -94,6 +95,8 @@ class StopAll:
     reason: str
 
 
+
+
 @attrs.define(eq=False)
 class _SavedState:
     """A trial's state kept in memory (a PAUSE, or a PBT donor): ready once saved."""
@@ -141,6 +144,13 @@ class RunnerView:
     def search_alg(self) -> Any:
         return self._c.search_alg
 
+    @property
+    def suggestions_pending(self) -> bool:
+        """Suggestions are on their way (asked for, not yet arrived): more trials will
+        join soon, so a scheduler filling a bracket should wait for them."""
+        lane = self._c.lane
+        return lane.requesting or not lane.idle
+
 
 @attrs.define
 class ControllerSettings:
@@ -185,6 +195,7 @@ class Controller:
         self.queue = WaitingQueue()
         self.running: dict[str, Trial] = {}
         self.view = RunnerView(self)
+        self.lane = SearcherLane(settings.search_alg, self._post_lane_event)
         self.iteration = 0
         self.interrupted = False
         self.raise_error: BaseException | None = None
@@ -260,7 +271,9 @@ class Controller:
         reporter = self.s.reporter
         if reporter is not None and hasattr(reporter, "set_total_samples"):
             reporter.set_total_samples(self.search_alg.total_samples)
+        self.lane.state = self._searcher_state_now()
         await self._snapshot()  # this session's journal needs a snapshot to build on
+        self._tg.start_soon(self.lane.run)
         self._tg.start_soon(self.persistence.writer)
         self._tg.start_soon(self._ticker)
         if getattr(self.executor, "refresh_capacity", None) is not None:
@@ -296,6 +309,10 @@ class Controller:
     async def _step(self, event: Any) -> None:
         if isinstance(event, ResultsArrived):
             await self._on_results(event.trial, event.results)  # one step per result
+        elif isinstance(event, Suggested):
+            await self._on_suggested(event)
+        elif isinstance(event, LaneIdle):
+            pass  # only wakes the consumer: the run may be finished now
         else:
             await self._begin_step()
             await self._handle(event)
@@ -329,17 +346,18 @@ class Controller:
     def _is_finished(self) -> bool:
         if self.running or self.queue.any_releasing:
             return False
-        if self._stopping:
-            return True
-        if not self._search_done:
+        if not self._stopping and (not self._search_done or self.queue):
             return False
-        return not self.queue
+        if not self.lane.idle:  # the searcher still has to hear of the last results
+            self.lane.report_idle = True
+            return False
+        return True
 
     # ---- admitting and starting trials ------------------------------------------------
     async def _fill(self) -> None:
         if self._stopping:
             return
-        await self._admit_new_trials()
+        self._admit_new_trials()
         while self.queue.some_fit(self.executor.has_resources_for_trial):
             chosen = await call_hook(self.scheduler.choose_trial_to_run, self.view)
             if chosen is None:
@@ -351,13 +369,21 @@ class Controller:
             await self._yield_if_busy()
         self._check_stalled()
 
-    async def _admit_new_trials(self) -> None:
-        while not self._search_done and len(self.queue.pending) < self.s.max_pending_trials:
-            suggestion = await call_hook(self.search_alg.next_trial)
-            if suggestion is None:
-                if await call_hook(self.search_alg.is_finished):
-                    self._search_done = True
-                break
+    def _admit_new_trials(self) -> None:
+        """Ask the searcher lane for suggestions; trials are added when they arrive."""
+        if not self._search_done:
+            self.lane.request_suggestions(self.s.max_pending_trials - len(self.queue.pending))
+
+    async def _on_suggested(self, event: Suggested) -> None:
+        del self.lane.undelivered[:len(event.suggestions)]
+        if self._ended_search():
+            return
+        await self._admit(event.suggestions)
+        if event.finished:
+            self._search_done = True
+
+    async def _admit(self, suggestions: list) -> None:
+        for suggestion in suggestions:
             if suggestion.trial_id in self.trial_by_id:
                 # Resumed: the searcher's state (saved with the periodic snapshot) is older
                 # than the journaled trials, so it suggests them again; the restored trial
@@ -365,6 +391,14 @@ class Controller:
                 continue
             await self._add_trial(self._trial_from(suggestion))
             await self._yield_if_busy()
+
+    def _ended_search(self) -> bool:
+        """Stopped for good (a stopper, a budget, fail_fast): no new trials. An interrupted
+        or cancelled run keeps them, so that resume runs them."""
+        return self._stopping and not self.interrupted
+
+    def _post_lane_event(self, event: Any) -> None:
+        self._send.send_nowait(event)
 
     def _trial_from(self, suggestion: Any) -> Trial:
         exp = suggestion.experiment
@@ -462,7 +496,7 @@ class Controller:
                 f"Insufficient cluster resources to launch trial {waiting}: nothing is running "
                 f"and it does not fit ({self.executor.resource_summary()})."
             )
-        if waiting is None and not self._search_done:
+        if waiting is None and not self._search_done and self.lane.quiet:
             raise TuneError(
                 "The search algorithm suggested no trial while none is running: it would "
                 "wait forever. Check the searcher's suggest() (it returns None without "
@@ -714,11 +748,18 @@ class Controller:
             if trial is None or trial.status not in (TrialStatus.PENDING, TrialStatus.PAUSED):
                 continue  # already running (it stops at its own next result) or finished
             self._transition(trial, Event.STOP)
-            await call_hook(self.scheduler.on_trial_remove, self.view, self._v(trial))
-            await call_hook(self.search_alg.on_trial_complete, trial_id, None)
+            removed = await call_hook(self.scheduler.on_trial_remove, self.view, self._v(trial))
+            self.lane.notify("on_trial_complete", trial_id, None)
             await self.callbacks.on_trial_complete(iteration=self.iteration,
                                                    trials=self.trial_views, trial=self._v(trial))
             self.persistence.must_survive(trial)
+            await self._side_decision(removed)
+
+    async def _side_decision(self, value: Any) -> None:
+        """on_trial_complete / _error / _remove may return a Decision that ends waiting
+        trials (a halving that another trial's end completed)."""
+        if isinstance(value, Decision) and value.stop_trials:
+            await self._stop_waiting(value.stop_trials)
 
     async def _process_result(self, trial: Trial, result: dict,
                               ask_scheduler: bool = True) -> tuple[Event, Decision]:
@@ -749,14 +790,14 @@ class Controller:
         if ask_scheduler:
             decision = _as_decision(await call_hook(self.scheduler.on_trial_result, self.view,
                                                     self._v(trial), result), self.scheduler)
-        await call_hook(self.search_alg.on_trial_result, trial.trial_id, result)
+        self.lane.notify("on_trial_result", trial.trial_id, result)
         await self.callbacks.on_trial_result(iteration=self.iteration, trials=self.trial_views,
                                              trial=self._v(trial), result=result)
         if checkpoint_path is not None:
             await self._register_checkpoint(trial, checkpoint_path, result)
         event = _event_of(decision)
         if event is Event.STOP:
-            await call_hook(self.search_alg.on_trial_complete, trial.trial_id, result)
+            self.lane.notify("on_trial_complete", trial.trial_id, result)
             await self.callbacks.on_trial_complete(iteration=self.iteration, trials=self.trial_views,
                                                    trial=self._v(trial))
         return event, decision
@@ -795,8 +836,9 @@ class Controller:
 
     async def _notify_complete(self, trial: Trial, result: dict, record: bool,
                                checkpoint_path: str | None = None) -> None:
-        await call_hook(self.scheduler.on_trial_complete, self.view, self._v(trial), result)
-        await call_hook(self.search_alg.on_trial_complete, trial.trial_id, result)
+        await self._side_decision(await call_hook(self.scheduler.on_trial_complete, self.view,
+                                                  self._v(trial), result))
+        self.lane.notify("on_trial_complete", trial.trial_id, result)
         if record:
             await self.callbacks.on_trial_result(iteration=self.iteration, trials=self.trial_views,
                                                  trial=self._v(trial), result=result)
@@ -830,9 +872,7 @@ class Controller:
         self.persistence.must_survive(trial)  # a crash now must resume from this checkpoint
 
     async def _notify_paused(self, trial: Trial) -> None:
-        on_pause = getattr(self.search_alg, "on_pause", None)
-        if on_pause is not None:
-            await call_hook(on_pause, trial.trial_id)
+        self.lane.notify("on_pause", trial.trial_id)
 
     # ---- failures ---------------------------------------------------------------------
     async def _on_failure(self, trial: Trial, failure: TrialFailure) -> None:
@@ -851,8 +891,9 @@ class Controller:
             self._transition(trial, Event.RETRY)
             self.queue.requeue_at_end(trial)  # as 1.x (held until its release finished)
             return
-        await call_hook(self.scheduler.on_trial_error, self.view, self._v(trial))
-        await call_hook(self.search_alg.on_trial_complete, trial.trial_id, None, True)
+        await self._side_decision(
+            await call_hook(self.scheduler.on_trial_error, self.view, self._v(trial)))
+        self.lane.notify("on_trial_complete", trial.trial_id, None, True)
         await self.callbacks.on_trial_error(iteration=self.iteration, trials=self.trial_views,
                                             trial=self._v(trial))
         if self.s.fail_fast:
@@ -898,7 +939,7 @@ class Controller:
         if reason == "interrupted":
             self._interrupt_running()
             return
-        await call_hook(self.search_alg.set_finished)
+        self.lane.notify("set_finished")
         self._search_done = True
         for trial in list(self.trials):
             if trial.status in (TrialStatus.RUNNING, TrialStatus.PENDING, TrialStatus.PAUSED):
@@ -922,6 +963,7 @@ class Controller:
             self._post(Tick())
 
     async def _on_tick(self) -> None:
+        self.lane.tick()
         if self._deadline is not None and self.clock.now() >= self._deadline:
             await self._stop_all("time budget")
         self._report_progress(done=False)
@@ -966,6 +1008,13 @@ class Controller:
         return get_state() if get_state is not None else None
 
     def _searcher_state(self) -> Any:
+        """The searcher's state for a snapshot: the lane's newest capture (a capture runs
+        between the searcher's calls, in its thread), refreshed for the next snapshot."""
+        self.lane.capture_state()
+        return self.lane.state
+
+    def _searcher_state_now(self) -> Any:
+        """Read directly: only while the lane runs nothing (set-up, the end of cleanup)."""
         get_state = getattr(self.search_alg, "get_state", None)
         if get_state is None:
             return None
@@ -1032,12 +1081,39 @@ class Controller:
                                                   trials=self.trial_views)
         finally:
             try:
+                settled = await self._settle_searcher(timeout)
+                await self._keep_undelivered_suggestions()
+                if settled:
+                    self.lane.state = self._searcher_state_now()
                 self.persistence.journal_survivors()  # a step cut short by a cancel
                 await self._snapshot()
                 await self.persistence.flush(final=True)  # also closes ended trials' files
                 self.persistence.close()
             finally:
                 await self.executor.shutdown()
+
+    async def _keep_undelivered_suggestions(self) -> None:
+        """Suggestions the run ended before taking become PENDING trials (resumable): the
+        searcher's state already counts them as made."""
+        self.lane.take_completed()  # what its thread finished after the lane was cancelled
+        undelivered, self.lane.undelivered = self.lane.undelivered, []
+        if self._ended_search():
+            return
+        try:
+            await self._admit(undelivered)
+        except Exception:  # noqa: BLE001 - cleanup goes on; the searcher may suggest again
+            logger.exception("Could not keep the last suggestions as trials")
+
+    async def _settle_searcher(self, limit_s: float) -> bool:
+        """Wait (bounded) for a searcher call still running in the lane's thread; True when
+        none is left, so the final state can be read directly."""
+        with anyio.move_on_after(limit_s) as scope:
+            await self.lane.wait_idle_thread()
+        if scope.cancelled_caught:
+            logger.warning("The searcher was still busy %.0f s after the end; its state in the "
+                           "experiment state is the last one captured", limit_s)
+            return False
+        return True
 
     async def _release_running(self) -> None:
         for trial in list(self.running.values()):

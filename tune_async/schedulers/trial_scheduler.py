@@ -66,7 +66,9 @@ class TrialScheduler:
     - ``on_trial_result(trial_runner, trial, result) -> CONTINUE | PAUSE | STOP``
       (the 1.x strings) or a :class:`Decision` (save this trial's state, exploit
       another's, stop waiting trials). Schedulers return values; they never
-      change trials themselves.
+      change trials themselves. ``on_trial_complete``, ``on_trial_error`` and
+      ``on_trial_remove`` may return a ``Decision`` too; only its ``stop_trials``
+      counts there (a halving completed by another trial's end).
     - ``on_trial_complete(trial_runner, trial, result)``: the trial ended normally.
     - ``on_trial_error(trial_runner, trial)``: the trial failed for good.
     - ``on_trial_remove(trial_runner, trial)``: a PENDING/PAUSED trial was stopped.

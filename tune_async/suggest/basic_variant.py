@@ -133,6 +133,9 @@ class BasicVariantGenerator(SearchAlgorithm):
 
     CKPT_FILE_TMPL = "basic-variant-state-{}.json"
 
+    # Each call is cheap and O(1): run on the event loop, no thread hop (see search_lane).
+    suggests_on_loop = True
+
     def __init__(
         self,
         points_to_evaluate: list[dict] | None = None,
