@@ -36,7 +36,7 @@ class TestOptunaOwnSpaceConformance(SearcherConformance):
 
 
 def test_finds_the_optimum_and_beats_random_search(results_dir):
-    check_beats_random(lambda seed: OptunaSearch(seed=seed), budget=30, tolerance=1.0,
+    check_beats_random(lambda seed: OptunaSearch(seed=seed), budget=40, tolerance=0.5,
                        results_dir=results_dir)
 
 

@@ -223,7 +223,7 @@ def parse_space(spec: dict, searcher: str, library: str,
     params = []
     template = copy.deepcopy(_without_domains(spec))
     for path, domain in sorted(domain_vars, key=lambda item: key_name(item[0])):
-        params.append(_param(path, domain, searcher, library, nested_choices))
+        params.append(to_param(path, domain, searcher, library, nested_choices))
     return SearchSpace(params=params, template=template)
 
 
@@ -239,8 +239,9 @@ def key_name(path: tuple) -> str:
     return "/".join(str(p) for p in path)
 
 
-def _param(path: tuple, domain: Domain, searcher: str, library: str,
-           nested_choices: bool) -> Param:
+def to_param(path: tuple, domain: Domain, searcher: str, library: str,
+             nested_choices: bool = False) -> Param:
+    """One Domain at ``path`` -> a :class:`Param` (ValueError for sample_from, naming it)."""
     name = key_name(path)
     if isinstance(domain, Function) or domain.is_function():
         raise ValueError(
@@ -254,7 +255,7 @@ def _param(path: tuple, domain: Domain, searcher: str, library: str,
         q = sampler.q
         sampler = sampler.get_sampler()
     if isinstance(domain, Categorical) and isinstance(sampler, Uniform):
-        if not nested_choices and any(_holds_domain(c) for c in domain.categories):
+        if not nested_choices and any(holds_domain(c) for c in domain.categories):
             raise ValueError(
                 f"{searcher}: tune.choice (config key {name!r}) has categories that hold "
                 f"search-space Domains; {library} cannot express a conditional space "
@@ -290,13 +291,14 @@ def unsupported(param: Param, searcher: str, library: str, why: str = "") -> Val
     )
 
 
-def _holds_domain(value: Any) -> bool:
+def holds_domain(value: Any) -> bool:
+    """True if ``value`` is a Domain or a dict/list holding one."""
     if isinstance(value, Domain):
         return True
     if isinstance(value, dict):
-        return any(_holds_domain(v) for v in value.values())
+        return any(holds_domain(v) for v in value.values())
     if isinstance(value, (list, tuple)):
-        return any(_holds_domain(v) for v in value)
+        return any(holds_domain(v) for v in value)
     return False
 
 
