@@ -25,7 +25,10 @@ from sklearn.gaussian_process.kernels import (
     WhiteKernel,
 )
 
-MAX_DATA = 1000  # only the newest points, so a fit stays fast
+# Only the newest points, so a fit stays fast: sklearn's exact GP costs O(n^3) per
+# optimiser step (1.x kept 1000 for GPy; 500 keeps a fit to about a second here).
+MAX_DATA = 500
+FIT_MAXITER = 50  # optimiser steps per fit (hyperparameters move little between fits)
 MIN_LENGTH = 200  # below this many points every point is used (select_length)
 
 
@@ -60,7 +63,7 @@ class TimeVaryingSquaredExp(StationaryKernelMixin, NormalizedKernelMixin, Kernel
         Y = X if Y is None else np.atleast_2d(Y)
         dt = np.abs(X[:, :1] - Y[:, :1].T)
         d2 = cdist(X[:, 1:], Y[:, 1:], "sqeuclidean")
-        decay = (1.0 - self.epsilon) ** (0.5 * dt)
+        decay = np.exp(np.log1p(-self.epsilon) * 0.5 * dt)  # (1 - eps)^(dt / 2)
         K = np.exp(-d2 / self.lengthscale) * decay
         if not eval_gradient:
             return K
@@ -94,10 +97,17 @@ def _kernel() -> Kernel:
             + WhiteKernel(0.1, (1e-6, 1e1)))
 
 
+def _optimizer(obj_func: Any, initial_theta: np.ndarray, bounds: np.ndarray) -> tuple:
+    res = minimize(obj_func, initial_theta, method="L-BFGS-B", jac=True, bounds=bounds,
+                   options={"maxiter": FIT_MAXITER})
+    return res.x, res.fun
+
+
 def fit_gp(X: np.ndarray, y: np.ndarray, seed: int = 0) -> GaussianProcessRegressor:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        gp = GaussianProcessRegressor(kernel=_kernel(), alpha=1e-6, random_state=seed)
+        gp = GaussianProcessRegressor(kernel=_kernel(), alpha=1e-6, optimizer=_optimizer,
+                                      random_state=seed)
         return gp.fit(X, y)
 
 
@@ -121,15 +131,13 @@ def ucb(m: GaussianProcessRegressor, m1: GaussianProcessRegressor, x: np.ndarray
 def optimize_acq(m: Any, m1: Any, fixed: np.ndarray, dims: int, n: int,
                  rng: np.random.Generator) -> np.ndarray:
     """The point in [0, 1]^dims maximising the UCB: random candidates, then L-BFGS-B."""
-    candidates = rng.uniform(0, 1, size=(512, dims))
-    values = ucb(m, m1, candidates, fixed, n)
+    candidates = rng.uniform(0, 1, size=(1024, dims))
+    values = ucb(m, m1, candidates, fixed, n)  # one vectorised pass
     best_x, best_v = candidates[np.argmax(values)], float(np.max(values))
-    for start in candidates[np.argsort(values)[-3:]]:
-        res = minimize(lambda x: -ucb(m, m1, x, fixed, n)[0], start,
-                       bounds=[(0.0, 1.0)] * dims, method="L-BFGS-B",
-                       options={"maxiter": 50})
-        if -res.fun > best_v:
-            best_x, best_v = res.x, float(-res.fun)
+    res = minimize(lambda x: -ucb(m, m1, x, fixed, n)[0], best_x,
+                   bounds=[(0.0, 1.0)] * dims, method="L-BFGS-B", options={"maxiter": 20})
+    if -res.fun > best_v:
+        best_x = res.x
     return np.clip(best_x, 0.0, 1.0)
 
 
@@ -139,20 +147,26 @@ def _limits(X: np.ndarray, bounds: np.ndarray, num_f: int) -> np.ndarray:
     return np.hstack([old_lims, bounds])
 
 
+def _fit_newest(Xraw: np.ndarray, yraw: np.ndarray, bounds: np.ndarray, num_f: int,
+                length: int, seed: int) -> tuple[Any, np.ndarray, np.ndarray]:
+    X = normalize(Xraw[-length:], _limits(Xraw[-length:], bounds, num_f))
+    return fit_gp(X, standardize(yraw[-length:]), seed), X, Xraw[-length:, :num_f]
+
+
 def select_length(Xraw: np.ndarray, yraw: np.ndarray, bounds: np.ndarray, num_f: int,
-                  seed: int = 0) -> int:
-    """How many of the newest points to fit: all below MIN_LENGTH, else the length
-    (among up to 8 between MIN_LENGTH and all) whose GP has the best log likelihood."""
+                  seed: int = 0) -> tuple[Any, np.ndarray, np.ndarray]:
+    """Fit the GP to the newest points: all of them below MIN_LENGTH, else the length
+    (among up to 3 from MIN_LENGTH to all) whose fit has the best log likelihood, as
+    1.x chose it (1.x tried every 10th length: too slow for an exact GP here).
+
+    Returns the fitted GP, its normalised inputs and the raw fixed columns.
+    """
     n = Xraw.shape[0]
     if n < MIN_LENGTH:
-        return n
-    lengths = sorted({int(v) for v in np.linspace(MIN_LENGTH, n, num=min(8, n - MIN_LENGTH + 1))})
-    scores = []
-    for length in lengths:
-        X = normalize(Xraw[-length:], _limits(Xraw[-length:], bounds, num_f))
-        y = standardize(yraw[-length:])
-        scores.append(fit_gp(X, y, seed).log_marginal_likelihood_value_)
-    return lengths[int(np.argmax(scores))]
+        return _fit_newest(Xraw, yraw, bounds, num_f, n, seed)
+    lengths = sorted({int(v) for v in np.linspace(MIN_LENGTH, n, num=3)})
+    fits = [_fit_newest(Xraw, yraw, bounds, num_f, length, seed) for length in lengths]
+    return max(fits, key=lambda fit: fit[0].log_marginal_likelihood_value_)
 
 
 def select_config(Xraw: np.ndarray, yraw: np.ndarray, current: np.ndarray | None,
@@ -169,13 +183,9 @@ def select_config(Xraw: np.ndarray, yraw: np.ndarray, current: np.ndarray | None
         num_f: The fixed columns (2: time and reward).
     """
     seed = int(rng.integers(2**31))
-    length = select_length(Xraw, yraw, bounds, num_f, seed)
-    Xraw, yraw = Xraw[-length:], yraw[-length:]
-    oldpoints = Xraw[:, :num_f]
-    X = normalize(Xraw, _limits(Xraw, bounds, num_f))
-    y = standardize(yraw)
+    m, X, oldpoints = select_length(Xraw, yraw, bounds, num_f, seed)
+    y = standardize(yraw[-len(X):])
     fixed = normalize(newpoint, oldpoints)
-    m = fit_gp(X, y, seed)
     if current is None:
         m1 = m
     else:
