@@ -108,7 +108,7 @@ class PB2(PopulationBasedTraining):
         self.last_exploration_time = 0.0
         # Configs chosen since the data last advanced in time (this round's batch).
         self.current: np.ndarray | None = None
-        self._rng = np.random.default_rng()
+        self._rng = np.random.default_rng(np.random.randint(2**31))  # np.random.seed applies
 
     def _check_explore_spec(self, mutations: dict, custom_explore_fn: Any) -> None:
         pass  # PB2 explores within hyperparam_bounds (checked above)
