@@ -694,8 +694,7 @@ class Controller:
                 await self._on_failure(trial, rejected.failure)
                 await self._end_step()
                 return
-            if decision.stop_trials:
-                await self._stop_waiting(decision.stop_trials)
+            await self._side_decision(decision)
             if event in (Event.COMPLETE, Event.STOP):
                 self._transition(trial, event)
                 await self._end_step()
@@ -756,10 +755,25 @@ class Controller:
             await self._side_decision(removed)
 
     async def _side_decision(self, value: Any) -> None:
-        """on_trial_complete / _error / _remove may return a Decision that ends waiting
-        trials (a halving that another trial's end completed)."""
-        if isinstance(value, Decision) and value.stop_trials:
+        """What a Decision says about other, waiting trials (on_trial_complete / _error /
+        _remove may return one too: a halving or a sync round another trial's end
+        completed)."""
+        if not isinstance(value, Decision):
+            return
+        if value.stop_trials:
             await self._stop_waiting(value.stop_trials)
+        for trial_id, exploit in value.exploit_waiting:
+            self._exploit_waiting(trial_id, exploit)
+
+    def _exploit_waiting(self, trial_id: str, exploit: Exploit) -> None:
+        trial = self.trial_by_id.get(trial_id)
+        donor_state = self._saved.get(exploit.donor)
+        if trial is None or trial.status is not TrialStatus.PAUSED or donor_state is None:
+            logger.warning("Skipping the exploit of trial %s from %s: it is not paused or the "
+                           "donor has no saved state", trial_id, exploit.donor)
+            return
+        self._keeps_donors = True
+        self._transition(trial, Event.EXPLOIT, exploit=exploit, donor_state=donor_state)
 
     async def _process_result(self, trial: Trial, result: dict,
                               ask_scheduler: bool = True) -> tuple[Event, Decision]:

@@ -56,6 +56,7 @@ TABLE: dict[tuple[TrialStatus, Event], tuple[TrialStatus, tuple[Effect, ...]]] =
     (S.RUNNING, E.COMPLETE): (S.TERMINATED, (F.RELEASE,)),
     (S.RUNNING, E.FAIL): (S.ERROR, (F.RECORD_ERROR, F.RELEASE)),
     (S.PAUSED, E.UNPAUSE): (S.PENDING, ()),
+    (S.PAUSED, E.EXPLOIT): (S.PAUSED, (F.ADOPT_DONOR,)),  # synchronous PBT: a waiting trial
     (S.PAUSED, E.STOP): (S.TERMINATED, ()),
     (S.ERROR, E.RETRY): (S.PENDING, ()),
     (S.RUNNING, E.INTERRUPT): (S.PENDING, (F.RELEASE,)),

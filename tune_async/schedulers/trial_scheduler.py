@@ -40,12 +40,16 @@ class Decision:
     - ``stop_trials``: ids of *waiting* (PENDING/PAUSED) trials to end now
       (HyperBand's successive halving); running ones are stopped through their
       own next result.
+    - ``exploit_waiting``: ``(trial id, Exploit)`` pairs for PAUSED trials
+      (synchronous PBT perturbs the whole population at once): each continues from
+      its donor's saved state with the new config when it is launched again.
     """
 
     action: str = CONTINUE
     save: bool = False
     exploit: Exploit | None = None
     stop_trials: tuple[str, ...] = ()
+    exploit_waiting: tuple[tuple[str, Exploit], ...] = ()
 
     def __attrs_post_init__(self) -> None:
         if self.action not in (CONTINUE, PAUSE, STOP):

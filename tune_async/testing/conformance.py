@@ -621,6 +621,14 @@ class TrialSchedulerConformance:
             if other.status in WAITING:
                 transitions.apply(unwrap(other), Event.STOP)
                 await call_hook(scheduler.on_trial_remove, runner, other)
+        for trial_id, exploit in decision.exploit_waiting:
+            other = runner.get_trial(trial_id)
+            assert other is not None and other.status is TrialStatus.PAUSED, (
+                f"Decision.exploit_waiting names {trial_id!r}, which is not a paused trial")
+            assert runner.get_trial(exploit.donor) is not None, (
+                f"Exploit names an unknown donor {exploit.donor!r}")
+            unwrap(other).config = dict(exploit.config)
+            transitions.apply(unwrap(other), Event.EXPLOIT)
         if decision.exploit is not None:
             donor = runner.get_trial(decision.exploit.donor)
             assert donor is not None, f"Exploit names an unknown donor {decision.exploit.donor!r}"
