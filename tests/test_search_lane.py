@@ -122,3 +122,50 @@ async def test_a_cancelled_run_keeps_the_suggestions_already_made(tmp_path):
                               search_alg=ConcurrencyLimiter(SlowSearcher(), 2), **kwargs)
     assert len(resumed.trials) == 6
     assert len({t.trial_id for t in resumed.trials}) == 6
+
+
+class _Limited:
+    """A search algorithm that suggests only while fewer than one trial is live."""
+
+    def __init__(self):
+        self.live = 0
+        self.calls: list[str] = []
+
+    def next_trial(self):
+        self.calls.append("next_trial")
+        if self.live:
+            return None
+        self.live += 1
+        return object()
+
+    def is_finished(self):
+        return False
+
+    def on_trial_complete(self, trial_id, result=None, error=False):
+        self.calls.append("on_trial_complete")
+        self.live -= 1
+
+
+async def test_news_during_a_request_lets_the_searcher_be_asked_again():
+    from tune_async.search_lane import SearcherLane, Suggested
+
+    alg = _Limited()
+    alg.live = 1
+    posted: list = []
+    lane = SearcherLane(alg, posted.append)
+    lane.request_suggestions(1)
+    lane.notify("on_trial_complete", "t1")  # arrives while the request is out
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lane.run)
+        with anyio.fail_after(5):
+            while not posted:
+                await anyio.lowlevel.checkpoint()
+        assert posted == [Suggested([], False)]
+        assert not lane.quiet  # it heard news after the request: ask again
+        lane.request_suggestions(1)
+        with anyio.fail_after(5):
+            while len(posted) < 2:
+                await anyio.lowlevel.checkpoint()
+        tg.cancel_scope.cancel()
+    assert len(posted[1].suggestions) == 1
+    assert alg.calls == ["next_trial", "on_trial_complete", "next_trial"]

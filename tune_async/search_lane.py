@@ -66,6 +66,8 @@ class SearcherLane:
         # After an empty answer (e.g. a ConcurrencyLimiter at its limit) the searcher is
         # asked again only once something it hears about happened, or on the next tick.
         self._answer_may_change = True
+        self._news = 0  # notifications so far: one after a request began may change its answer
+        self._news_at_request = 0
         self.state: Any = None  # the newest captured get_state() (for snapshots)
         self.capturing = False
         self.report_idle = False  # post LaneIdle once everything queued has run
@@ -83,6 +85,7 @@ class SearcherLane:
         if hook is None:
             return
         self._answer_may_change = True
+        self._news += 1
         self._enqueue(_Call(name, hook, args))
 
     def request_suggestions(self, limit: int) -> None:
@@ -90,6 +93,7 @@ class SearcherLane:
         if self.requesting or not self._answer_may_change or limit <= 0:
             return
         self.requesting = True
+        self._news_at_request = self._news
         self._enqueue(_Call("_suggest", self._suggest, (limit,)))
 
     def tick(self) -> None:
@@ -189,8 +193,8 @@ class SearcherLane:
         if call.name == "_suggest":
             self.requesting = False
             suggestions, finished = value
-            if not suggestions and not finished:
-                self._answer_may_change = False
+            if not suggestions and not finished and self._news == self._news_at_request:
+                self._answer_may_change = False  # nothing it heard of since could change it
             self.undelivered.extend(suggestions)
             self._post(Suggested(suggestions, finished))
         elif call.done is not None:
