@@ -137,6 +137,26 @@ class Param:
             return int(round(value))
         return float(value)
 
+    # A continuous stand-in, for libraries that model real intervals only (BayesOpt, ...):
+    # log domains are searched in log space, integers on [low - 0.5, high + 0.5].
+    def interval(self) -> tuple[float, float]:
+        if self.kind == "choice" or self.dist == "normal":
+            raise ValueError(f"{self.describe()} has no bounded interval")
+        low, high = float(self.low), float(self.high)
+        if self.kind == "int":
+            low, high = low - 0.49, high + 0.49
+            if self.log:
+                low = max(low, float(self.low) * 0.51)
+        if self.log:
+            return math.log(low), math.log(high)
+        return low, high
+
+    def from_interval(self, x: float) -> Any:
+        return self.fix(math.exp(x) if self.log else x)
+
+    def to_interval(self, value: Any) -> float:
+        return math.log(value) if self.log else float(value)
+
     def contains(self, value: Any) -> bool:
         if self.kind == "choice":
             return any(_same(value, c) for c in self.categories)
