@@ -9,7 +9,8 @@ beside a 5 ms heartbeat task that records how late the event loop wakes it.
 Usage::
 
     python benchmarks/bench.py [--framework tune_async ray ray_reuse]
-                               [--workload many_short throughput many_trials_10k searcher_2000]
+                               [--workload many_short throughput many_trials_10k searcher_2000
+                                           asha_100 pbt_8x50]
                                [--repeat N] [--timeout S] [--loggers json-csv|default]
                                [--api arun|run] [--merge] [--out PATH]
 
@@ -33,6 +34,7 @@ import resource
 import shutil
 import signal
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -59,7 +61,10 @@ class Workload:
     """``num_samples`` trials each reporting ``num_results`` times.
 
     ``searcher``: configs come from a custom Searcher (behind a ConcurrencyLimiter)
-    instead of the variant generator. ``timeout_s``: default kill time per run.
+    instead of the variant generator. ``scheduler``: ``"asha"`` or ``"pbt"`` runs
+    that scheduler (see ``scheduler_kwargs``); ``num_results`` is then the most a
+    trial reports (ASHA's ``max_t``, PBT's stop iteration) and the trials' configs
+    are a fixed, seeded grid. ``timeout_s``: default kill time per run.
     """
 
     name: str
@@ -67,10 +72,12 @@ class Workload:
     num_samples: int
     num_results: int
     searcher: bool = False
+    scheduler: str | None = None
     timeout_s: float = 600
 
     @property
     def total_results(self) -> int:
+        """The results every trial would report unscheduled (FIFO: exactly these)."""
         return self.num_samples * self.num_results
 
 
@@ -81,8 +88,24 @@ WORKLOADS = {
         Workload("throughput", "8 x 2,000", 8, 2000),
         Workload("many_trials_10k", "10,000 x 1", 10_000, 1),
         Workload("searcher_2000", "2,000 x 1, Searcher", 2000, 1, searcher=True),
+        Workload("asha_100", "100 trials, ASHA, max_t 100", 100, 100, scheduler="asha"),
+        Workload("pbt_8x50", "8 x 50, PBT, 1 MB checkpoints", 8, 50, scheduler="pbt"),
     )
 }
+
+# ASHA (issue 7): rungs at 1, 4, 16, 64 iterations, the quarter with the lowest loss
+# goes on at each; trials that pass them all stop at max_t.
+ASHA = {"max_t": 100, "grace_period": 1, "reduction_factor": 4}
+ASHA_X_OPT = 0.3
+# PBT (issue 7): every 5 iterations the bottom quarter clones the top quarter's
+# checkpoint and perturbs its lr; each checkpoint holds 1 MiB of "weights".
+PBT_INTERVAL = 5
+PBT_LR_RANGE = (1e-4, 1e-1)
+CHECKPOINT_BYTES = 2**20
+# The same configs for both frameworks: drawn here, given as a grid.
+CONFIG_SEED = 7
+# PBT's explore step and ASHA's ties use the driver's random / numpy generators.
+DRIVER_SEED = 0
 
 
 # ---------------------------------------------------------------- trainables
@@ -110,6 +133,126 @@ def ray_trainable(num_results: int) -> Callable[[dict], None]:
     return trainable
 
 
+def asha_trainable(report: Callable[[dict], None], max_t: int) -> Callable[[dict], None]:
+    """A loss curve that depends on the config: ``(x - 0.3)**2 + 1/iteration``.
+
+    ``report`` is the framework's report call taking a dict (built by the caller).
+    """
+    def trainable(config: dict) -> None:
+        offset = (config["x"] - ASHA_X_OPT) ** 2
+        for i in range(1, max_t + 1):
+            report({"loss": offset + 1 / i})
+
+    return trainable
+
+
+def tune_async_asha_trainable(max_t: int) -> Callable[[dict], None]:
+    def report(metrics: dict) -> None:
+        import tune_async as tune
+
+        tune.report(**metrics)
+
+    return asha_trainable(report, max_t)
+
+
+def ray_asha_trainable(max_t: int) -> Callable[[dict], None]:
+    def report(metrics: dict) -> None:
+        from ray import tune
+
+        tune.report(metrics)
+
+    return asha_trainable(report, max_t)
+
+
+def pbt_trainable(base: type, return_path: bool) -> type:
+    """A class Trainable whose progress per step depends on ``lr``, with 1 MiB checkpoints.
+
+    Each step adds ``exp(-(log10(lr) - best)**2)`` to ``score`` (at most 1), where the
+    best ``log10(lr)`` falls from -1 to -3 over the 50 iterations: a fixed lr cannot
+    keep up, PBT's schedule can. The state (score, 1 MiB of bytes standing in for
+    weights) goes through ``save_checkpoint`` / ``load_checkpoint``; ``reset_config``
+    takes a new lr in place (actor reuse, PBT's exploit). ``return_path``: tune_async
+    (1.x) takes the checkpoint file's path; ray.tune 2.x gets ``None`` and is given
+    the directory back.
+    """
+
+    class PBTTrainable(base):  # type: ignore[misc, valid-type]
+        def setup(self, config: dict) -> None:
+            import numpy as np
+
+            self.lr = config["lr"]
+            self.score = 0.0
+            self.weights = np.random.default_rng(0).bytes(CHECKPOINT_BYTES)
+
+        def step(self) -> dict:
+            best = -1 - 2 * self.iteration / 50
+            self.score += math.exp(-((math.log10(self.lr) - best) ** 2))
+            return {"score": self.score, "lr": self.lr}
+
+        def save_checkpoint(self, checkpoint_dir: str) -> str | None:
+            path = os.path.join(checkpoint_dir, "model.bin")
+            with open(path, "wb") as f:
+                f.write(struct.pack("<d", self.score))
+                f.write(self.weights)
+            return path if return_path else None
+
+        def load_checkpoint(self, checkpoint: str) -> None:
+            path = checkpoint if checkpoint.endswith(".bin") else os.path.join(
+                checkpoint, "model.bin")
+            with open(path, "rb") as f:
+                (self.score,) = struct.unpack("<d", f.read(8))
+                self.weights = f.read()
+            assert len(self.weights) == CHECKPOINT_BYTES, len(self.weights)
+
+        def reset_config(self, new_config: dict) -> bool:
+            self.lr = new_config["lr"]
+            self.config = new_config
+            return True
+
+    return PBTTrainable
+
+
+def trainable_for(wl: Workload, framework: str) -> Any:
+    """The workload's trainable, spelled for ``framework`` (tune_async or ray)."""
+    if wl.scheduler == "asha":
+        make = tune_async_asha_trainable if framework == "tune_async" else ray_asha_trainable
+        return make(wl.num_results)
+    if wl.scheduler == "pbt":
+        if framework == "tune_async":
+            import tune_async as tune
+
+            return pbt_trainable(tune.Trainable, return_path=True)
+        from ray import tune as ray_tune
+
+        return pbt_trainable(ray_tune.Trainable, return_path=False)
+    make = tune_async_trainable if framework == "tune_async" else ray_trainable
+    return make(wl.num_results)
+
+
+def seeded_configs(wl: Workload) -> list[float]:
+    """The trials' ``x`` (ASHA: uniform(0, 1)) or ``lr`` (PBT: log-uniform), seeded."""
+    rng = random.Random(CONFIG_SEED)
+    if wl.scheduler == "asha":
+        return [rng.random() for _ in range(wl.num_samples)]
+    low, high = (math.log(v) for v in PBT_LR_RANGE)
+    return [math.exp(rng.uniform(low, high)) for _ in range(wl.num_samples)]
+
+
+def scheduler_kwargs(wl: Workload, tune: Any, schedulers: Any) -> dict[str, Any]:
+    """``tune.run`` arguments for a scheduler workload (same in both frameworks)."""
+    values = tune.grid_search(seeded_configs(wl))
+    if wl.scheduler == "asha":
+        scheduler = schedulers.ASHAScheduler(
+            time_attr="training_iteration", metric="loss", mode="min", **ASHA)
+        return {"scheduler": scheduler, "config": {"x": values}, "num_samples": 1}
+    scheduler = schedulers.PopulationBasedTraining(
+        time_attr="training_iteration", metric="score", mode="max",
+        perturbation_interval=PBT_INTERVAL,
+        hyperparam_mutations={"lr": tune.loguniform(*PBT_LR_RANGE)})
+    return {"scheduler": scheduler, "config": {"lr": values}, "num_samples": 1,
+            "stop": {"training_iteration": wl.num_results}}
+
+
 def random_searcher(base: type) -> Any:
     """A minimal user-written Searcher: random ``x``, remembers the best score.
 
@@ -135,10 +278,12 @@ def random_searcher(base: type) -> Any:
 
 
 def experiment_kwargs(wl: Workload, suggest: Any, sample: Any,
-                      logger: Any, loggers: str) -> dict[str, Any]:
+                      logger: Any, loggers: str, schedulers: Any) -> dict[str, Any]:
     """``tune.run`` arguments shared by both frameworks (given their modules)."""
     kwargs: dict[str, Any] = {"num_samples": wl.num_samples, "verbose": 0}
-    if wl.searcher:
+    if wl.scheduler:
+        kwargs.update(scheduler_kwargs(wl, sample, schedulers))
+    elif wl.searcher:
         # Limited to the CPU slots, as a user would run a model-based searcher.
         searcher = random_searcher(suggest.Searcher)
         kwargs["search_alg"] = suggest.ConcurrencyLimiter(searcher, max_concurrent=NUM_CPUS)
@@ -209,10 +354,10 @@ def _peak_rss_mib() -> float:
 
 def _run_tune_async(wl: Workload, storage: str, args: argparse.Namespace) -> dict[str, Any]:
     import tune_async as tune
-    from tune_async import logger, suggest
+    from tune_async import logger, schedulers, suggest
 
-    kwargs = experiment_kwargs(wl, suggest, tune, logger, args.loggers)
-    trainable = tune_async_trainable(wl.num_results)
+    kwargs = experiment_kwargs(wl, suggest, tune, logger, args.loggers, schedulers)
+    trainable = trainable_for(wl, "tune_async")
     if args.api == "run":
         t0 = time.perf_counter()
         analysis = tune.run(trainable, local_dir=storage, **kwargs)
@@ -230,38 +375,75 @@ def _run_tune_async(wl: Workload, storage: str, args: argparse.Namespace) -> dic
 
 def _run_ray(wl: Workload, storage: str, args: argparse.Namespace) -> dict[str, Any]:
     from ray import tune
-    from ray.tune import logger, search
+    from ray.tune import logger, schedulers, search
 
-    kwargs = experiment_kwargs(wl, search, tune, logger, args.loggers)
+    kwargs = experiment_kwargs(wl, search, tune, logger, args.loggers, schedulers)
+    trainable = trainable_for(wl, "ray")
     t0 = time.perf_counter()
-    analysis = tune.run(ray_trainable(wl.num_results), storage_path=storage,
+    analysis = tune.run(trainable, storage_path=storage,
                         reuse_actors=args.child == "ray_reuse", **kwargs)
     return {"analysis": analysis, "run_s": time.perf_counter() - t0}
 
 
-def _check(analysis: Any, wl: Workload, storage: str) -> dict[str, Any]:
-    """Did every trial finish with all its results reported and logged?"""
-    trials = analysis.trials
-    statuses = sorted({str(t.status) for t in trials})
-    iters = [t.last_result.get("training_iteration") for t in trials]
-    json_lines = 0
+def _scan_files(storage: str) -> tuple[int, int, set[str]]:
+    """(result.json lines, pbt_global.txt lines, file names) under ``storage``."""
+    json_lines = exploit_lines = 0
     files: set[str] = set()
     for path in Path(storage).rglob("*"):
         if path.is_file():
             files.add("events.out.tfevents" if path.name.startswith("events.out") else path.name)
             if path.name == "result.json":
                 json_lines += sum(1 for _ in path.open())
-    ok = (
-        len(trials) == wl.num_samples
-        and statuses == ["TERMINATED"]
-        and all(i == wl.num_results for i in iters)
-        and json_lines == wl.total_results
-    )
+            elif path.name == "pbt_global.txt":
+                exploit_lines += sum(1 for _ in path.open())
+    return json_lines, exploit_lines, files
+
+
+def _outcome(wl: Workload, trials: list, iters: list, exploits: int) -> dict[str, Any]:
+    """A scheduler workload's figures: what it ran and how good its best trial is."""
+    if wl.scheduler == "asha":
+        losses = [t.last_result.get("loss", math.inf) for t in trials]
+        stopped_at: dict[str, int] = {}
+        for i in sorted(i or 0 for i in iters):
+            stopped_at[str(i)] = stopped_at.get(str(i), 0) + 1
+        return {"iterations": sum(i or 0 for i in iters), "best": min(losses, default=math.inf),
+                "reached_max_t": sum(i == ASHA["max_t"] for i in iters),
+                # How many trials ended at each iteration (ASHA's rungs: 1, 4, 16, 64).
+                "stopped_at": stopped_at}
+    scores = [t.last_result.get("score", -math.inf) for t in trials]
+    return {"iterations": sum(i or 0 for i in iters), "best": max(scores, default=-math.inf),
+            "exploits": exploits}
+
+
+def _check(analysis: Any, wl: Workload, storage: str) -> dict[str, Any]:
+    """Did every trial finish with all its results reported and logged?
+
+    With a scheduler, "all" is what the scheduler let it run: ASHA stops trials
+    early (each result is still logged once, so result.json holds the sum of the
+    trials' last ``training_iteration``); PBT's exploits move a trial's iteration
+    to its donor's, so only the last iteration (the stop) is checked.
+    """
+    trials = analysis.trials
+    statuses = sorted({str(t.status) for t in trials})
+    iters = [t.last_result.get("training_iteration") for t in trials]
+    json_lines, exploits, files = _scan_files(storage)
+    ok = len(trials) == wl.num_samples and statuses == ["TERMINATED"]
+    out: dict[str, Any] = {}
+    if wl.scheduler == "asha":
+        out = _outcome(wl, trials, iters, exploits)
+        ok = (ok and all(1 <= (i or 0) <= wl.num_results for i in iters)
+              and out["reached_max_t"] >= 1 and json_lines == out["iterations"])
+    elif wl.scheduler == "pbt":
+        out = _outcome(wl, trials, iters, exploits)
+        ok = ok and all(i == wl.num_results for i in iters) and json_lines >= wl.num_results
+    else:
+        ok = ok and all(i == wl.num_results for i in iters) and json_lines == wl.total_results
     return {
         "ok": ok,
         "trials": len(trials),
         "statuses": statuses,
         "result_json_lines": json_lines,
+        **out,
         "files": sorted(files),
     }
 
@@ -273,6 +455,12 @@ def child_main(args: argparse.Namespace) -> None:
         os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
     import ray
 
+    if wl.scheduler:
+        # PBT's explore and perturbation choices use the driver's generators.
+        import numpy as np
+
+        random.seed(DRIVER_SEED)
+        np.random.seed(DRIVER_SEED)
     t0 = time.perf_counter()
     ray.init(num_cpus=NUM_CPUS)
     init_s = time.perf_counter() - t0
@@ -285,13 +473,16 @@ def child_main(args: argparse.Namespace) -> None:
     check = _check(measured.pop("analysis"), wl, args.storage)
     ray.shutdown()
     run_s = measured["run_s"]
+    # A scheduler decides how many results there are: count those logged.
+    results = check["result_json_lines"] if wl.scheduler else wl.total_results
     out = {
         "framework": args.child,
         "workload": wl.name,
         "init_s": init_s,
         "import_s": import_s,
         **measured,
-        "results_per_s": wl.total_results / run_s,
+        "results": results,
+        "results_per_s": results / run_s,
         "ms_per_trial": run_s * 1000 / wl.num_samples,
         "peak_rss_mib": peak_rss,
         **check,
@@ -424,6 +615,10 @@ def summarize(samples: list[dict[str, Any]]) -> dict[str, Any]:
                 "trials_with_results": last.get("trials_with_results")}
     keys = ("run_s", "results_per_s", "ms_per_trial", "init_s", "import_s", "peak_rss_mib")
     summary: dict[str, Any] = {k: statistics.median(s[k] for s in good) for k in keys}
+    # Scheduler workloads: what ran and the best trial (medians of the repeats).
+    for k in ("results", "iterations", "reached_max_t", "exploits", "best"):
+        if all(k in s for s in good):
+            summary[k] = statistics.median(s[k] for s in good)
     summary["lateness"] = _median_lateness(good)
     summary["repeats"] = len(good)
     summary["all_ok"] = all(s["ok"] for s in good)
@@ -473,6 +668,8 @@ def _failed_cells(cell: dict[str, Any], wl_name: str) -> tuple[str, str, str, st
 def table_rows(summary: dict[str, dict[str, Any]]) -> list[tuple[str, ...]]:
     rows = []
     for wl_name, per_fw in summary.items():
+        if WORKLOADS[wl_name].scheduler:
+            continue  # in scheduler_rows
         base = per_fw.get("tune_async")
         for fw, cell in per_fw.items():
             label = f"{wl_name} ({WORKLOADS[wl_name].title})"
@@ -487,15 +684,61 @@ def table_rows(summary: dict[str, dict[str, Any]]) -> list[tuple[str, ...]]:
     return rows
 
 
-def print_table(summary: dict[str, dict[str, Any]]) -> None:
-    header = ("workload", "framework", "wall s", "results/s", "ms/trial",
-              "driver peak RSS MiB", "wall / tune_async", "loop lateness p50/p99/max ms")
-    rows = [header, *table_rows(summary)]
+def _best_cell(wl: Workload, cell: dict[str, Any]) -> str:
+    if "best" not in cell:
+        return ""
+    if wl.scheduler == "asha":
+        return f"loss {cell['best']:.6f}"
+    return f"score {cell['best']:.2f}"
+
+
+def scheduler_rows(summary: dict[str, dict[str, Any]]) -> list[tuple[str, ...]]:
+    """The scheduler workloads: wall time, what the scheduler ran, the best trial."""
+    rows = []
+    for wl_name, per_fw in summary.items():
+        wl = WORKLOADS[wl_name]
+        if not wl.scheduler:
+            continue
+        base = per_fw.get("tune_async")
+        label = f"{wl_name} ({wl.title})"
+        for fw, cell in per_fw.items():
+            if "error" in cell:
+                wall = _failed_cells(cell, wl_name)[0]
+                rows.append((label, fw, wall, _ratio(cell, base), "", "", "", "", "", "n/a"))
+                continue
+            exploits = f"{cell['exploits']:g}" if "exploits" in cell else "n/a"
+            rows.append((
+                label, fw, f"{cell['run_s']:.2f}", _ratio(cell, base),
+                f"{cell.get('results', 0):,.0f}", f"{cell['results_per_s']:,.0f}",
+                _best_cell(wl, cell), exploits, f"{cell['peak_rss_mib']:.0f}",
+                _lateness_cell(cell),
+            ))
+    return rows
+
+
+def _print_markdown(header: tuple[str, ...], body: list[tuple[str, ...]]) -> None:
+    rows = [header, *body]
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     for n, row in enumerate(rows):
         print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
         if n == 0:
             print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+
+
+def print_table(summary: dict[str, dict[str, Any]]) -> None:
+    body = table_rows(summary)
+    if body:
+        _print_markdown(("workload", "framework", "wall s", "results/s", "ms/trial",
+                         "driver peak RSS MiB", "wall / tune_async",
+                         "loop lateness p50/p99/max ms"), body)
+    sched = scheduler_rows(summary)
+    if sched:
+        if body:
+            print()
+        _print_markdown(("workload", "framework", "wall s", "wall / tune_async",
+                         "results (iterations run)", "results/s", "best final",
+                         "exploits", "driver peak RSS MiB", "loop lateness p50/p99/max ms"),
+                        sched)
 
 
 # ---------------------------------------------------------------------- main
@@ -535,8 +778,10 @@ def _status(result: dict[str, Any]) -> str:
     lat = result.get("lateness") or {}
     late = (f", lateness max {lat['max_ms']:.1f} ms at {lat['max_at_s']:.2f} s"
             if lat.get("n") else "")
+    sched = "".join(f", {k} {result[k]:.4g}" for k in ("results", "best", "exploits")
+                    if k in result and "best" in result)
     return (f"run {result['run_s']:.2f} s, init {result['init_s']:.2f} s, "
-            f"peak RSS {result['peak_rss_mib']:.0f} MiB{late}, ok={result['ok']}")
+            f"peak RSS {result['peak_rss_mib']:.0f} MiB{sched}{late}, ok={result['ok']}")
 
 
 def run_all(args: argparse.Namespace, ray_version: str | None) -> list[dict[str, Any]]:
