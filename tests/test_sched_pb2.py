@@ -20,7 +20,10 @@ from tests.test_sched_pbt import (  # noqa: E402
     Phased,
     T,
     apply,
+    apply_waiting,
     check_exploits_continue_from_the_donor,
+    check_synch_exploits_continue_straight,
+    relaunch,
     results_of,
 )
 from tune_async import transitions  # noqa: E402
@@ -216,6 +219,64 @@ async def test_gp_fit_runs_off_the_event_loop(monkeypatch):
     assert fit_threads and loop_thread not in fit_threads
 
 
+@pytest.mark.asyncio
+async def test_synch_round_exploits_the_waiting_trials():
+    pb2 = make_pb2(synch=True)
+    views, runner = population(pb2, 4)
+    for view, score in zip(views[:3], [0, 1, 3], strict=True):
+        decision = await report(pb2, runner, view, 2, score)
+        assert decision == "PAUSE"
+        apply(view, decision)
+    last = await report(pb2, runner, views[3], 2, 2)  # t2 (paused) is the best
+    ((target, exploit),) = last.exploit_waiting
+    assert last.action == "PAUSE" and last.exploit is None
+    assert target == "t0" and exploit.donor == "t2" and 0.0 <= exploit.config["lr"] <= 1.0
+    apply(views[3], last, runner)
+    assert views[0].config == exploit.config
+    assert pb2.choose_trial_to_run(runner) is views[0]
+    relaunch(views[0])
+    assert pb2.results_before_decision(runner, views[0]) == 2  # straight to 4
+
+
+@pytest.mark.asyncio
+async def test_synch_exploit_whose_donor_decided_goes_out_next():
+    pb2 = make_pb2(synch=True)
+    views, runner = population(pb2, 2)
+    apply(views[0], await report(pb2, runner, views[0], 2, 0))
+    last = await report(pb2, runner, views[1], 2, 5)  # t1 decides, and is the donor
+    assert last == Decision(action="PAUSE", save=True)
+    apply(views[1], last)
+    assert pb2.choose_trial_to_run(runner) is views[1]  # t0 waits for its exploit
+    relaunch(views[1])
+    decision = await report(pb2, runner, views[1], 3, 5)
+    assert [(t, e.donor) for t, e in decision.exploit_waiting] == [("t0", "t1")]
+
+
+@pytest.mark.asyncio
+async def test_synch_round_completed_by_a_trial_end_is_returned():
+    for end in ("complete", "error", "remove"):
+        pb2 = make_pb2(synch=True)
+        views, runner = population(pb2, 3)
+        for view, score in zip(views[:2], [0, 5], strict=True):
+            apply(view, await report(pb2, runner, view, 2, score))
+        if end == "complete":
+            transitions.apply(unwrap(views[2]), Event.COMPLETE)
+            ended = await pb2.on_trial_complete(runner, views[2], {"training_iteration": 1})
+        elif end == "error":
+            transitions.apply(unwrap(views[2]), Event.FAIL)
+            ended = await pb2.on_trial_error(runner, views[2])
+        else:
+            transitions.apply(unwrap(views[2]), Event.PAUSE)
+            transitions.apply(unwrap(views[2]), Event.STOP)
+            ended = await pb2.on_trial_remove(runner, views[2])
+        ((target, exploit),) = ended.exploit_waiting
+        assert ended == Decision(exploit_waiting=((target, exploit),))
+        assert target == "t0" and exploit.donor == "t1"
+        assert 0.0 <= exploit.config["lr"] <= 1.0
+        apply_waiting(runner, ended)
+        assert views[0].config == exploit.config
+
+
 # ---------------------------------------------------------------------------
 # Conformance
 
@@ -224,6 +285,12 @@ class TestPB2Conformance(TrialSchedulerConformance):
     def make_scheduler(self):
         return PB2(time_attr="training_iteration", perturbation_interval=2,
                    hyperparam_bounds={"index": [0, 3]})
+
+
+class TestPB2SynchConformance(TrialSchedulerConformance):
+    def make_scheduler(self):
+        return PB2(time_attr="training_iteration", perturbation_interval=2,
+                   hyperparam_bounds={"index": [0, 3]}, synch=True)
 
 
 # ---------------------------------------------------------------------------
@@ -245,3 +312,24 @@ def test_pb2_end_to_end(tmp_path):
         assert all(0.0 <= r["config"]["lr"] <= 1.0 for r in results_of(trial))
     best = max(results_of(t)[-1]["value"] for t in analysis.trials)
     assert best > HALF + 1  # every fixed lr ends at HALF
+
+
+@pytest.mark.parametrize("slots, reuse", [(1, False), (4, True), (10, False)])
+def test_pb2_synch_end_to_end(tmp_path, caplog, slots, reuse):
+    import logging
+
+    scheduler = PB2(time_attr="training_iteration", metric="value", mode="max",
+                    perturbation_interval=2, hyperparam_bounds=BOUNDS, synch=True)
+    executor = ScriptedExecutor(slots)
+    with caplog.at_level(logging.WARNING, logger="tune_async.controller"):
+        analysis = tune.run(Phased, config={"lr": tune.grid_search([0.0, 0.25, 0.5, 0.75, 1.0])},
+                            num_samples=2, scheduler=scheduler, stop={"training_iteration": T},
+                            trial_executor=executor, reuse_actors=reuse, local_dir=str(tmp_path),
+                            name="pb2", verbose=0)
+    assert "Skipping the exploit" not in caplog.text
+    assert "results_before_decision" not in caplog.text
+    assert all(t.status == TrialStatus.TERMINATED for t in analysis.trials)
+    assert executor.max_used == slots
+    lines = check_synch_exploits_continue_straight(analysis, str(tmp_path / "pb2"),
+                                                   valid=lambda lr: 0.0 <= lr <= 1.0)
+    assert scheduler._num_perturbations == len(lines) and not scheduler._deferred

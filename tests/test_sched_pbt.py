@@ -11,6 +11,8 @@ import json
 import logging
 import os
 import random
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -76,8 +78,11 @@ def report(scheduler, runner, view, iteration, score):
     return decision
 
 
-def apply(view, decision):
-    """Move the trial as the controller would for ``decision``."""
+def apply(view, decision, runner=None):
+    """Move the trial (and with ``runner``, the waiting trials it names) as the controller
+    would for ``decision``."""
+    if runner is not None and isinstance(decision, Decision):
+        apply_waiting(runner, decision)
     trial = unwrap(view)
     if isinstance(decision, Decision) and decision.exploit is not None:
         trial.config = dict(decision.exploit.config)
@@ -85,6 +90,21 @@ def apply(view, decision):
         transitions.apply(trial, Event.EXPLOIT)
     elif decision == "PAUSE" or getattr(decision, "action", None) == "PAUSE":
         transitions.apply(trial, Event.PAUSE)
+
+
+def apply_waiting(runner, decision):
+    """``Decision.exploit_waiting``: each paused trial takes its new config (and tag)."""
+    for trial_id, exploit in getattr(decision, "exploit_waiting", ()):
+        trial = unwrap(runner.get_trial(trial_id))
+        assert trial.status is TrialStatus.PAUSED
+        trial.config = dict(exploit.config)
+        trial.experiment_tag = exploit.experiment_tag
+        transitions.apply(trial, Event.EXPLOIT)
+
+
+def relaunch(view):
+    transitions.apply(unwrap(view), Event.UNPAUSE)
+    transitions.apply(unwrap(view), Event.START)
 
 
 def round_of(scheduler, runner, views, iteration, scores):
@@ -344,9 +364,9 @@ def test_state_round_trip_keeps_the_schedule():
 # Synchronous mode
 
 
-def test_synch_pauses_until_all_reached_the_point_then_perturbs_all():
+def test_synch_pauses_until_all_reached_the_point_then_perturbs_all(tmp_path):
     pbt = make_pbt(synch=True, perturbation_interval=2)
-    views, runner = population(pbt, 4)
+    views, runner = population(pbt, 4, local_dir=str(tmp_path))
     round_of(pbt, runner, views, 1, [0, 1, 2, 3])
     for view, score in zip(views[:3], [0, 1, 3], strict=True):
         decision = report(pbt, runner, view, 2, score)
@@ -354,22 +374,73 @@ def test_synch_pauses_until_all_reached_the_point_then_perturbs_all():
         apply(view, decision)
     assert pbt.choose_trial_to_run(runner) is None  # they wait for t3
     last = report(pbt, runner, views[3], 2, 2)  # the sync round: t2 is the best
-    assert last == "PAUSE"  # a middle trial
-    apply(views[3], last)
+    # t3 (a middle trial) pauses; the lowest, t0, waits paused: it is exploited now.
+    ((target, exploit),) = last.exploit_waiting
+    assert last.action == "PAUSE" and not last.save and last.exploit is None
+    assert target == "t0" and exploit.donor == "t2"
+    assert exploit.config["lr"] in LRS
+    assert exploit.experiment_tag == f"0_lr=0.5@perturbed[lr={exploit.config['lr']}]"
+    apply(views[3], last, runner)
+    assert views[0].status is TrialStatus.PAUSED and views[0].config == exploit.config
     assert pbt._members["t2"].saved is not None  # the donor (its PAUSE kept its state)
-    # The lowest trial waited: its exploit comes with its next result, and it runs first.
-    assert pbt.choose_trial_to_run(runner) is views[0]
-    assert pbt._members["t0"].pending.donor == "t2"
-    transitions.apply(unwrap(views[0]), Event.UNPAUSE)
-    transitions.apply(unwrap(views[0]), Event.START)
-    # The donor waits until the exploit is delivered.
-    assert "t2" not in {pbt.choose_trial_to_run(runner).trial_id}
-    decision = report(pbt, runner, views[0], 3, 0)
-    assert decision.exploit.donor == "t2"
+    # The exploited trial's clock is the donor's saved time: from 2 it runs straight to
+    # its next point, 4 (no extra look), and anyone may run next (no donor is held).
     member = pbt._members["t0"]
-    assert member.time == member.last_perturbation_time == 2  # back at 2, next point 4
-    assert pbt.results_before_decision(runner, views[0]) == 1  # relaunched: look first
+    assert member.time == member.last_perturbation_time == member.last_train_time == 2
     assert pbt._next_perturbation_sync == 4
+    assert pbt.choose_trial_to_run(runner) is views[0]
+    relaunch(views[0])
+    assert pbt.results_before_decision(runner, views[0]) == 2
+    assert pbt.choose_trial_to_run(runner) is views[1]
+    # Policy files: [target, donor, target iteration, donor iteration, old, new config].
+    line = [views[0].experiment_tag.split("@")[0], "2_lr=0.5", 2, 2, {"lr": 0.5},
+            exploit.config]
+    assert read_lines(tmp_path / "pbt_global.txt") == [line]
+    assert read_lines(tmp_path / "pbt_policy_t0.txt") == [line]
+    # Its next result (iteration 3, from t2's state at 2) is a plain one: nothing pending.
+    assert report(pbt, runner, views[0], 3, 9) == "CONTINUE"
+    assert pbt.debug_string() == "PopulationBasedTraining: 1 checkpoints, 1 perturbs"
+
+
+def test_synch_round_decided_by_its_donor_goes_out_with_the_next_decision():
+    pbt = make_pbt(synch=True, perturbation_interval=2)
+    views, runner = population(pbt, 4)
+    for view, score in zip(views[:3], [0, 1, 2], strict=True):
+        apply(view, report(pbt, runner, view, 2, score))
+    # t3 completes the round as the best: t0 clones it, but t3's state at 2 is only
+    # kept by this very decision (its PAUSE), after the controller applied the
+    # decision's exploit_waiting: t0's exploit goes out with the next decision.
+    last = report(pbt, runner, views[3], 2, 3)
+    assert last == Decision(action="PAUSE", save=True)
+    apply(views[3], last)
+    assert pbt.choose_trial_to_run(runner) is views[1]  # t0 waits for its exploit
+    relaunch(views[1])
+    assert pbt.results_before_decision(runner, views[1]) == 1  # to deliver it soon
+    decision = report(pbt, runner, views[1], 3, 1)
+    ((target, exploit),) = decision.exploit_waiting
+    assert decision.action == "CONTINUE" and target == "t0" and exploit.donor == "t3"
+    apply(views[1], decision, runner)
+    assert views[0].config == exploit.config
+    assert pbt.choose_trial_to_run(runner) is views[0]
+    relaunch(views[0])
+    assert pbt.results_before_decision(runner, views[0]) == 2
+    assert report(pbt, runner, views[1], 4, 1) == "PAUSE"  # nothing left to deliver
+
+
+def test_synch_deferred_exploit_goes_out_when_the_next_trial_ends():
+    pbt = make_pbt(synch=True, perturbation_interval=2)
+    views, runner = population(pbt, 2)
+    apply(views[0], report(pbt, runner, views[0], 2, 0))
+    apply(views[1], report(pbt, runner, views[1], 2, 5))  # t1 decides, and is the donor
+    assert pbt.choose_trial_to_run(runner) is views[1]
+    relaunch(views[1])
+    transitions.apply(unwrap(views[1]), Event.COMPLETE)
+    ended = pbt.on_trial_complete(runner, views[1], {"training_iteration": 3})
+    ((target, exploit),) = ended.exploit_waiting
+    assert ended == Decision(exploit_waiting=((target, exploit),))
+    assert target == "t0" and exploit.donor == "t1"
+    apply_waiting(runner, ended)
+    assert pbt.choose_trial_to_run(runner) is views[0]
 
 
 def test_synch_round_runs_when_the_straggler_finishes():
@@ -378,9 +449,36 @@ def test_synch_round_runs_when_the_straggler_finishes():
     for view, score in zip(views[:2], [0, 5], strict=True):
         apply(view, report(pbt, runner, view, 2, score))
     transitions.apply(unwrap(views[2]), Event.COMPLETE)
-    pbt.on_trial_complete(runner, views[2], {"training_iteration": 1})
+    ended = pbt.on_trial_complete(runner, views[2], {"training_iteration": 1})
+    # The round its end completed: t0 (paused) clones t1 (paused, so saved) right away.
+    ((target, exploit),) = ended.exploit_waiting
+    assert ended == Decision(exploit_waiting=((target, exploit),))
+    assert target == "t0" and exploit.donor == "t1"
+    apply_waiting(runner, ended)
     assert pbt._next_perturbation_sync == 4
-    assert pbt.choose_trial_to_run(runner) is not None
+    assert pbt.choose_trial_to_run(runner) is views[0]
+    assert pbt._members["t0"].time == 2
+
+
+def test_synch_round_completed_by_a_removed_or_failed_trial():
+    for end in ("remove", "error"):
+        pbt = make_pbt(synch=True)
+        views, runner = population(pbt, 3)
+        for view, score in zip(views[:2], [0, 5], strict=True):
+            apply(view, report(pbt, runner, view, 2, score))
+        if end == "remove":
+            transitions.apply(unwrap(views[2]), Event.PAUSE)
+            transitions.apply(unwrap(views[2]), Event.STOP)
+            ended = pbt.on_trial_remove(runner, views[2])
+        else:
+            transitions.apply(unwrap(views[2]), Event.FAIL)
+            ended = pbt.on_trial_error(runner, views[2])
+        assert [(t, e.donor) for t, e in ended.exploit_waiting] == [("t0", "t1")]
+    # No round: nothing to return.
+    pbt = make_pbt(synch=True)
+    views, runner = population(pbt, 3)
+    transitions.apply(unwrap(views[2]), Event.COMPLETE)
+    assert pbt.on_trial_complete(runner, views[2], {"training_iteration": 1}) is None
 
 
 # ---------------------------------------------------------------------------
@@ -544,15 +642,72 @@ def test_log_config_false_writes_no_files(tmp_path):
     assert not [n for n in os.listdir(exp_dir) if n.startswith("pbt_")]
 
 
-def test_synch_end_to_end(tmp_path, caplog):
+class DeferCountingPBT(PopulationBasedTraining):
+    """Counts the synch exploits: of the trial deciding the round (its own), of waiting
+    trials with that decision (direct), and those whose donor decided the round
+    (delivered one decision later)."""
+
+    own = direct = deferred = 0
+
+    def _conclude(self, trial_runner, plan):
+        before = len(self._deferred)
+        decision = super()._conclude(trial_runner, plan)
+        self.deferred += len(self._deferred) - before
+        self.direct += len(getattr(decision, "exploit_waiting", ()))
+        self.own += getattr(decision, "exploit", None) is not None
+        return decision
+
+
+def check_synch_exploits_continue_straight(analysis, exp_dir, valid=lambda lr: lr in LRS):
+    """Every trial's result.json counts 1, 2, ..., T (no extra step), and an exploited
+    trial's result after the sync point continues the donor's value there, with the
+    new config."""
+    for trial in analysis.trials:
+        assert [r["training_iteration"] for r in results_of(trial)] == list(range(1, T + 1))
+    by_tag = {t.experiment_tag.split("@perturbed")[0]: t for t in analysis.trials}
+    lines = read_lines(os.path.join(exp_dir, "pbt_global.txt"))
+    assert lines, "no exploit happened"
+    for target_tag, donor_tag, target_it, donor_it, old, new in lines:
+        # The exploited trial's clock is the donor's saved time: the same sync point.
+        assert target_it == donor_it and donor_it % 2 == 0 and 2 <= donor_it < T
+        assert valid(new["lr"]) and valid(old["lr"])
+        donor = results_of(by_tag[donor_tag])[donor_it - 1]
+        assert old["lr"] == donor["config"]["lr"]
+        after = results_of(by_tag[target_tag])[donor_it]  # the next result
+        assert after["training_iteration"] == donor_it + 1
+        assert after["config"]["lr"] == new["lr"]
+        assert after["value"] == pytest.approx(donor["value"] + gain(new["lr"], donor_it + 1))
+    return lines
+
+
+@pytest.mark.parametrize("slots, reuse", [(1, False), (1, True), (3, False), (3, True),
+                                          (10, False), (10, True)])
+def test_synch_end_to_end(tmp_path, caplog, slots, reuse):
     log = str(tmp_path / "steps.jsonl")
+    executor = ScriptedExecutor(slots)
+    scheduler = DeferCountingPBT(time_attr="training_iteration", metric="value", mode="max",
+                                 perturbation_interval=2, hyperparam_mutations={"lr": LRS},
+                                 synch=True)
     with caplog.at_level(logging.WARNING, logger="tune_async.controller"):
-        analysis, _, exp_dir = run_pbt(tmp_path, slots=3, synch=True, log=log)
+        analysis = tune.run(Phased, config={"lr": tune.grid_search(LRS), "log": log},
+                            num_samples=2, scheduler=scheduler,
+                            stop={"training_iteration": T}, trial_executor=executor,
+                            reuse_actors=reuse, local_dir=str(tmp_path), name="synch",
+                            verbose=0)
+    exp_dir = str(tmp_path / "synch")
     assert "results_before_decision" not in caplog.text
+    assert "Skipping the exploit" not in caplog.text  # every donor's state was there
     assert all(t.status == TrialStatus.TERMINATED for t in analysis.trials)
-    lines = check_exploits_continue_from_the_donor(analysis, exp_dir)
-    assert {ln[3] for ln in lines} <= set(range(2, T, 2))
+    assert executor.max_used == slots
+    lines = check_synch_exploits_continue_straight(analysis, exp_dir)
+    assert scheduler._num_perturbations == len(lines)
+    # Each exploit was applied once: with the round's decision, or one decision later
+    # (the donor decided the round; with one slot the order is fixed and both happen).
+    assert scheduler.own + scheduler.direct + scheduler.deferred == len(lines)
+    assert scheduler.direct and (scheduler.deferred or slots > 1)
+    assert not scheduler._deferred
     steps = read_lines(log)
+    assert len(steps) == len(analysis.trials) * T  # each step ran once
     for point in range(2, T, 2):  # nobody passes a sync point before all reached it
         reached = [min(i for i, s in enumerate(steps) if s["trial"] == t.trial_id
                        and s["it"] == point) for t in analysis.trials]
@@ -560,6 +715,47 @@ def test_synch_end_to_end(tmp_path, caplog):
         assert max(reached) < min(beyond)
     best = max(results_of(t)[-1]["value"] for t in analysis.trials)
     assert best > HALF + 1
+
+
+class BestArrivesLast(Phased):
+    """lr=1.0 (the best until HALF) reports iteration 2 only after the others did."""
+
+    gate: dict = {}
+
+    def step(self):
+        gate = BestArrivesLast.gate
+        if self.iteration == 1 and self.config["lr"] == 1.0:
+            with gate["cond"]:
+                assert gate["cond"].wait_for(lambda: gate["at_2"] >= 3, timeout=30)
+            time.sleep(0.2)  # their results reach the driver first
+        result = super().step()
+        if self.iteration == 1 and self.config["lr"] != 1.0:
+            with gate["cond"]:
+                gate["at_2"] += 1
+                gate["cond"].notify_all()
+        return result
+
+
+@pytest.mark.parametrize("reuse", [False, True])
+def test_synch_exploit_of_the_round_deciding_donor(tmp_path, caplog, reuse):
+    BestArrivesLast.gate = {"cond": threading.Condition(), "at_2": 0}
+    scheduler = DeferCountingPBT(time_attr="training_iteration", metric="value", mode="max",
+                                 perturbation_interval=2, hyperparam_mutations={"lr": LRS},
+                                 synch=True)
+    with caplog.at_level(logging.WARNING, logger="tune_async.controller"):
+        analysis = tune.run(BestArrivesLast, config={"lr": tune.grid_search([0.0, 0.25, 0.5,
+                                                                             1.0])},
+                            scheduler=scheduler, stop={"training_iteration": T},
+                            trial_executor=ScriptedExecutor(4), reuse_actors=reuse,
+                            local_dir=str(tmp_path), name="last", verbose=0)
+    assert "Skipping the exploit" not in caplog.text
+    lines = check_synch_exploits_continue_straight(analysis, str(tmp_path / "last"))
+    # The round at 2 was decided by lr=1.0, its only donor: lr=0.0 cloned it one decision
+    # later, from its state at 2 (not an older one), with no extra step.
+    assert lines[0][:4] == ["0_lr=0.0", "3_lr=1.0", 2, 2]
+    assert scheduler.deferred >= 1
+    (target,) = [t for t in analysis.trials if t.experiment_tag.startswith("0_")]
+    assert results_of(target)[2]["value"] == pytest.approx(2.0 + lines[0][5]["lr"])
 
 
 def test_state_survives_in_the_experiment_state(tmp_path):
@@ -575,8 +771,9 @@ def test_state_survives_in_the_experiment_state(tmp_path):
 # Replay
 
 
-def test_replay_reproduces_a_logged_schedule(tmp_path):
-    analysis, _, exp_dir = run_pbt(tmp_path / "pbt")
+@pytest.mark.parametrize("synch", [False, True])
+def test_replay_reproduces_a_logged_schedule(tmp_path, synch):
+    analysis, _, exp_dir = run_pbt(tmp_path / "pbt", synch=synch)
     exploited = [t for t in analysis.trials if "@perturbed" in t.experiment_tag]
     trial = max(exploited, key=lambda t: results_of(t)[-1]["value"])
     policy_file = os.path.join(exp_dir, f"pbt_policy_{trial.trial_id}.txt")
@@ -695,7 +892,8 @@ class RecordingPBT(PopulationBasedTraining):
         super().set_state(state, trial_runner)
 
 
-async def test_resume_continues_the_schedule(tmp_path, caplog):
+@pytest.mark.parametrize("synch", [False, True])
+async def test_resume_continues_the_schedule(tmp_path, caplog, synch):
     import asyncio
 
     def kwargs(scheduler, **extra):
@@ -706,9 +904,10 @@ async def test_resume_continues_the_schedule(tmp_path, caplog):
 
     def pbt():
         return RecordingPBT(time_attr="training_iteration", metric="value", mode="max",
-                            perturbation_interval=2, hyperparam_mutations={"lr": LRS})
+                            perturbation_interval=2, hyperparam_mutations={"lr": LRS},
+                            synch=synch)
 
-    point = CancelAfter(120)
+    point = CancelAfter(50 if synch else 120)  # (synch: mid-run, trials wait at a point)
     first = pbt()
     task = asyncio.create_task(tune.arun(Phased, **kwargs(first, callbacks=[point])))
     waiter = asyncio.create_task(point.ready.wait())
@@ -725,6 +924,9 @@ async def test_resume_continues_the_schedule(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="tune_async.controller"):
         analysis = await tune.arun(Phased, resume=True, **kwargs(second))
     assert "results_before_decision" not in caplog.text
+    # No exploit was decided that could not be carried out (synch: a trial waiting
+    # since the resume has no state in memory, so it neither donates nor is exploited).
+    assert "Skipping the exploit" not in caplog.text and "no saved state" not in caplog.text
     # The population came back through set_state, not as new trials.
     assert second.restored and set(second.restored) == {t.trial_id for t in analysis.trials}
     assert second._num_perturbations >= first._num_perturbations > 0

@@ -18,6 +18,7 @@ import numpy as np
 
 from tune_async.error import TuneError
 from tune_async.schedulers.pbt import PopulationBasedTraining, _ExploitPlan, _Member, _Plan
+from tune_async.schedulers.trial_scheduler import Decision
 
 logger = logging.getLogger(__name__)
 
@@ -132,24 +133,25 @@ class PB2(PopulationBasedTraining):
     # ---- hooks: coroutines, so the GP fit runs in a worker thread --------------------
     async def on_trial_result(self, trial_runner: Any, trial: Any, result: dict) -> Any:
         plan = self._plan_result(trial_runner, trial, result)
-        if not isinstance(plan, _Plan):
-            return plan
-        await self._explore_off_loop(plan)
-        return self._conclude(trial_runner, plan)
+        if isinstance(plan, _Plan):
+            await self._explore_off_loop(plan)
+        return self._decide(trial_runner, plan)
 
-    async def on_trial_complete(self, trial_runner: Any, trial: Any, result: dict) -> None:
-        await self._finish_plan_off_loop(trial_runner, self._ended(trial_runner, trial))
+    async def on_trial_complete(self, trial_runner: Any, trial: Any, result: dict) -> Any:
+        return await self._finish_plan_off_loop(trial_runner, self._ended(trial_runner, trial))
 
-    async def on_trial_error(self, trial_runner: Any, trial: Any) -> None:
-        await self._finish_plan_off_loop(trial_runner, self._ended(trial_runner, trial))
+    async def on_trial_error(self, trial_runner: Any, trial: Any) -> Any:
+        return await self._finish_plan_off_loop(trial_runner, self._ended(trial_runner, trial))
 
-    async def on_trial_remove(self, trial_runner: Any, trial: Any) -> None:
-        await self._finish_plan_off_loop(trial_runner, self._ended(trial_runner, trial))
+    async def on_trial_remove(self, trial_runner: Any, trial: Any) -> Any:
+        return await self._finish_plan_off_loop(trial_runner, self._ended(trial_runner, trial))
 
-    async def _finish_plan_off_loop(self, trial_runner: Any, plan: _Plan | None) -> None:
+    async def _finish_plan_off_loop(self, trial_runner: Any,
+                                    plan: _Plan | None) -> Decision | None:
+        """The exploits of waiting trials (a sync round the trial's end completed)."""
         if plan is not None:
             await self._explore_off_loop(plan)
-            self._conclude(trial_runner, plan)
+        return self._side_only(self._decide(trial_runner, plan))
 
     async def _explore_off_loop(self, plan: _Plan) -> None:
         if not plan.exploits:

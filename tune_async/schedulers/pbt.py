@@ -164,10 +164,10 @@ class _Member:
     last_train_time: float = 0.0  # time_attr at its last perturbation check (1.x)
     time: float = 0.0  # the newest time_attr seen: progress, for time-multiplexing
     saved: _Saved | None = None  # set while it is an upper-quantile donor
-    # synch=True: an exploit decided while the trial waited, given at its next result.
-    pending: Exploit | None = None
-    pending_time: float = 0.0
     finished: bool = False
+
+
+_MEMBER_FIELDS = frozenset(field.name for field in attrs.fields(_Member))
 
 
 @attrs.define
@@ -285,6 +285,9 @@ class PopulationBasedTraining(FIFOScheduler):
         self._num_checkpoints = 0
         self._num_perturbations = 0
         self._warned: set[str] = set()
+        # synch: exploits of waiting trials whose donor is the trial deciding the round;
+        # they go out with the next decision (see _conclude).
+        self._deferred: dict[str, Exploit] = {}
 
     def _check_explore_spec(self, mutations: dict, custom_explore_fn: Any) -> None:
         # 1.x meant to raise this but its check never ran (it sat inside the loop).
@@ -349,7 +352,7 @@ class PopulationBasedTraining(FIFOScheduler):
     def _ended(self, trial_runner: Any, trial: Any) -> _Plan | None:
         member = self._member(trial)
         member.finished = True
-        member.pending = None
+        self._deferred.pop(trial.trial_id, None)
         if self._synch and self._all_synced(trial_runner, exclude=trial.trial_id):
             # The last trial the others waited for is gone: perturb the waiting ones.
             return self._sync_round(trial_runner, None, None)
@@ -358,17 +361,37 @@ class PopulationBasedTraining(FIFOScheduler):
     # ---- decisions -----------------------------------------------------------------
     def on_trial_result(self, trial_runner: Any, trial: Any, result: dict) -> Any:
         plan = self._plan_result(trial_runner, trial, result)
-        if not isinstance(plan, _Plan):
-            return plan
-        for exploit in plan.exploits:
-            exploit.config = self._get_new_config(exploit)
-        return self._conclude(trial_runner, plan)
+        if isinstance(plan, _Plan):
+            for exploit in plan.exploits:
+                exploit.config = self._get_new_config(exploit)
+        return self._decide(trial_runner, plan)
 
-    def _finish_plan(self, trial_runner: Any, plan: _Plan | None) -> None:
+    def _finish_plan(self, trial_runner: Any, plan: _Plan | None) -> Decision | None:
+        """on_trial_complete / _error / _remove: the exploits of waiting trials (a sync
+        round the trial's end completed), as a Decision the controller applies."""
         if plan is not None:
             for exploit in plan.exploits:
                 exploit.config = self._get_new_config(exploit)
-            self._conclude(trial_runner, plan)
+        return self._side_only(self._decide(trial_runner, plan))
+
+    def _decide(self, trial_runner: Any, plan: Any) -> Any:
+        """A hook's answer: ``plan`` concluded (or the plain action it is), plus the
+        exploits an earlier decision deferred (their donor's state is saved by now)."""
+        ready = tuple(self._deferred.items())
+        self._deferred.clear()
+        decision = self._conclude(trial_runner, plan) if isinstance(plan, _Plan) else plan
+        if not ready:
+            return decision
+        if isinstance(decision, Decision):
+            return attrs.evolve(decision, exploit_waiting=decision.exploit_waiting + ready)
+        return Decision(action=decision or CONTINUE, exploit_waiting=ready)
+
+    @staticmethod
+    def _side_only(decision: Any) -> Decision | None:
+        """From on_trial_complete / _error / _remove only ``exploit_waiting`` counts."""
+        if isinstance(decision, Decision) and decision.exploit_waiting:
+            return Decision(exploit_waiting=decision.exploit_waiting)
+        return None
 
     def _plan_result(self, trial_runner: Any, trial: Any, result: dict) -> Any:
         if not self._has_attrs(result):
@@ -381,8 +404,6 @@ class PopulationBasedTraining(FIFOScheduler):
             grid = self._perturbation_interval
             member.last_perturbation_time = grid * math.floor(time / grid)
         member.time = time
-        if member.pending is not None:
-            return self._deliver_pending(member)
         if time < self._burn_in_period:
             return CONTINUE
         if time - member.last_perturbation_time < self._perturbation_interval:
@@ -438,10 +459,10 @@ class PopulationBasedTraining(FIFOScheduler):
         return ids[:size], ids[-size:]
 
     def _perturb(self, trial: Any, result: dict | None, lower: list[str], upper: list[str],
-                 plan: _Plan) -> None:
+                 plan: _Plan, in_memory: bool = True) -> None:
         """Save if ``trial`` is in the upper quantile, plan an exploit if in the lower."""
         member = self._member(trial)
-        if trial.trial_id in upper:
+        if trial.trial_id in upper and in_memory:
             last = result if result is not None else (trial.last_result or {})
             member.saved = _Saved(config=copy.deepcopy(dict(trial.config)),
                                   iteration=last.get(TRAINING_ITERATION, 0),
@@ -451,6 +472,10 @@ class PopulationBasedTraining(FIFOScheduler):
         else:
             member.saved = None  # not a top trial: not a donor
         if trial.trial_id in lower:
+            if not in_memory:
+                logger.info("[pbt]: trial %s waits without a state in memory (resumed). "
+                            "Skip its exploit", trial.trial_id)
+                return
             donor = random.choice(upper)
             if self._members[donor].saved is None:
                 logger.info("[pbt]: no saved state for trial %s. Skip exploit for trial %s",
@@ -477,7 +502,8 @@ class PopulationBasedTraining(FIFOScheduler):
 
     def _sync_round(self, trial_runner: Any, trial: Any, result: dict | None) -> _Plan:
         """Every unfinished trial reached the sync point: perturb them all."""
-        plan = _Plan(trial.trial_id if trial is not None else None, action=PAUSE)
+        # Completed by a result: that trial waits too; by a trial's end: no own action.
+        plan = _Plan(trial.trial_id, action=PAUSE) if trial is not None else _Plan(None)
         lower, upper = self._quantiles()
         ranked = set(lower) | set(upper)
         live = [t for t in trial_runner.get_trials()
@@ -493,20 +519,15 @@ class PopulationBasedTraining(FIFOScheduler):
                 continue
             self._member(view).last_perturbation_time = time
             own = result if trial is not None and tid == trial.trial_id else None
-            self._perturb(view, own, lower, upper, plan)
+            # A waiting trial's state is in memory if it paused here; one restored by a
+            # resume (PENDING) has none: it neither donates nor can be exploited waiting.
+            in_memory = own is not None or view.status is TrialStatus.PAUSED
+            self._perturb(view, own, lower, upper, plan, in_memory)
         times = [self._member(t).last_train_time for t in live]
         self._next_perturbation_sync = max(
             self._next_perturbation_sync + self._perturbation_interval, max(times, default=0.0)
         )
         return plan
-
-    def _deliver_pending(self, member: _Member) -> Decision:
-        # A synch exploit decided (and logged) while this trial waited: the scheduler
-        # interface can only answer a trial's own result, so it lands now (one step late).
-        pending, member.pending = member.pending, None
-        member.time = member.last_train_time = member.last_perturbation_time = (
-            member.pending_time)
-        return Decision(exploit=pending)
 
     # ---- exploit ---------------------------------------------------------------------
     def _get_new_config(self, exploit: _ExploitPlan) -> dict:
@@ -516,22 +537,32 @@ class PopulationBasedTraining(FIFOScheduler):
                        self._resample_probability, self._custom_explore_fn)
 
     def _conclude(self, trial_runner: Any, plan: _Plan) -> Any:
-        """Log and count the planned exploits; the decision for the current trial."""
+        """Log and count the planned exploits; the decision for the current trial.
+
+        Exploits of other trials (synch: the whole population is perturbed at once, the
+        others wait PAUSED) go out as ``exploit_waiting``: each continues from its
+        donor's saved state with the new config when it is launched again. One whose
+        donor is the deciding trial itself waits for the next decision: the controller
+        applies ``exploit_waiting`` before this trial's own save, so the donor's state
+        it would find now is an older one. Until then the target is not launched.
+        """
         own: Exploit | None = None
+        waiting: list[tuple[str, Exploit]] = []
         for exploit in plan.exploits:
             value = self._apply_exploit(exploit)
             if value is None:
                 continue
             if exploit.target == plan.trial_id:
                 own = value
-            else:  # a waiting trial (synch): it gets the exploit at its next result
-                target = self._members[exploit.target]
-                target.pending = value
-                target.pending_time = target.time
-        if own is not None:
-            return Decision(exploit=own)
-        if plan.save:
-            return Decision(action=plan.action, save=True)
+            elif exploit.donor == plan.trial_id:
+                self._deferred[exploit.target] = value
+            else:
+                waiting.append((exploit.target, value))
+        if own is not None or plan.save or waiting:
+            # (With its own exploit, the action is moot: the trial waits to be relaunched.)
+            return Decision(action=plan.action if own is None else CONTINUE,
+                            save=plan.save and own is None, exploit=own,
+                            exploit_waiting=tuple(waiting))
         return plan.action
 
     def _apply_exploit(self, exploit: _ExploitPlan) -> Exploit | None:
@@ -587,13 +618,10 @@ class PopulationBasedTraining(FIFOScheduler):
         This balances the population's progress when not every trial fits at once.
         In synch mode, trials already at the sync point wait for the others.
         """
-        # A donor of a pending (synch) exploit waits: its saved state must stay the one
-        # that exploit clones.
-        held = {m.pending.donor for m in self._members.values() if m.pending is not None}
+        # A trial whose exploit was deferred waits for it (see _conclude).
         candidates = [t for t in self._waiting(trial_runner)
-                      if t.trial_id not in held and self._may_run(t)]
-        # A trial with a pending (synch) exploit first: its donor waits for it (below).
-        candidates.sort(key=lambda t: (self._member(t).pending is None, self._member(t).time))
+                      if t.trial_id not in self._deferred and self._may_run(t)]
+        candidates.sort(key=lambda t: self._member(t).time)
         too_big: set = set()
         for trial in candidates:
             key = id(trial.resources)
@@ -622,8 +650,8 @@ class PopulationBasedTraining(FIFOScheduler):
         if self._time_attr != TRAINING_ITERATION:
             return 1
         member = self._members.get(trial.trial_id)
-        if member is None or member.pending is not None:
-            return 1
+        if member is None or self._deferred:
+            return 1  # (a deferred exploit goes out with the next result)
         last = (trial.last_result or {}).get(self._time_attr, 0)
         if last != member.time:
             return 1  # relaunched from another state (an exploit, a resume): look first
@@ -655,13 +683,14 @@ class PopulationBasedTraining(FIFOScheduler):
     def set_state(self, state: dict, trial_runner: Any) -> None:
         members = {}
         for tid, fields in state["members"].items():
-            member = _Member(**fields)
+            # (Fields this version no longer keeps, from an older experiment state, go.)
+            member = _Member(**{k: v for k, v in fields.items() if k in _MEMBER_FIELDS})
             # Saved states live in the driver's memory and do not survive a restart: no
-            # trial is a donor (nor has an exploit pending) until it saves again.
+            # trial is a donor until it saves again.
             member.saved = None
-            member.pending = None
             members[tid] = member
         self._members = members
+        self._deferred = {}
         self._next_perturbation_sync = state["next_perturbation_sync"]
         self._num_checkpoints = state["num_checkpoints"]
         self._num_perturbations = state["num_perturbations"]
