@@ -684,6 +684,9 @@ class Controller:
         # A PAUSE, SAVE or EXPLOIT decided before the batch's last result lands after it:
         # the trainable's state is that of the last result, so that is what gets recorded.
         deferred: tuple[Event, Decision] | None = None
+        # Exploits of paused trials land after this trial's own transition: when this
+        # trial is their donor, they must clone the state it is saving now.
+        exploits: list[tuple[str, Exploit]] = []
         last = len(results) - 1
         for index, result in enumerate(results):
             await self._begin_step()
@@ -694,9 +697,12 @@ class Controller:
                 await self._on_failure(trial, rejected.failure)
                 await self._end_step()
                 return
-            await self._side_decision(decision)
+            if decision.stop_trials:
+                await self._stop_waiting(decision.stop_trials)
+            exploits.extend(decision.exploit_waiting)
             if event in (Event.COMPLETE, Event.STOP):
                 self._transition(trial, event)
+                self._exploit_all_waiting(exploits)
                 await self._end_step()
                 return
             if event is not Event.CONTINUE:
@@ -707,6 +713,7 @@ class Controller:
             await self._yield_if_busy()
         event, decision = deferred or (Event.CONTINUE, _CONTINUE)
         await self._apply_decision(trial, event, decision)
+        self._exploit_all_waiting(exploits)
 
     async def _apply_decision(self, trial: Trial, event: Event, decision: Decision) -> None:
         """Turn the scheduler's verdict on the batch's last result into the table's event."""
@@ -762,7 +769,10 @@ class Controller:
             return
         if value.stop_trials:
             await self._stop_waiting(value.stop_trials)
-        for trial_id, exploit in value.exploit_waiting:
+        self._exploit_all_waiting(value.exploit_waiting)
+
+    def _exploit_all_waiting(self, exploits: Any) -> None:
+        for trial_id, exploit in exploits:
             self._exploit_waiting(trial_id, exploit)
 
     def _exploit_waiting(self, trial_id: str, exploit: Exploit) -> None:
