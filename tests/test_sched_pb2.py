@@ -239,17 +239,21 @@ async def test_synch_round_exploits_the_waiting_trials():
 
 
 @pytest.mark.asyncio
-async def test_synch_exploit_whose_donor_decided_goes_out_next():
+async def test_synch_exploit_whose_donor_decided_goes_out_with_that_decision():
     pb2 = make_pb2(synch=True)
     views, runner = population(pb2, 2)
     apply(views[0], await report(pb2, runner, views[0], 2, 0))
     last = await report(pb2, runner, views[1], 2, 5)  # t1 decides, and is the donor
-    assert last == Decision(action="PAUSE", save=True)
-    apply(views[1], last)
-    assert pb2.choose_trial_to_run(runner) is views[1]  # t0 waits for its exploit
+    ((target, exploit),) = last.exploit_waiting
+    assert last == Decision(action="PAUSE", save=True, exploit_waiting=((target, exploit),))
+    assert target == "t0" and exploit.donor == "t1" and 0.0 <= exploit.config["lr"] <= 1.0
+    apply(views[1], last, runner)
+    assert views[0].config == exploit.config
+    assert pb2.choose_trial_to_run(runner) is views[0]
+    relaunch(views[0])
+    assert pb2.results_before_decision(runner, views[0]) == 2  # straight to 4
     relaunch(views[1])
-    decision = await report(pb2, runner, views[1], 3, 5)
-    assert [(t, e.donor) for t, e in decision.exploit_waiting] == [("t0", "t1")]
+    assert await report(pb2, runner, views[1], 3, 5) == "CONTINUE"  # nothing left over
 
 
 @pytest.mark.asyncio
@@ -332,4 +336,4 @@ def test_pb2_synch_end_to_end(tmp_path, caplog, slots, reuse):
     assert executor.max_used == slots
     lines = check_synch_exploits_continue_straight(analysis, str(tmp_path / "pb2"),
                                                    valid=lambda lr: 0.0 <= lr <= 1.0)
-    assert scheduler._num_perturbations == len(lines) and not scheduler._deferred
+    assert scheduler._num_perturbations == len(lines)

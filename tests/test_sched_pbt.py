@@ -79,10 +79,8 @@ def report(scheduler, runner, view, iteration, score):
 
 
 def apply(view, decision, runner=None):
-    """Move the trial (and with ``runner``, the waiting trials it names) as the controller
-    would for ``decision``."""
-    if runner is not None and isinstance(decision, Decision):
-        apply_waiting(runner, decision)
+    """Move the trial (and after it, with ``runner``, the waiting trials it names) as the
+    controller would for ``decision``."""
     trial = unwrap(view)
     if isinstance(decision, Decision) and decision.exploit is not None:
         trial.config = dict(decision.exploit.config)
@@ -90,6 +88,8 @@ def apply(view, decision, runner=None):
         transitions.apply(trial, Event.EXPLOIT)
     elif decision == "PAUSE" or getattr(decision, "action", None) == "PAUSE":
         transitions.apply(trial, Event.PAUSE)
+    if runner is not None and isinstance(decision, Decision):
+        apply_waiting(runner, decision)
 
 
 def apply_waiting(runner, decision):
@@ -402,44 +402,46 @@ def test_synch_pauses_until_all_reached_the_point_then_perturbs_all(tmp_path):
     assert pbt.debug_string() == "PopulationBasedTraining: 1 checkpoints, 1 perturbs"
 
 
-def test_synch_round_decided_by_its_donor_goes_out_with_the_next_decision():
+def test_synch_round_decided_by_its_donor_exploits_the_target_with_that_decision():
     pbt = make_pbt(synch=True, perturbation_interval=2)
     views, runner = population(pbt, 4)
     for view, score in zip(views[:3], [0, 1, 2], strict=True):
         apply(view, report(pbt, runner, view, 2, score))
-    # t3 completes the round as the best: t0 clones it, but t3's state at 2 is only
-    # kept by this very decision (its PAUSE), after the controller applied the
-    # decision's exploit_waiting: t0's exploit goes out with the next decision.
+    # t3 completes the round as the best: it saves its state at 2 and t0 clones it with
+    # this very decision (the controller applies exploit_waiting after t3's own PAUSE,
+    # so t0 finds t3's state at 2).
     last = report(pbt, runner, views[3], 2, 3)
-    assert last == Decision(action="PAUSE", save=True)
-    apply(views[3], last)
-    assert pbt.choose_trial_to_run(runner) is views[1]  # t0 waits for its exploit
-    relaunch(views[1])
-    assert pbt.results_before_decision(runner, views[1]) == 1  # to deliver it soon
-    decision = report(pbt, runner, views[1], 3, 1)
-    ((target, exploit),) = decision.exploit_waiting
-    assert decision.action == "CONTINUE" and target == "t0" and exploit.donor == "t3"
-    apply(views[1], decision, runner)
-    assert views[0].config == exploit.config
+    ((target, exploit),) = last.exploit_waiting
+    assert last == Decision(action="PAUSE", save=True, exploit_waiting=((target, exploit),))
+    assert target == "t0" and exploit.donor == "t3"
+    apply(views[3], last, runner)
+    assert views[0].status is TrialStatus.PAUSED and views[0].config == exploit.config
+    member = pbt._members["t0"]
+    assert member.time == member.last_perturbation_time == member.last_train_time == 2
+    # Nobody waits for anything: t0 runs first, straight to its next point, as does t1.
     assert pbt.choose_trial_to_run(runner) is views[0]
     relaunch(views[0])
     assert pbt.results_before_decision(runner, views[0]) == 2
-    assert report(pbt, runner, views[1], 4, 1) == "PAUSE"  # nothing left to deliver
+    assert pbt.choose_trial_to_run(runner) is views[1]
+    relaunch(views[1])
+    assert pbt.results_before_decision(runner, views[1]) == 2
+    assert report(pbt, runner, views[1], 3, 1) == "CONTINUE"  # nothing left to deliver
+    assert report(pbt, runner, views[1], 4, 1) == "PAUSE"
 
 
-def test_synch_deferred_exploit_goes_out_when_the_next_trial_ends():
+def test_synch_exploit_of_the_deciding_donor_does_not_wait_for_its_end():
     pbt = make_pbt(synch=True, perturbation_interval=2)
     views, runner = population(pbt, 2)
     apply(views[0], report(pbt, runner, views[0], 2, 0))
-    apply(views[1], report(pbt, runner, views[1], 2, 5))  # t1 decides, and is the donor
-    assert pbt.choose_trial_to_run(runner) is views[1]
+    last = report(pbt, runner, views[1], 2, 5)  # t1 decides, and is the donor
+    assert [(t, e.donor) for t, e in last.exploit_waiting] == [("t0", "t1")]
+    assert last.action == "PAUSE" and last.save and last.exploit is None
+    apply(views[1], last, runner)
+    assert pbt.choose_trial_to_run(runner) is views[0]
     relaunch(views[1])
     transitions.apply(unwrap(views[1]), Event.COMPLETE)
-    ended = pbt.on_trial_complete(runner, views[1], {"training_iteration": 3})
-    ((target, exploit),) = ended.exploit_waiting
-    assert ended == Decision(exploit_waiting=((target, exploit),))
-    assert target == "t0" and exploit.donor == "t1"
-    apply_waiting(runner, ended)
+    # Its end has nothing left to deliver.
+    assert pbt.on_trial_complete(runner, views[1], {"training_iteration": 3}) is None
     assert pbt.choose_trial_to_run(runner) is views[0]
 
 
@@ -642,18 +644,19 @@ def test_log_config_false_writes_no_files(tmp_path):
     assert not [n for n in os.listdir(exp_dir) if n.startswith("pbt_")]
 
 
-class DeferCountingPBT(PopulationBasedTraining):
-    """Counts the synch exploits: of the trial deciding the round (its own), of waiting
-    trials with that decision (direct), and those whose donor decided the round
-    (delivered one decision later)."""
+class ExploitCountingPBT(PopulationBasedTraining):
+    """Counts the synch exploits: of the trial deciding the round (own), of waiting
+    trials with that decision (waiting), and among those, the ones whose donor is the
+    deciding trial (by_donor)."""
 
-    own = direct = deferred = 0
+    own = waiting = by_donor = 0
 
     def _conclude(self, trial_runner, plan):
-        before = len(self._deferred)
         decision = super()._conclude(trial_runner, plan)
-        self.deferred += len(self._deferred) - before
-        self.direct += len(getattr(decision, "exploit_waiting", ()))
+        exploits = getattr(decision, "exploit_waiting", ())
+        self.waiting += len(exploits)
+        deciding = getattr(plan, "trial_id", None)
+        self.by_donor += sum(deciding is not None and e.donor == deciding for _, e in exploits)
         self.own += getattr(decision, "exploit", None) is not None
         return decision
 
@@ -685,7 +688,7 @@ def check_synch_exploits_continue_straight(analysis, exp_dir, valid=lambda lr: l
 def test_synch_end_to_end(tmp_path, caplog, slots, reuse):
     log = str(tmp_path / "steps.jsonl")
     executor = ScriptedExecutor(slots)
-    scheduler = DeferCountingPBT(time_attr="training_iteration", metric="value", mode="max",
+    scheduler = ExploitCountingPBT(time_attr="training_iteration", metric="value", mode="max",
                                  perturbation_interval=2, hyperparam_mutations={"lr": LRS},
                                  synch=True)
     with caplog.at_level(logging.WARNING, logger="tune_async.controller"):
@@ -701,11 +704,11 @@ def test_synch_end_to_end(tmp_path, caplog, slots, reuse):
     assert executor.max_used == slots
     lines = check_synch_exploits_continue_straight(analysis, exp_dir)
     assert scheduler._num_perturbations == len(lines)
-    # Each exploit was applied once: with the round's decision, or one decision later
-    # (the donor decided the round; with one slot the order is fixed and both happen).
-    assert scheduler.own + scheduler.direct + scheduler.deferred == len(lines)
-    assert scheduler.direct and (scheduler.deferred or slots > 1)
-    assert not scheduler._deferred
+    # Each exploit was applied once, with the round's decision, its donor being the
+    # trial deciding the round or not (with one slot the order is fixed and both happen).
+    assert scheduler.own + scheduler.waiting == len(lines)
+    assert scheduler.waiting and (scheduler.by_donor or slots > 1)
+    assert scheduler.by_donor < scheduler.waiting or slots > 1
     steps = read_lines(log)
     assert len(steps) == len(analysis.trials) * T  # each step ran once
     for point in range(2, T, 2):  # nobody passes a sync point before all reached it
@@ -739,7 +742,7 @@ class BestArrivesLast(Phased):
 @pytest.mark.parametrize("reuse", [False, True])
 def test_synch_exploit_of_the_round_deciding_donor(tmp_path, caplog, reuse):
     BestArrivesLast.gate = {"cond": threading.Condition(), "at_2": 0}
-    scheduler = DeferCountingPBT(time_attr="training_iteration", metric="value", mode="max",
+    scheduler = ExploitCountingPBT(time_attr="training_iteration", metric="value", mode="max",
                                  perturbation_interval=2, hyperparam_mutations={"lr": LRS},
                                  synch=True)
     with caplog.at_level(logging.WARNING, logger="tune_async.controller"):
@@ -750,10 +753,10 @@ def test_synch_exploit_of_the_round_deciding_donor(tmp_path, caplog, reuse):
                             local_dir=str(tmp_path), name="last", verbose=0)
     assert "Skipping the exploit" not in caplog.text
     lines = check_synch_exploits_continue_straight(analysis, str(tmp_path / "last"))
-    # The round at 2 was decided by lr=1.0, its only donor: lr=0.0 cloned it one decision
-    # later, from its state at 2 (not an older one), with no extra step.
+    # The round at 2 was decided by lr=1.0, its only donor: lr=0.0 cloned it with that
+    # very decision, from its state saved at 2 (not an older one), with no extra step.
     assert lines[0][:4] == ["0_lr=0.0", "3_lr=1.0", 2, 2]
-    assert scheduler.deferred >= 1
+    assert scheduler.by_donor >= 1
     (target,) = [t for t in analysis.trials if t.experiment_tag.startswith("0_")]
     assert results_of(target)[2]["value"] == pytest.approx(2.0 + lines[0][5]["lr"])
 

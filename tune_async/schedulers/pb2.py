@@ -135,7 +135,7 @@ class PB2(PopulationBasedTraining):
         plan = self._plan_result(trial_runner, trial, result)
         if isinstance(plan, _Plan):
             await self._explore_off_loop(plan)
-        return self._decide(trial_runner, plan)
+        return self._conclude(trial_runner, plan)
 
     async def on_trial_complete(self, trial_runner: Any, trial: Any, result: dict) -> Any:
         return await self._finish_plan_off_loop(trial_runner, self._ended(trial_runner, trial))
@@ -151,7 +151,7 @@ class PB2(PopulationBasedTraining):
         """The exploits of waiting trials (a sync round the trial's end completed)."""
         if plan is not None:
             await self._explore_off_loop(plan)
-        return self._side_only(self._decide(trial_runner, plan))
+        return self._side_only(self._conclude(trial_runner, plan))
 
     async def _explore_off_loop(self, plan: _Plan) -> None:
         if not plan.exploits:

@@ -285,9 +285,6 @@ class PopulationBasedTraining(FIFOScheduler):
         self._num_checkpoints = 0
         self._num_perturbations = 0
         self._warned: set[str] = set()
-        # synch: exploits of waiting trials whose donor is the trial deciding the round;
-        # they go out with the next decision (see _conclude).
-        self._deferred: dict[str, Exploit] = {}
 
     def _check_explore_spec(self, mutations: dict, custom_explore_fn: Any) -> None:
         # 1.x meant to raise this but its check never ran (it sat inside the loop).
@@ -352,7 +349,6 @@ class PopulationBasedTraining(FIFOScheduler):
     def _ended(self, trial_runner: Any, trial: Any) -> _Plan | None:
         member = self._member(trial)
         member.finished = True
-        self._deferred.pop(trial.trial_id, None)
         if self._synch and self._all_synced(trial_runner, exclude=trial.trial_id):
             # The last trial the others waited for is gone: perturb the waiting ones.
             return self._sync_round(trial_runner, None, None)
@@ -364,7 +360,7 @@ class PopulationBasedTraining(FIFOScheduler):
         if isinstance(plan, _Plan):
             for exploit in plan.exploits:
                 exploit.config = self._get_new_config(exploit)
-        return self._decide(trial_runner, plan)
+        return self._conclude(trial_runner, plan)
 
     def _finish_plan(self, trial_runner: Any, plan: _Plan | None) -> Decision | None:
         """on_trial_complete / _error / _remove: the exploits of waiting trials (a sync
@@ -372,19 +368,7 @@ class PopulationBasedTraining(FIFOScheduler):
         if plan is not None:
             for exploit in plan.exploits:
                 exploit.config = self._get_new_config(exploit)
-        return self._side_only(self._decide(trial_runner, plan))
-
-    def _decide(self, trial_runner: Any, plan: Any) -> Any:
-        """A hook's answer: ``plan`` concluded (or the plain action it is), plus the
-        exploits an earlier decision deferred (their donor's state is saved by now)."""
-        ready = tuple(self._deferred.items())
-        self._deferred.clear()
-        decision = self._conclude(trial_runner, plan) if isinstance(plan, _Plan) else plan
-        if not ready:
-            return decision
-        if isinstance(decision, Decision):
-            return attrs.evolve(decision, exploit_waiting=decision.exploit_waiting + ready)
-        return Decision(action=decision or CONTINUE, exploit_waiting=ready)
+        return self._side_only(self._conclude(trial_runner, plan))
 
     @staticmethod
     def _side_only(decision: Any) -> Decision | None:
@@ -536,16 +520,18 @@ class PopulationBasedTraining(FIFOScheduler):
         return explore(saved.config, self._hyperparam_mutations,
                        self._resample_probability, self._custom_explore_fn)
 
-    def _conclude(self, trial_runner: Any, plan: _Plan) -> Any:
-        """Log and count the planned exploits; the decision for the current trial.
+    def _conclude(self, trial_runner: Any, plan: Any) -> Any:
+        """A hook's answer: the plain action ``plan`` is, or the decision it concludes
+        (its planned exploits logged and counted).
 
         Exploits of other trials (synch: the whole population is perturbed at once, the
         others wait PAUSED) go out as ``exploit_waiting``: each continues from its
-        donor's saved state with the new config when it is launched again. One whose
-        donor is the deciding trial itself waits for the next decision: the controller
-        applies ``exploit_waiting`` before this trial's own save, so the donor's state
-        it would find now is an older one. Until then the target is not launched.
+        donor's saved state with the new config when it is launched again. The
+        controller applies them after the deciding trial's own transition, so when
+        that trial is the donor, its target clones the state it saves at this round.
         """
+        if not isinstance(plan, _Plan):
+            return plan
         own: Exploit | None = None
         waiting: list[tuple[str, Exploit]] = []
         for exploit in plan.exploits:
@@ -554,8 +540,6 @@ class PopulationBasedTraining(FIFOScheduler):
                 continue
             if exploit.target == plan.trial_id:
                 own = value
-            elif exploit.donor == plan.trial_id:
-                self._deferred[exploit.target] = value
             else:
                 waiting.append((exploit.target, value))
         if own is not None or plan.save or waiting:
@@ -618,9 +602,7 @@ class PopulationBasedTraining(FIFOScheduler):
         This balances the population's progress when not every trial fits at once.
         In synch mode, trials already at the sync point wait for the others.
         """
-        # A trial whose exploit was deferred waits for it (see _conclude).
-        candidates = [t for t in self._waiting(trial_runner)
-                      if t.trial_id not in self._deferred and self._may_run(t)]
+        candidates = [t for t in self._waiting(trial_runner) if self._may_run(t)]
         candidates.sort(key=lambda t: self._member(t).time)
         too_big: set = set()
         for trial in candidates:
@@ -650,8 +632,8 @@ class PopulationBasedTraining(FIFOScheduler):
         if self._time_attr != TRAINING_ITERATION:
             return 1
         member = self._members.get(trial.trial_id)
-        if member is None or self._deferred:
-            return 1  # (a deferred exploit goes out with the next result)
+        if member is None:
+            return 1
         last = (trial.last_result or {}).get(self._time_attr, 0)
         if last != member.time:
             return 1  # relaunched from another state (an exploit, a resume): look first
@@ -690,7 +672,6 @@ class PopulationBasedTraining(FIFOScheduler):
             member.saved = None
             members[tid] = member
         self._members = members
-        self._deferred = {}
         self._next_perturbation_sync = state["next_perturbation_sync"]
         self._num_checkpoints = state["num_checkpoints"]
         self._num_perturbations = state["num_perturbations"]
