@@ -42,7 +42,10 @@ class Decision:
       own next result.
     - ``exploit_waiting``: ``(trial id, Exploit)`` pairs for PAUSED trials
       (synchronous PBT perturbs the whole population at once): each continues from
-      its donor's saved state with the new config when it is launched again.
+      its donor's saved state with the new config when it is launched again. They
+      are applied after this trial's own transition, so when this trial is their
+      donor (it decided the round with ``save`` or a PAUSE) they clone the state it
+      saves at this result.
     """
 
     action: str = CONTINUE
