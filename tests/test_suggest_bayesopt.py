@@ -112,3 +112,11 @@ def test_save_and_restore_continue_the_search(tmp_path):
     restored.restore_from_dir(str(tmp_path))
     assert len(restored.optimizer.res) == 3
     assert restored.suggest("3") == searcher.suggest("3")
+
+
+def test_repeated_suggestions_end_the_search_after_patience(results_dir):
+    searcher = BayesOptSearch({"n": tune.randint(0, 2)}, metric="loss", mode="min",
+                              random_search_steps=1, patience=2, random_state=0)
+    analysis = run(searcher, 20, config={}, trainable=lambda c: tune.report(loss=c["n"]),
+                   local_dir=results_dir)
+    assert 1 <= len(analysis.trials) <= 2  # two values only: then FINISHED, not an error

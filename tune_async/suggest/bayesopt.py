@@ -176,30 +176,36 @@ class BayesOptSearch(LibrarySearcher):
         in_random_phase = self._random_done < self.random_search_trials
         if in_random_phase and self._total_random_search_trials >= self.random_search_trials:
             return None  # wait for the random points to finish before modelling
-        if self._waiting_at == self._registered and not self._points_to_evaluate:
+        if (self._live and self._waiting_at == self._registered
+                and not self._points_to_evaluate):
             return None  # nothing new was learnt: the model would suggest the same point
-        if self._points_to_evaluate:
-            coords = self._points_to_evaluate[0]
-        elif self._utility is not None:
-            coords = self.optimizer.suggest(self._utility)
-        else:
-            coords = self.optimizer.suggest()
-        coords = {k: float(v) for k, v in coords.items()}
-        config = self._to_config(coords)
-        config_hash = _dict_hash(config, self.repeat_float_precision)
-        if config_hash in self._live_hashes.values():
-            # The model has learnt nothing since it suggested this point for a trial
-            # still running: wait for a result (not a repeat that counts for patience).
-            self._waiting_at = self._registered
-            return None
-        if self._points_to_evaluate:
-            self._points_to_evaluate.pop(0)
-        already_seen = config_hash in self._config_counter
-        self._config_counter[config_hash] += 1
-        if self._patience is not None and max(self._config_counter.values()) > self._patience:
-            return Searcher.FINISHED
-        if already_seen and self._skip_duplicate:
+        # 1.x asked a searcher that skipped a duplicate again and again, until patience
+        # ran out; here that loop is inside (None only means: wait for a running trial).
+        for _ in range(self._patience + 1):
+            if self._points_to_evaluate:
+                coords = self._points_to_evaluate[0]
+            elif self._utility is not None:
+                coords = self.optimizer.suggest(self._utility)
+            else:
+                coords = self.optimizer.suggest()
+            coords = {k: float(v) for k, v in coords.items()}
+            config = self._to_config(coords)
+            config_hash = _dict_hash(config, self.repeat_float_precision)
+            if config_hash in self._live_hashes.values():
+                # The model has learnt nothing since it suggested this point for a trial
+                # still running: wait for a result (not a repeat that counts for patience).
+                self._waiting_at = self._registered
+                return None
+            if self._points_to_evaluate:
+                self._points_to_evaluate.pop(0)
+            already_seen = config_hash in self._config_counter
+            self._config_counter[config_hash] += 1
+            if max(self._config_counter.values()) > self._patience:
+                return Searcher.FINISHED
+            if not (already_seen and self._skip_duplicate):
+                break
             logger.info("Skipping duplicated config: %s.", config)
+        else:
             return None
         if in_random_phase:
             self._total_random_search_trials += 1

@@ -24,6 +24,7 @@ from tune_async.suggest._space import (
 logger = logging.getLogger(__name__)
 
 _PLAIN = (str, int, float, bool)
+_RETRIES = 50
 
 
 def _flaml(searcher: str) -> Any:
@@ -98,7 +99,13 @@ class _FlamlSearcher(LibrarySearcher):
 
     def suggest(self, trial_id: str) -> dict | str | None:
         self._check_ready()
-        suggested = self._searcher.suggest(trial_id)
+        # FLAML returns None for a proposal it skips (a duplicate, outside its region) and
+        # expects to be asked again, as 1.x's loop did; with nothing running nothing else
+        # would ask, so ask again here (a few times).
+        for _ in range(1 if self._live else _RETRIES):
+            suggested = self._searcher.suggest(trial_id)
+            if suggested is not None:
+                break
         if suggested is None or isinstance(suggested, str):
             return suggested  # None (not now) or Searcher.FINISHED (same string)
         self._live[trial_id] = suggested
