@@ -24,7 +24,19 @@ from tune_async.analysis import Analysis, ExperimentAnalysis
 from tune_async.api import arun, arun_experiments, run, run_experiments
 from tune_async.callback import Callback
 from tune_async.error import TuneError
+from tune_async.events import (
+    EventsDropped,
+    ExperimentEnded,
+    TrialAdded,
+    TrialCheckpointed,
+    TrialCompleted,
+    TrialErrored,
+    TrialPaused,
+    TrialResult,
+    TrialStarted,
+)
 from tune_async.experiment import Experiment
+from tune_async.handle import ExperimentHandle, astream, start
 from tune_async.progress import CLIReporter, JupyterNotebookReporter, ProgressReporter
 from tune_async.registry import register_env, register_trainable
 from tune_async.schedulers import create_scheduler
@@ -66,6 +78,9 @@ __all__ = [
     "CLIReporter",
     "Callback",
     "EarlyStopping",
+    "EventsDropped",
+    "ExperimentEnded",
+    "ExperimentHandle",
     "Experiment",
     "ExperimentAnalysis",
     "JupyterNotebookReporter",
@@ -74,9 +89,17 @@ __all__ = [
     "Stopper",
     "SyncConfig",
     "Trainable",
+    "TrialAdded",
+    "TrialCheckpointed",
+    "TrialCompleted",
+    "TrialErrored",
+    "TrialPaused",
+    "TrialResult",
+    "TrialStarted",
     "TuneError",
     "arun",
     "arun_experiments",
+    "astream",
     "checkpoint_dir",
     "choice",
     "create_scheduler",
@@ -103,6 +126,7 @@ __all__ = [
     "run_experiments",
     "sample_from",
     "save_checkpoint",
+    "start",
     "uniform",
     "with_parameters",
 ]

@@ -30,6 +30,7 @@ try:  # loaded with tune_async, not by the first arun on the event loop (imports
 except ImportError:  # pragma: no cover - a future anyio layout
     pass
 
+from tune_async import events as ev
 from tune_async import transitions
 from tune_async._hooks import call_hook
 from tune_async.clock import Clock, RealClock
@@ -65,6 +66,21 @@ SCHEDULER_IDLE_LIMIT_S = 60.0  # how often the executor re-reads the cluster's c
 YIELD_AFTER_S = 0.002
 _AUTO_KEYS = frozenset(AUTO_RESULT_KEYS) | {"timesteps_since_restore", "neg_mean_loss",
                                             "episodes_total", "timesteps_total"}
+
+
+# ---- commands from outside (the experiment handle, the TuneServer) ------------------
+@attrs.frozen(eq=False)  # identity: each command is its own (kept in a set until decided)
+class StopTrialCommand:
+    trial_id: str
+    reply: Any  # an asyncio.Future: None, or the error
+
+
+@attrs.frozen(eq=False)
+class AddTrialCommand:
+    config: dict
+    stop: dict | None
+    resources: Any
+    reply: Any  # an asyncio.Future: the new trial's id, or the error
 
 
 # ---- events posted by effect tasks ------------------------------------------------
@@ -196,6 +212,11 @@ class Controller:
         self.running: dict[str, Trial] = {}
         self.view = RunnerView(self)
         self.lane = SearcherLane(settings.search_alg, self._post_lane_event)
+        self.events = ev.EventHub()  # what was decided, for subscribers (built only for them)
+        self._accepting = False  # commands are taken while the consumer runs
+        self.accepting = anyio.Event()  # set when it starts taking commands
+        self._pending_commands: set = set()
+        self._user_trials = 0
         self.iteration = 0
         self.interrupted = False
         self.raise_error: BaseException | None = None
@@ -234,6 +255,18 @@ class Controller:
         self.interrupted = True
         if self._send is not None:
             self._send.send_nowait(StopAll("interrupted"))
+
+    async def submit(self, command: Any) -> Any:
+        """Hand a command (stop or add a trial) to the consumer; its reply when decided.
+
+        Commands enter the same event stream as results and are decided by the same
+        table, between two events.
+        """
+        if not self._accepting:
+            raise TuneError("The experiment is not running: it takes no commands")
+        self._pending_commands.add(command)
+        self._post(command)
+        return await command.reply
 
     async def run(self) -> list[Trial]:
         self._start_time = time.time()
@@ -291,6 +324,8 @@ class Controller:
         return await anyio.to_thread.run_sync(load_state, self.s.resume_path)
 
     async def _consume(self, receive: Any) -> None:
+        self._accepting = True
+        self.accepting.set()
         self._busy_since = time.perf_counter()
         await self._fill()
         self.persistence.journal_survivors()
@@ -332,6 +367,8 @@ class Controller:
             await self._on_tick()
         elif isinstance(event, StopAll):
             await self._stop_all(event.reason)
+        elif isinstance(event, (StopTrialCommand, AddTrialCommand)):
+            await self._on_command(event)
 
     async def _begin_step(self) -> None:
         """1.x's runner step: one per processed result, failure, release or tick."""
@@ -438,6 +475,8 @@ class Controller:
         self.persistence.mark_dirty()
         self.persistence.must_survive(trial)  # journaled: no snapshot per new trial
         await call_hook(self.scheduler.on_trial_add, self.view, self._v(trial))
+        if self.events:
+            self.events.publish(ev.TrialAdded(trial.trial_id, dict(trial.config)))
 
     def _register(self, trial: Trial) -> None:
         if trial.trial_id in self.trial_by_id:
@@ -467,6 +506,8 @@ class Controller:
         self._transition(trial, Event.START)
         await self.callbacks.on_trial_start(iteration=self.iteration, trials=self.trial_views,
                                             trial=self._v(trial))
+        if self.events:
+            self.events.publish(ev.TrialStarted(trial.trial_id))
         if trial.checkpoint is not None or trial.restore_path:
             await self.callbacks.on_trial_restore(iteration=self.iteration, trials=self.trial_views,
                                                   trial=self._v(trial))
@@ -759,6 +800,7 @@ class Controller:
             await self.callbacks.on_trial_complete(iteration=self.iteration,
                                                    trials=self.trial_views, trial=self._v(trial))
             self.persistence.must_survive(trial)
+            self._publish_completed(trial)
             await self._side_decision(removed)
 
     async def _side_decision(self, value: Any) -> None:
@@ -817,6 +859,8 @@ class Controller:
         self.lane.notify("on_trial_result", trial.trial_id, result)
         await self.callbacks.on_trial_result(iteration=self.iteration, trials=self.trial_views,
                                              trial=self._v(trial), result=result)
+        if self.events:
+            self.events.publish(ev.TrialResult(trial.trial_id, dict(result)))
         if checkpoint_path is not None:
             await self._register_checkpoint(trial, checkpoint_path, result)
         event = _event_of(decision)
@@ -824,6 +868,7 @@ class Controller:
             self.lane.notify("on_trial_complete", trial.trial_id, result)
             await self.callbacks.on_trial_complete(iteration=self.iteration, trials=self.trial_views,
                                                    trial=self._v(trial))
+            self._publish_completed(trial)
         return event, decision
 
     async def _should_stop(self, trial: Trial, result: dict) -> bool:
@@ -866,10 +911,13 @@ class Controller:
         if record:
             await self.callbacks.on_trial_result(iteration=self.iteration, trials=self.trial_views,
                                                  trial=self._v(trial), result=result)
+            if self.events:
+                self.events.publish(ev.TrialResult(trial.trial_id, dict(result)))
         if checkpoint_path is not None:
             await self._register_checkpoint(trial, checkpoint_path, result)
         await self.callbacks.on_trial_complete(iteration=self.iteration, trials=self.trial_views,
                                                trial=self._v(trial))
+        self._publish_completed(trial)
         self.persistence.must_survive(trial)  # a finished trial must never run again
 
     # ---- checkpoints ------------------------------------------------------------------------
@@ -893,10 +941,89 @@ class Controller:
                                            trial=self._v(trial), checkpoint=checkpoint)
         await self.callbacks.on_trial_save(iteration=self.iteration, trials=self.trial_views,
                                            trial=self._v(trial))
+        if self.events:
+            self.events.publish(ev.TrialCheckpointed(trial.trial_id, path))
         self.persistence.must_survive(trial)  # a crash now must resume from this checkpoint
 
     async def _notify_paused(self, trial: Trial) -> None:
         self.lane.notify("on_pause", trial.trial_id)
+        if self.events:
+            self.events.publish(ev.TrialPaused(trial.trial_id))
+
+    # ---- commands --------------------------------------------------------------------------
+    async def _on_command(self, command: Any) -> None:
+        self._pending_commands.discard(command)
+        if command.reply.done():
+            return  # the caller gave up waiting
+        try:
+            if isinstance(command, StopTrialCommand):
+                value = await self._stop_by_user(command.trial_id)
+            else:
+                value = await self._add_by_user(command)
+        except (TuneError, ValueError, TypeError) as exc:
+            command.reply.set_exception(exc)
+        else:
+            command.reply.set_result(value)
+
+    async def _stop_by_user(self, trial_id: str) -> None:
+        trial = self.trial_by_id.get(trial_id)
+        if trial is None:
+            raise ValueError(f"No trial with id {trial_id!r} in this experiment")
+        if trial.status.is_finished:
+            raise ValueError(f"Trial {trial_id} has already finished ({trial.status.value})")
+        if trial.status is not TrialStatus.RUNNING:
+            await self._stop_waiting((trial_id,))
+            return
+        result = dict(trial.last_result, done=True) if trial.last_result else {}
+        await self._side_decision(await call_hook(self.scheduler.on_trial_complete, self.view,
+                                                  self._v(trial), result))
+        self.lane.notify("on_trial_complete", trial_id, result or None)
+        self._transition(trial, Event.STOP)
+        await self.callbacks.on_trial_complete(iteration=self.iteration, trials=self.trial_views,
+                                               trial=self._v(trial))
+        self._publish_completed(trial)
+        self.persistence.must_survive(trial)
+
+    async def _add_by_user(self, command: AddTrialCommand) -> str:
+        """A trial of the (first) experiment with the given config, stop and resources."""
+        from tune_async.search.variant_generator import generate_variants, has_unresolved_values
+        from tune_async.suggest.search import TrialSuggestion
+
+        if self._stopping:
+            raise TuneError("The experiment is stopping: it takes no new trials")
+        if not isinstance(command.config, dict):
+            raise TypeError(f"config must be a dict, got {type(command.config).__name__}")
+        experiment = self.s.experiments[0]
+        config = dict(command.config)
+        if has_unresolved_values(config):
+            _, resolved = next(generate_variants({"config": config}))
+            config = resolved["config"]
+        self._user_trials += 1
+        trial = self._trial_from(TrialSuggestion(
+            experiment=experiment, config=config, experiment_tag=f"user_{self._user_trials}",
+            evaluated_params={}, trial_id=None))
+        if command.stop is not None:
+            if not isinstance(command.stop, dict):
+                raise TypeError(f"stop must be a dict of criteria, got {command.stop!r}")
+            trial.stopping_criterion = dict(command.stop)
+        if command.resources is not None:
+            from tune_async.experiment import _parse_resources
+
+            trial.resources = _parse_resources(command.resources, experiment.trainable_cls,
+                                               config)
+        await self._add_trial(trial)
+        return trial.trial_id
+
+    def _fail_pending_commands(self) -> None:
+        for command in self._pending_commands:
+            if not command.reply.done():
+                command.reply.set_exception(
+                    TuneError("The experiment ended before the command was decided"))
+        self._pending_commands.clear()
+
+    def _publish_completed(self, trial: Trial) -> None:
+        if self.events:
+            self.events.publish(ev.TrialCompleted(trial.trial_id, dict(trial.last_result or {})))
 
     # ---- failures ---------------------------------------------------------------------
     async def _on_failure(self, trial: Trial, failure: TrialFailure) -> None:
@@ -920,6 +1047,8 @@ class Controller:
         self.lane.notify("on_trial_complete", trial.trial_id, None, True)
         await self.callbacks.on_trial_error(iteration=self.iteration, trials=self.trial_views,
                                             trial=self._v(trial))
+        if self.events:
+            self.events.publish(ev.TrialErrored(trial.trial_id, str(failure)))
         if self.s.fail_fast:
             await self._stop_all("fail_fast")
 
@@ -974,6 +1103,7 @@ class Controller:
                         iteration=self.iteration, trials=self.trial_views, trial=self._v(trial))
                 else:
                     await call_hook(self.scheduler.on_trial_remove, self.view, self._v(trial))
+                self._publish_completed(trial)
 
     def _interrupt_running(self) -> None:
         """Ctrl+C / cancellation: running trials go back to the queue, resumable later."""
@@ -1113,6 +1243,10 @@ class Controller:
                 await self._snapshot()
                 await self.persistence.flush(final=True)  # also closes ended trials' files
                 self.persistence.close()
+                self._accepting = False
+                self.accepting.set()  # (also when it never started: nobody waits forever)
+                self._fail_pending_commands()
+                self.events.publish(ev.ExperimentEnded(self.interrupted))
             finally:
                 await self.executor.shutdown()
 
