@@ -35,6 +35,7 @@ from tune_async.events import (
     TrialResult,
     TrialStarted,
 )
+from tune_async.execution.local import LocalExecutor
 from tune_async.experiment import Experiment
 from tune_async.handle import ExperimentHandle, astream, start
 from tune_async.progress import CLIReporter, JupyterNotebookReporter, ProgressReporter
@@ -84,6 +85,7 @@ __all__ = [
     "Experiment",
     "ExperimentAnalysis",
     "JupyterNotebookReporter",
+    "LocalExecutor",
     "PlacementGroupFactory",
     "ProgressReporter",
     "Stopper",

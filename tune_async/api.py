@@ -126,7 +126,7 @@ def run(run_or_experiment: Any, **kwargs: Any) -> Any:
         reuse_actors: Reuse the Trainable instance between trials through
             ``reset_config`` (warm worker processes are always pooled).
         trial_executor: Any object implementing ``tune_async.execution.Executor``
-            (default: the Ray executor).
+            (default: the Ray executor), or ``"local"`` for ``tune.LocalExecutor()``.
         raise_on_failed_trial: Raise ``TuneError`` if any trial ended in ERROR.
         callbacks: ``tune.Callback`` instances (hooks may be coroutines).
         loggers: Logger classes or ``LoggerCallback`` instances.
@@ -286,7 +286,7 @@ def _prepare_run(**kwargs: Any) -> _Job:
         strict_metrics=_strict_metrics(metric, scheduler, search_alg),
         resume_path=resume_path,
         resume_errored_only=a.resume == "ERRORED_ONLY",
-        clock=a._clock or RealClock(),
+        clock=a._clock or getattr(executor, "clock", None) or RealClock(),
         cleanup_hook_timeout_s=_cleanup_hook_timeout(),
     )
     return _Job(Controller(settings), metric, mode, a.raise_on_failed_trial)
@@ -545,6 +545,10 @@ def _build_executor(trial_executor: Any, reuse_actors: bool, queue_trials: bool)
 
     if trial_executor is None:
         return RayExecutor(reuse_actors=reuse_actors, queue_trials=queue_trials)
+    if trial_executor == "local":
+        from tune_async.execution.local import LocalExecutor
+
+        return LocalExecutor()
     if not isinstance(trial_executor, Executor):
         raise TypeError(
             "trial_executor must implement tune_async.execution.Executor (setup, "

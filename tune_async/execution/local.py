@@ -1,0 +1,199 @@
+"""An in-process executor: trainables run in the driver's process, without Ray.
+
+Each trial's trainable lives in this process and its calls run in worker threads,
+one call at a time per trainable (as a Ray actor runs its methods), so the event
+loop stays free while a step trains. For API-bound tuning, debugging and fast tests.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import traceback
+from typing import Any
+
+import anyio
+import attrs
+
+from tune_async.error import TuneError
+from tune_async.execution.actor import restore_into, run_batch
+from tune_async.execution.base import BatchLimits, TrialFailure, launch_key
+from tune_async.execution.ray_executor import FETCH_WINDOW_S, request_of
+from tune_async.trial import Trial
+
+_EPS = 1e-9
+LATE_STOP_WAIT_S = 10.0  # how long shutdown waits for steps still running after their stop
+
+
+@attrs.define(eq=False)
+class _Run:
+    """A trainable in this process and the lock that serialises calls to it."""
+
+    trainable: Any
+    cls: type
+    reusable: bool = False  # started with ``reuse``: kept warm for the next trial
+    lock: threading.Lock = attrs.field(factory=threading.Lock)
+
+    def call(self, fn: Any, *args: Any) -> Any:
+        with self.lock:
+            return fn(*args)
+
+
+class LocalExecutor:
+    """Runs trials in the driver's process (see :class:`~tune_async.execution.Executor`).
+
+    Capacity: the trials' ``resources_per_trial`` CPUs against ``os.cpu_count()``
+    (or ``cpus``), and at most ``max_concurrent`` trials at once when given. There
+    are no GPUs unless ``gpus`` says so. A trainable that changes the working
+    directory or other process-global state affects every trial here.
+    """
+
+    connects_ray = False
+
+    def __init__(self, max_concurrent: int | None = None, cpus: float | None = None,
+                 gpus: float = 0) -> None:
+        if max_concurrent is not None and max_concurrent < 1:
+            raise ValueError(f"max_concurrent must be >= 1, got {max_concurrent}")
+        self.max_concurrent = max_concurrent
+        self._total = {"CPU": float(cpus if cpus is not None else os.cpu_count() or 1),
+                       "GPU": float(gpus)}
+        self._used: dict[str, float] = {}
+        self._reserved: dict[Any, dict[str, float]] = {}  # launch key -> its request
+        self._runs: dict[Any, _Run] = {}  # launch key -> its trainable
+        self._idle: list[_Run] = []  # kept for reuse (start_trial's ``reuse``)
+        self._late_stops: list[threading.Thread] = []
+        # Steps hold a thread each: more trials than anyio's default 40 threads may run.
+        self._limiter = anyio.CapacityLimiter(max(40, 2 * (max_concurrent or 0)))
+
+    # ---- capacity -----------------------------------------------------------
+    async def setup(self) -> None:
+        pass
+
+    def check_feasible(self, trial: Trial) -> None:
+        request = request_of(trial)
+        short = {k: v for k, v in request.items() if v > self._total.get(k, 0.0) + _EPS}
+        if short:
+            asked = ", ".join(f"{v:g} {k}" for k, v in sorted(short.items()))
+            have = ", ".join(f"{self._total.get(k, 0.0):g} {k}" for k in sorted(short))
+            raise TuneError(f"Insufficient resources to launch trial {trial} in this process: "
+                            f"it requested {asked}, but there are only {have}.")
+
+    def has_resources_for_trial(self, trial: Trial) -> bool:
+        if self.max_concurrent is not None and len(self._reserved) >= self.max_concurrent:
+            return False
+        return all(self._used.get(k, 0.0) + v <= self._total.get(k, 0.0) + _EPS
+                   for k, v in request_of(trial).items())
+
+    def reserve(self, trial: Trial) -> None:
+        request = self._reserved[launch_key(trial)] = request_of(trial)
+        for k, v in request.items():
+            self._used[k] = self._used.get(k, 0.0) + v
+
+    def resource_summary(self) -> str:
+        cpu = f"{self._used.get('CPU', 0):g}/{self._total['CPU']:g} CPUs"
+        gpu = f"{self._used.get('GPU', 0):g}/{self._total['GPU']:g} GPUs"
+        return f"Resources requested: {cpu}, {gpu} (in process)"
+
+    # ---- trial lifecycle ----------------------------------------------------
+    async def start_trial(self, trial: Trial, trainable_cls: type, reuse: bool,
+                          checkpoint: Any = None) -> None:
+        from tune_async.trainable.trainable import TrialInfo
+
+        info = TrialInfo(trial_id=trial.trial_id, trial_name=trial.trial_name,
+                         logdir=trial.logdir or "")
+        if trial.logdir:
+            os.makedirs(trial.logdir, exist_ok=True)
+        run = self._take_idle(trainable_cls) if reuse else None
+        try:
+            if run is None or not await self._in_thread(run, run.trainable.reset,
+                                                        dict(trial.config), info):
+                if run is not None:
+                    await self._in_thread(run, run.trainable.stop)
+                made = await anyio.to_thread.run_sync(
+                    lambda: trainable_cls(config=dict(trial.config), trial_info=info),
+                    limiter=self._limiter)
+                run = _Run(trainable=made, cls=trainable_cls)
+            run.reusable = reuse
+            # Filed before the restore: a restore that fails still leaves a run to stop.
+            self._runs[launch_key(trial)] = run
+            await self._in_thread(run, restore_into, run.trainable, checkpoint)
+        except TrialFailure:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the trainable's setup or restore raised
+            raise _failure(exc) from None
+
+    async def fetch_results(self, trial: Trial, limits: BatchLimits) -> list[dict]:
+        run = self._runs[launch_key(trial)]
+        try:
+            # Cancelled (the trial is released mid-step), the step finishes unobserved.
+            return await anyio.to_thread.run_sync(
+                run.call, run_batch, run.trainable, limits, FETCH_WINDOW_S,
+                abandon_on_cancel=True, limiter=self._limiter)
+        except Exception as exc:  # noqa: BLE001 - the trainable raised
+            raise _failure(exc) from None
+
+    async def save(self, trial: Trial) -> str:
+        run = self._runs[launch_key(trial)]
+        return await self._guarded(run, run.trainable.save)
+
+    async def save_to_memory(self, trial: Trial) -> Any:
+        run = self._runs[launch_key(trial)]
+        return await self._guarded(run, run.trainable.save_to_object)
+
+    async def stop_trial(self, trial: Trial, in_flight: bool = False,
+                         failed: bool = False) -> None:
+        request = self._reserved.pop(launch_key(trial), {})  # also a launch never started
+        for k, v in request.items():
+            self._used[k] = self._used.get(k, 0.0) - v
+        run = self._runs.pop(launch_key(trial), None)
+        if run is None:
+            return
+        if in_flight:
+            # A thread cannot be killed: the stop follows the running step, off the loop.
+            late = threading.Thread(target=_quiet_stop, args=(run,), daemon=True)
+            late.start()
+            self._late_stops.append(late)
+        elif run.reusable and not failed:
+            self._idle.append(run)  # stopped when another class needs it or at shutdown
+        else:
+            await anyio.to_thread.run_sync(_quiet_stop, run, limiter=self._limiter)
+
+    async def shutdown(self) -> None:
+        idle, self._idle = self._idle, []
+        for run in idle:
+            await anyio.to_thread.run_sync(_quiet_stop, run, limiter=self._limiter)
+        late, self._late_stops = self._late_stops, []
+        with anyio.move_on_after(LATE_STOP_WAIT_S):
+            for thread in late:
+                await anyio.to_thread.run_sync(thread.join, abandon_on_cancel=True)
+        self._runs.clear()
+        self._reserved.clear()
+        self._used.clear()
+
+    # ---- helpers ------------------------------------------------------------------
+    def _take_idle(self, cls: type) -> _Run | None:
+        for i, run in enumerate(self._idle):
+            if run.cls is cls:
+                return self._idle.pop(i)
+        return None
+
+    async def _in_thread(self, run: _Run, fn: Any, *args: Any) -> Any:
+        return await anyio.to_thread.run_sync(run.call, fn, *args, limiter=self._limiter)
+
+    async def _guarded(self, run: _Run, fn: Any) -> Any:
+        try:
+            return await self._in_thread(run, fn)
+        except Exception as exc:  # noqa: BLE001 - the trainable's save raised
+            raise _failure(exc) from None
+
+
+def _quiet_stop(run: _Run) -> None:
+    """``trainable.stop()`` (its cleanup): a failing cleanup must not fail the experiment."""
+    try:
+        run.call(run.trainable.stop)
+    except Exception:  # noqa: BLE001
+        traceback.print_exc()
+
+
+def _failure(exc: BaseException) -> TrialFailure:
+    return TrialFailure(traceback="".join(traceback.format_exception(exc)), exception=exc)
