@@ -83,3 +83,16 @@ def test_points_are_checked_against_the_space():
         space.flat_point({"x": 0.5}, "S")
     with pytest.raises(ValueError, match="outside the domain"):
         space.flat_point({"x": 2.0, "n/c": "a"}, "S")
+
+
+def test_create_searcher_by_1x_name():
+    from tune_async.suggest import BasicVariantGenerator, create_searcher
+
+    assert isinstance(create_searcher("random"), BasicVariantGenerator)
+    with pytest.raises(ValueError, match="must be one of"):
+        create_searcher("nope")
+    with pytest.raises(ImportError, match="numpy<1.25"):
+        create_searcher("hebo")
+    pytest.importorskip("optuna")
+    searcher = create_searcher("optuna", metric="loss", mode="min", not_an_argument=1)
+    assert searcher.metric == "loss"
