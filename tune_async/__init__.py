@@ -58,6 +58,7 @@ from tune_async.search.sample import (
     uniform,
 )
 from tune_async.stopper import EarlyStopping, Stopper
+from tune_async.suggest import create_searcher
 from tune_async.sync import SyncConfig
 from tune_async.trainable import (
     Trainable,
@@ -105,6 +106,7 @@ __all__ = [
     "checkpoint_dir",
     "choice",
     "create_scheduler",
+    "create_searcher",
     "function",
     "get_trial_dir",
     "get_trial_id",
