@@ -62,6 +62,7 @@ from tune_async.suggest import create_searcher
 from tune_async.sync import SyncConfig
 from tune_async.trainable import (
     Trainable,
+    areport,
     checkpoint_dir,
     get_trial_dir,
     get_trial_id,
@@ -100,6 +101,7 @@ __all__ = [
     "TrialResult",
     "TrialStarted",
     "TuneError",
+    "areport",
     "arun",
     "arun_experiments",
     "astream",

@@ -71,6 +71,18 @@ class TrialActor:
     def save_to_object(self) -> Any:
         return self._trainable.save_to_object()
 
+    def cancel(self) -> None:
+        """Cancel what the trainable runs now (thread-safe, beside a running batch).
+
+        An async trainable gets ``asyncio.CancelledError`` where it awaits, so its
+        ``finally`` blocks run; a batch waiting for it returns what it has. An executor
+        that stops a trial with a fetch in flight calls this first (it needs a second
+        thread into the actor, e.g. a Ray concurrency group), then ``stop``.
+        """
+        trainable = self._trainable
+        if trainable is not None and hasattr(trainable, "cancel"):
+            trainable.cancel()
+
     def stop(self, keep_for_reuse: bool) -> None:
         """End the trial; keep the instance only when the next trial may reuse it."""
         trainable = self._trainable
@@ -118,6 +130,8 @@ def run_batch(trainable: Any, limits: Any, window_s: float) -> list:
     if freq > 0:
         max_results = min(max_results, freq - trainable.iteration % freq)
     results = trainable.train_batch(max_results, window_s, limits.stop)
+    if not results:  # cancelled while waiting (see TrialActor.cancel): nothing to save
+        return results
     last = results[-1]
     wants = last.get(SHOULD_CHECKPOINT) or (
         freq > 0 and last.get(TRAINING_ITERATION, 0) % freq == 0

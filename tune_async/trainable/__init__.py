@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-from tune_async.trainable.function_trainable import FunctionTrainable, wrap_function
+from tune_async.trainable.function_trainable import (
+    AsyncFunctionTrainable,
+    FunctionTrainable,
+    wrap_function,
+)
 from tune_async.trainable.session import (
+    areport,
     checkpoint_dir,
     get_trial_dir,
     get_trial_id,
@@ -15,9 +20,11 @@ from tune_async.trainable.trainable import Trainable, TrialInfo
 from tune_async.trainable.with_parameters import with_parameters
 
 __all__ = [
+    "AsyncFunctionTrainable",
     "FunctionTrainable",
     "Trainable",
     "TrialInfo",
+    "areport",
     "checkpoint_dir",
     "get_trial_dir",
     "get_trial_id",

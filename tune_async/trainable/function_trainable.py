@@ -11,6 +11,8 @@ granted (and is paused, like in 1.x, while the driver handles a result).
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import copy
 import inspect
 import logging
@@ -29,6 +31,7 @@ from tune_async.result import (
     TIME_THIS_ITER_S,
 )
 from tune_async.trainable import session as _sess
+from tune_async.trainable.aio import EventLoopThread, is_async_callable
 from tune_async.trainable.batching import ends_batch
 from tune_async.trainable.session import (
     CHECKPOINT_MARKER,
@@ -36,6 +39,7 @@ from tune_async.trainable.session import (
     ITEM_END,
     ITEM_ERROR,
     ITEM_RESULT,
+    AsyncTrialSession,
     StopTrial,
     TrialSession,
 )
@@ -93,6 +97,12 @@ class FunctionTrainable(Trainable):
     # -- the function's thread ------------------------------------------------------------
 
     def _start(self) -> None:
+        session, thread = self._launch()
+        # Published only once started: a concurrent stop() must never join an unstarted thread.
+        self._session, self._thread = session, thread
+
+    def _launch(self) -> tuple[TrialSession, Any]:
+        """Start the function; returns its session and its thread (or a thread-like handle)."""
         session = TrialSession(self.trial_name, self.trial_id, self.logdir)
         session.process = self._process_function_result
         thread = threading.Thread(
@@ -103,8 +113,7 @@ class FunctionTrainable(Trainable):
         )
         _sess._set_session(session)
         thread.start()
-        # Published only once started: a concurrent stop() must never join an unstarted thread.
-        self._session, self._thread = session, thread
+        return session, thread
 
     def _run(self, session: TrialSession, config: dict, checkpoint: str | None) -> None:
         _sess._set_session(session, thread_only=True)
@@ -123,18 +132,25 @@ class FunctionTrainable(Trainable):
             return
         session.finish(ITEM_END, (value, session.since_last_report()))
 
-    def _invoke(self, session: TrialSession, config: dict, checkpoint: str | None) -> Any:
+    def _call_function(self, session: TrialSession, config: dict,
+                       checkpoint: str | None) -> Any:
         fn = type(self)._function
         if self._call_mode == _MODE_CHECKPOINT:
-            value = fn(config, checkpoint_dir=checkpoint)
-        elif self._call_mode == _MODE_REPORTER:
-            value = fn(config, _LegacyReporter(session))
-        else:
-            value = fn(config)
+            return fn(config, checkpoint_dir=checkpoint)
+        if self._call_mode == _MODE_REPORTER:
+            return fn(config, _LegacyReporter(session))
+        return fn(config)
+
+    def _invoke(self, session: TrialSession, config: dict, checkpoint: str | None) -> Any:
+        value = self._call_function(session, config, checkpoint)
         if inspect.isgenerator(value):  # 1.x: each yielded value is a report
             for item in value:
                 session.report(_sess._make_result(item, {}))
             return None
+        if inspect.iscoroutine(value) or inspect.isasyncgen(value):
+            # An async callable wrap_function could not tell apart: run it on a loop of
+            # its own in this thread (reports block this thread, as in a plain function).
+            return asyncio.run(_drain(value, session))
         return value
 
     def _stop_thread(self) -> None:
@@ -197,7 +213,7 @@ class FunctionTrainable(Trainable):
             # Results already waiting count towards this grant.
             session.credits = max_results - len(session.items)
             session.stop_criteria = stop
-            session.cond.notify_all()
+            session.wake()
             try:
                 while True:
                     while not session.items:
@@ -272,6 +288,17 @@ class FunctionTrainable(Trainable):
 
     # -- lifecycle ------------------------------------------------------------------------
 
+    def cancel(self) -> None:
+        """Stop the function where it runs or waits (thread-safe; a batch may be running).
+
+        A batch waiting for the function returns what it has. A function in a thread
+        unwinds at its next ``tune.report``; an async one gets ``CancelledError``.
+        """
+        self._stopped = True
+        session = self._session
+        if session is not None:
+            session.stop()
+
     def stop(self) -> None:
         """End the function's thread (a blocked report raises) and call ``cleanup()``."""
         self._stopped = True  # a train_batch racing with stop must not start it again
@@ -330,6 +357,95 @@ class FunctionTrainable(Trainable):
         return super()._read_metadata(path)
 
 
+async def _drain(value: Any, session: TrialSession) -> Any:
+    """Await a coroutine's value, or report each item of an (async) generator."""
+    if inspect.isgenerator(value):
+        for item in value:
+            session.report(_sess._make_result(item, {}))
+        return None
+    if inspect.isasyncgen(value):
+        try:
+            async for item in value:
+                await session.areport(_sess._make_result(item, {}))
+        except asyncio.CancelledError:
+            await _cancel_generator(value)
+            raise
+        finally:
+            await value.aclose()
+        return None
+    return await value if inspect.isawaitable(value) else value
+
+
+async def _cancel_generator(gen: Any) -> None:
+    """Raise ``CancelledError`` inside ``gen`` where it yielded, so its cleanup runs."""
+    try:
+        await gen.athrow(asyncio.CancelledError())
+    except (asyncio.CancelledError, StopAsyncIteration):
+        return
+
+
+class _TaskHandle:
+    """A thread-like view (``is_alive``, ``join``) of an async function's task."""
+
+    def __init__(self, future: concurrent.futures.Future, runner: EventLoopThread) -> None:
+        self._future = future
+        self._runner = runner
+
+    def is_alive(self) -> bool:
+        return not self._future.done()
+
+    def join(self, timeout: float | None = None) -> None:
+        if not self._runner.in_loop_thread():
+            concurrent.futures.wait([self._future], timeout)
+
+
+class AsyncFunctionTrainable(FunctionTrainable):
+    """Runs an ``async def`` function or an async generator as a task on an event loop.
+
+    The loop runs in a thread of its own inside the trial's process (see
+    :class:`~tune_async.trainable.aio.EventLoopThread`); the actor's side (credits,
+    batches, checkpoints) is the one of :class:`FunctionTrainable`. The function
+    reports with ``await tune.areport(...)`` (or ``tune.report(...)``, which blocks
+    the trial's loop while the driver has not asked for more) or yields result
+    dicts. Stopping the trial cancels its task: ``asyncio.CancelledError`` is raised
+    where the function awaits, so its ``finally`` blocks run.
+    """
+
+    def setup(self, config: dict) -> None:
+        super().setup(config)
+        self._aio = EventLoopThread(name=f"tune-async-{self.trial_name}")
+
+    def _launch(self) -> tuple[TrialSession, Any]:
+        session = AsyncTrialSession(self.trial_name, self.trial_id, self.logdir, self._aio.loop)
+        session.process = self._process_function_result
+        future = self._aio.submit(self._run_task(session, self._fn_config, self._restore_dir))
+        return session, _TaskHandle(future, self._aio)
+
+    async def _run_task(self, session: AsyncTrialSession, config: dict,
+                        checkpoint: str | None) -> None:
+        _sess._task_session.set(session)  # this task's context only
+        with session.cond:
+            if session.stopping:  # stopped before it started
+                return
+            session.task = asyncio.current_task()
+        session.mark_started()
+        try:
+            value = await _drain(self._call_function(session, config, checkpoint), session)
+        except asyncio.CancelledError as exc:
+            if not session.stopping:  # not our cancellation: the function failed
+                session.finish(ITEM_ERROR, exc)
+            return
+        except SystemExit as exc:
+            if exc.code not in (None, 0):
+                session.finish(ITEM_ERROR, exc)
+                return
+            value = None
+        except BaseException as exc:
+            session.finish(ITEM_ERROR, exc)
+            return
+        session.finish(ITEM_END, (value, session.since_last_report()))
+
+
 def _call_mode(fn: Callable[..., Any]) -> str:
     """How to call ``fn``: with config only, plus ``checkpoint_dir``, or plus a reporter."""
     name = getattr(fn, "__name__", repr(fn))
@@ -375,6 +491,8 @@ def wrap_function(fn: Callable[..., Any]) -> type[Trainable]:
         fn: ``f(config)``, ``f(config, checkpoint_dir=None)`` or the legacy
             ``f(config, reporter)``. It reports with ``tune.report``, and may return
             (or yield) a dict of metrics or a number (reported as ``_metric``).
+            ``async def`` functions (reporting with ``await tune.areport``) and async
+            generators run on an event loop (:class:`AsyncFunctionTrainable`).
 
     Returns:
         A :class:`FunctionTrainable` subclass running ``fn``.
@@ -385,6 +503,7 @@ def wrap_function(fn: Callable[..., Any]) -> type[Trainable]:
         raise TypeError(f"wrap_function expects a callable, got {type(fn).__name__}.")
     mode = _call_mode(fn)
     name = getattr(fn, "__name__", type(fn).__name__)
-    bases = tuple(getattr(fn, "__mixins__", ())) + (FunctionTrainable,)
+    base = AsyncFunctionTrainable if is_async_callable(fn) else FunctionTrainable
+    bases = tuple(getattr(fn, "__mixins__", ())) + (base,)
     attrs = {"_function": staticmethod(fn), "_call_mode": mode, "__module__": __name__}
     return type(name if name.isidentifier() else "ImplicitFunc", bases, attrs)

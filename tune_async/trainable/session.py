@@ -11,8 +11,10 @@ far the function may run ahead of the driver.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
+import contextvars
 import os
 import tempfile
 import threading
@@ -83,22 +85,26 @@ class TrialSession:
         with self.cond:
             # Credits may have been revoked while the function was computing.
             self._wait_for_credit()
-            if TIME_THIS_ITER_S not in result:
-                result[TIME_THIS_ITER_S] = now - self._last_report_time
-            if self._pending_checkpoint is not None:
-                result[SHOULD_CHECKPOINT] = True
-                result[CHECKPOINT_PATH] = self._pending_checkpoint
-                self._pending_checkpoint = None
-            if self.process is not None:
-                result = self.process(result)
-            self.items.append((ITEM_RESULT, result))
-            self.credits -= 1
-            if ends_batch(result, self.stop_criteria):
-                self.credits = 0  # block right here: the driver decides what comes next
-            self.reported_any = True
-            self.cond.notify_all()
-            self._wait_for_credit()
+            self._hand_over(result, now)
+            self._wait_for_credit()  # at a batch's end: the driver decides what comes next
         self._last_report_time = time.time()
+
+    def _hand_over(self, result: dict, now: float) -> None:
+        """Process and queue one result; spends a credit (``cond`` held)."""
+        if TIME_THIS_ITER_S not in result:
+            result[TIME_THIS_ITER_S] = now - self._last_report_time
+        if self._pending_checkpoint is not None:
+            result[SHOULD_CHECKPOINT] = True
+            result[CHECKPOINT_PATH] = self._pending_checkpoint
+            self._pending_checkpoint = None
+        if self.process is not None:
+            result = self.process(result)
+        self.items.append((ITEM_RESULT, result))
+        self.credits -= 1
+        if ends_batch(result, self.stop_criteria):
+            self.credits = 0  # block right here: the driver decides what comes next
+        self.reported_any = True
+        self.cond.notify_all()
 
     def finish(self, kind: str, payload: Any) -> None:
         """Hand over the function's end (return value or exception)."""
@@ -128,7 +134,15 @@ class TrialSession:
         if self.stopping:
             raise StopTrial
 
+    async def areport(self, result: dict) -> None:
+        """``report`` for a caller on an event loop; here (a thread's session) it blocks."""
+        self.report(result)
+
     # -- the actor thread's side ----------------------------------------------------
+
+    def wake(self) -> None:
+        """Tell the function that credits changed (call with ``cond`` held)."""
+        self.cond.notify_all()
 
     def stop(self) -> None:
         """Make a blocked (or the next) ``report`` raise :class:`StopTrial`."""
@@ -137,10 +151,98 @@ class TrialSession:
             self.cond.notify_all()
 
 
+class AsyncTrialSession(TrialSession):
+    """The session of an async function trainable: its task runs on an event loop.
+
+    ``await areport(...)`` waits for credit without blocking the loop; a plain
+    ``report(...)`` blocks the loop's thread while it waits (the trial's loop has
+    nothing else to run meanwhile). A stop reaches the function as one
+    ``asyncio.CancelledError``: raised by the report it waits in, or delivered to its
+    task by ``task.cancel()`` wherever else it awaits, so its ``finally`` blocks run.
+    """
+
+    def __init__(self, trial_name: str, trial_id: str, logdir: str,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(trial_name, trial_id, logdir)
+        self.loop = loop
+        self.task: asyncio.Task | None = None
+        self._waiters: list[asyncio.Future] = []
+        self._blocked_sync = False  # the task waits inside a plain report()
+        self._cancel_delivered = False
+
+    def _cancellation(self) -> asyncio.CancelledError:
+        self._cancel_delivered = True
+        return asyncio.CancelledError()
+
+    def _wait_for_credit(self) -> None:
+        self._blocked_sync = True
+        try:
+            while self.credits <= 0 and not self.stopping:
+                self.cond.wait()
+        finally:
+            self._blocked_sync = False
+        if self.stopping:
+            raise self._cancellation()
+
+    async def _await_credit(self) -> None:
+        """Wait (on the loop) until a credit is granted; called without ``cond`` held."""
+        while True:
+            with self.cond:
+                if self.stopping:
+                    raise self._cancellation()
+                if self.credits > 0:
+                    return
+                waiter = self.loop.create_future()
+                self._waiters.append(waiter)
+            await waiter
+
+    async def areport(self, result: dict) -> None:
+        """Hand ``result`` to the actor; suspend (not block) while there is no credit."""
+        now = time.time()
+        while True:
+            await self._await_credit()
+            with self.cond:
+                if self.credits > 0 and not self.stopping:
+                    self._hand_over(result, now)
+                    break
+        await self._await_credit()
+        self._last_report_time = time.time()
+
+    def wake(self) -> None:
+        self.cond.notify_all()
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            self.loop.call_soon_threadsafe(_release, waiter)
+
+    def stop(self) -> None:
+        """Cancel the function: one ``CancelledError`` where it waits or awaits next."""
+        with self.cond:
+            self.stopping = True
+            if self._blocked_sync:
+                self.cond.notify_all()  # the plain report it waits in raises
+            elif not self.loop.is_closed():
+                self.loop.call_soon_threadsafe(self._cancel_task)
+
+    def _cancel_task(self) -> None:
+        with self.cond:
+            if self._cancel_delivered or self.task is None or self.task.done():
+                return
+            self._cancel_delivered = True
+        self.task.cancel()
+
+
+def _release(waiter: asyncio.Future) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
+
+
 # -- the current session ----------------------------------------------------------------
 
 _local = threading.local()
 _process_session: TrialSession | None = None
+# The session of an async trainable's task (and of the tasks it starts).
+_task_session: contextvars.ContextVar[TrialSession | None] = contextvars.ContextVar(
+    "tune_async_session", default=None)
 _warned: set[str] = set()
 
 
@@ -162,8 +264,8 @@ def _clear_session(session: TrialSession) -> None:
 
 
 def get_session() -> TrialSession | None:
-    """The session of the calling thread, else the process's, else None."""
-    return getattr(_local, "session", None) or _process_session
+    """The session of the calling task, else the calling thread's, else the process's."""
+    return _task_session.get() or getattr(_local, "session", None) or _process_session
 
 
 def _warn_no_session(api: str) -> None:
@@ -195,6 +297,22 @@ def report(_metric: Any = None, **kwargs: Any) -> None:
         _warn_no_session("report")
         return
     session.report(_make_result(_metric, kwargs))
+
+
+async def areport(_metric: Any = None, **kwargs: Any) -> None:
+    """Report a result from an async function trainable: ``await tune.areport(loss=1.0)``.
+
+    Takes the same arguments as :func:`report`. While the driver has not asked for
+    another result, it suspends only the trainable's task (a plain ``tune.report``
+    in an ``async def`` trainable blocks the trial's event loop instead). A stopped
+    trial gets ``asyncio.CancelledError`` here. In a function run in a thread it
+    behaves like ``tune.report``.
+    """
+    session = get_session()
+    if session is None:
+        _warn_no_session("areport")
+        return
+    await session.areport(_make_result(_metric, kwargs))
 
 
 def _make_result(metric: Any, kwargs: dict) -> dict:

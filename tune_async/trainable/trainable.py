@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import io
 import logging
 import os
@@ -43,6 +44,7 @@ from tune_async.result import (
     TRAINING_ITERATION,
     default_results_dir,
 )
+from tune_async.trainable.aio import EventLoopThread
 from tune_async.trainable.batching import ends_batch
 from tune_async.utils.util import date_str
 
@@ -131,8 +133,9 @@ class Trainable:
         self._last_ts = -1
         self._last_date = ""
         self._pending_error: BaseException | None = None
+        self._aio: EventLoopThread | None = None
         start = time.time()
-        self.setup(copy.deepcopy(self.config))
+        self._resolve(self.setup(copy.deepcopy(self.config)))
         setup_time = time.time() - start
         if setup_time > SETUP_TIME_THRESHOLD_S:
             logger.info(
@@ -151,6 +154,30 @@ class Trainable:
         self._timesteps_since_restore = 0
         self._iterations_since_restore = 0
         self._restored = False
+
+    # -- async methods ---------------------------------------------------------------------
+
+    def _resolve(self, value: Any) -> Any:
+        """What a (possibly ``async def``) method returned, awaited on the trainable's loop.
+
+        ``setup``, ``step``, ``save_checkpoint``, ``load_checkpoint``, ``reset_config``
+        and ``cleanup`` may be coroutines: they run on an event loop in a thread of its
+        own (one per trainable), while Tune's calls keep their synchronous interface.
+        """
+        if not inspect.isawaitable(value):
+            return value
+        if self._aio is None:
+            self._aio = EventLoopThread(name=f"tune-async-{self.trial_name}")
+        return self._aio.run(value)
+
+    def cancel(self) -> None:
+        """Cancel a running step (thread-safe; called while a batch may be running).
+
+        An ``async def step`` gets ``asyncio.CancelledError`` where it awaits; a plain
+        step cannot be interrupted and finishes. Tune calls :meth:`stop` afterwards.
+        """
+        if self._aio is not None:
+            self._aio.cancel_running()
 
     # -- methods for subclasses -----------------------------------------------------------
 
@@ -261,7 +288,7 @@ class Trainable:
     def train(self) -> dict:
         """Run one ``step()`` and return its result with the automatic fields filled in."""
         start = time.time()
-        result = self.step()
+        result = self._resolve(self.step())
         if not isinstance(result, dict):
             raise TypeError(
                 f"{type(self).__name__}.step() must return a dict of metrics, "
@@ -357,7 +384,7 @@ class Trainable:
         old_config, old_info = self.config, self._trial_info
         self.config = new_config
         self._trial_info = trial_info or TrialInfo()
-        if not self.reset_config(new_config):
+        if not self._resolve(self.reset_config(new_config)):
             self.config, self._trial_info = old_config, old_info
             return False
         self._logdir = self._trial_info.logdir
@@ -368,8 +395,10 @@ class Trainable:
     def stop(self) -> None:
         """Release resources: calls ``cleanup()`` and closes the logger."""
         try:
-            self.cleanup()
+            self._resolve(self.cleanup())
         finally:
+            if self._aio is not None:
+                self._aio.close()
             if self._result_logger is not None and hasattr(self._result_logger, "close"):
                 self._result_logger.close()
 
@@ -388,7 +417,7 @@ class Trainable:
         ckpt_dir = os.path.join(parent, f"checkpoint_{self._iteration:06d}")
         os.makedirs(ckpt_dir, exist_ok=True)
         open(os.path.join(ckpt_dir, ".is_checkpoint"), "a").close()
-        checkpoint = self.save_checkpoint(ckpt_dir)
+        checkpoint = self._resolve(self.save_checkpoint(ckpt_dir))
         saved_as_dict = isinstance(checkpoint, dict)
         if saved_as_dict:
             path = os.path.join(ckpt_dir, CHECKPOINT_PICKLE)
@@ -451,9 +480,9 @@ class Trainable:
             with open(checkpoint_path, "rb") as f:
                 state = pickle.load(f)
             state["tune_checkpoint_path"] = checkpoint_path
-            self.load_checkpoint(state)
+            self._resolve(self.load_checkpoint(state))
         else:
-            self.load_checkpoint(checkpoint_path)
+            self._resolve(self.load_checkpoint(checkpoint_path))
         self._apply_metadata(meta)
 
     def save_to_object(self) -> bytes:

@@ -9,6 +9,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from tune_async.trainable.aio import is_async_callable
 from tune_async.trainable.trainable import Trainable
 
 _UNSET = object()
@@ -176,6 +177,8 @@ def _wrap_function(fn: Callable[..., Any], params: dict[str, _ParameterRef]) -> 
     inner.__name__ = name
     if hasattr(fn, "__mixins__"):
         inner.__mixins__ = fn.__mixins__  # type: ignore[attr-defined]
+    if is_async_callable(fn):  # inner returns fn's coroutine / async generator
+        inner._tune_async_trainable = True  # type: ignore[attr-defined]
     return inner
 
 
