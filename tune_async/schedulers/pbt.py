@@ -29,6 +29,7 @@ from tune_async.schedulers.trial_scheduler import (
     Decision,
     Exploit,
     FIFOScheduler,
+    first_that_fits,
 )
 from tune_async.search.sample import Domain, Function
 from tune_async.search.variant_generator import format_vars
@@ -604,15 +605,7 @@ class PopulationBasedTraining(FIFOScheduler):
         """
         candidates = [t for t in self._waiting(trial_runner) if self._may_run(t)]
         candidates.sort(key=lambda t: self._member(t).time)
-        too_big: set = set()
-        for trial in candidates:
-            key = id(trial.resources)
-            if key in too_big:
-                continue
-            if trial_runner.has_resources_for_trial(trial):
-                return trial
-            too_big.add(key)
-        return None
+        return first_that_fits(trial_runner, candidates)
 
     @staticmethod
     def _waiting(trial_runner: Any) -> list:

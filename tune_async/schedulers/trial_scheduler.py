@@ -176,6 +176,25 @@ class TrialScheduler:
             )
 
 
+def first_that_fits(trial_runner: Any, candidates: Any) -> Any:
+    """The first waiting trial among ``candidates`` that fits now (None if none does).
+
+    A resource request found not to fit is not asked about again, so a full cluster
+    costs one check per distinct request, not one per waiting trial.
+    """
+    too_big: set = set()
+    for trial in candidates:
+        if trial.status not in (TrialStatus.PENDING, TrialStatus.PAUSED):
+            continue
+        key = id(trial.resources)
+        if key in too_big:
+            continue
+        if trial_runner.has_resources_for_trial(trial):
+            return trial
+        too_big.add(key)
+    return None
+
+
 class FIFOScheduler(TrialScheduler):
     """Runs trials in the order they were created; never pauses or stops them."""
 
@@ -191,17 +210,7 @@ class FIFOScheduler(TrialScheduler):
             trials = trial_runner.get_trials()
             candidates = [t for t in trials if t.status == TrialStatus.PENDING]
             candidates += [t for t in trials if t.status == TrialStatus.PAUSED]
-        too_big: set = set()  # requests already found not to fit: don't ask again
-        for trial in candidates:
-            if trial.status not in (TrialStatus.PENDING, TrialStatus.PAUSED):
-                continue
-            key = id(trial.resources)
-            if key in too_big:
-                continue
-            if trial_runner.has_resources_for_trial(trial):
-                return trial
-            too_big.add(key)
-        return None
+        return first_that_fits(trial_runner, candidates)
 
     def debug_string(self) -> str:
         return "Using FIFO scheduling algorithm."
