@@ -36,6 +36,7 @@ from tune_async.events import (
     TrialStarted,
 )
 from tune_async.execution.local import LocalExecutor
+from tune_async.execution.simulated import SimulatedExecutor
 from tune_async.experiment import Experiment
 from tune_async.handle import ExperimentHandle, astream, start
 from tune_async.progress import CLIReporter, JupyterNotebookReporter, ProgressReporter
@@ -90,6 +91,7 @@ __all__ = [
     "LocalExecutor",
     "PlacementGroupFactory",
     "ProgressReporter",
+    "SimulatedExecutor",
     "Stopper",
     "SyncConfig",
     "Trainable",

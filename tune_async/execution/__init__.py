@@ -2,5 +2,6 @@
 
 from tune_async.execution.base import BatchLimits, Executor, TrialFailure
 from tune_async.execution.local import LocalExecutor
+from tune_async.execution.simulated import SimulatedExecutor
 
-__all__ = ["BatchLimits", "Executor", "LocalExecutor", "TrialFailure"]
+__all__ = ["BatchLimits", "Executor", "LocalExecutor", "SimulatedExecutor", "TrialFailure"]
