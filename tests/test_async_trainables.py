@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
+import time
 
 import anyio
 import pytest
@@ -389,3 +391,83 @@ def test_restore_runs_exactly_the_remaining_steps_on_ray(kind, tmp_path, results
                    restore=trial.checkpoint.path, name="restored")
     assert [s for s in executed(log) if s != "cancelled"] == [6, 7, 8]
     assert analysis.trials[0].last_result["training_iteration"] == STOP_AT
+
+
+# ---- pause and resume, actor reuse ----------------------------------------------------------
+
+
+class PausesAtThreeOnce(FIFOScheduler):
+    """Pauses each trial once at value 3: its state is saved, it is released, relaunched."""
+
+    def __init__(self):
+        super().__init__()
+        self.paused = set()
+
+    def on_trial_result(self, trial_runner, trial, result):
+        if result["value"] == 3 and trial.trial_id not in self.paused:
+            self.paused.add(trial.trial_id)
+            return self.PAUSE
+        return self.CONTINUE
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_pause_and_resume_continue_from_the_saved_state(kind, tmp_path, results_dir):
+    run_args, config = checkpoint_args(kind, 1)
+    log = str(tmp_path / "steps.log")
+    analysis = run(kind, log, results_dir, config=config, stop={"value": 6},
+                   scheduler=PausesAtThreeOnce(), **run_args)
+    assert analysis.trials[0].last_result["training_iteration"] == 6
+    assert [s for s in executed(log) if s != "cancelled"] == [1, 2, 3, 4, 5, 6]
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("kind", ["areport", "class"])
+def test_reused_actors_run_async_trials_one_after_another_on_ray(kind, tmp_path, results_dir):
+    logs = [str(tmp_path / f"{i}.log") for i in range(3)]
+    analysis = tune.run(KINDS[kind], config={"log": tune.grid_search(logs)},
+                        stop={"value": 3}, reuse_actors=True, local_dir=results_dir,
+                        verbose=0, resources_per_trial={"cpu": 2})
+    assert [t.last_result["value"] for t in analysis.trials] == [3, 3, 3]
+    for log in logs:
+        assert [s for s in executed(log) if s != "cancelled"] == [1, 2, 3]
+    # Each trial's function is cancelled when its trial ends, also on a kept actor. (A
+    # class trainable kept for reuse gets cleanup() only when the actor is discarded.)
+    for log in logs if kind != "class" else logs[:-1]:
+        assert os.path.exists(log + ".finally")
+
+
+# ---- TrialActor.cancel in a Ray actor (what the Ray executor needs for a cancelled arun) ---
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_trial_actor_cancel_reaches_a_running_trainable(kind, tmp_path, ray_session):
+    ray = ray_session
+    from tune_async.execution.actor import TrialActor
+    from tune_async.execution.base import BatchLimits
+    from tune_async.trainable.trainable import TrialInfo
+
+    log = str(tmp_path / "steps.log")
+    cls = KINDS[kind] if kind == "class" else wrap_function(KINDS[kind])
+    # A second thread into the actor, beside the one running the batch.
+    actor = ray.remote(concurrency_groups={"control": 1})(TrialActor).remote(list(sys.path))
+    try:
+        info = TrialInfo(trial_id="t", trial_name="t", logdir=str(tmp_path / "trial"))
+        ray.get(actor.setup.remote([ray.put(cls)], {"log": log, "hang_at": 3}, info, False))
+        first = ray.get(actor.train_batch.remote(BatchLimits(max_results=2), 0.05))
+        assert [r["value"] for r in first] == [1, 2]
+        in_flight = actor.train_batch.remote(BatchLimits(max_results=5), 0.05)
+        deadline = 30
+        while not (os.path.exists(log) and 3 in executed(log)) and deadline > 0:
+            time.sleep(0.01)
+            deadline -= 0.01
+        ray.get(actor.cancel.options(concurrency_group="control").remote(), timeout=30)
+        try:
+            assert ray.get(in_flight, timeout=30) == []
+        except ray.exceptions.RayTaskError:
+            assert kind == "class"  # the cancelled step raised CancelledError
+        ray.get(actor.stop.remote(False), timeout=30)
+        assert executed(log) == [1, 2, 3, "cancelled"]
+        assert os.path.exists(log + ".finally")
+    finally:
+        ray.kill(actor)

@@ -90,6 +90,10 @@ class TrialActor:
             return
         if not keep_for_reuse:
             self._discard_trainable()
+        elif hasattr(trainable, "stop_function"):
+            # Kept warm, but this trial is over: its function ends now (an async one is
+            # cancelled and its finally blocks run), not at the next trial's reset.
+            trainable.stop_function()
 
     def _discard_trainable(self) -> None:
         trainable, self._trainable = self._trainable, None

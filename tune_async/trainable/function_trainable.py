@@ -225,7 +225,7 @@ class FunctionTrainable(Trainable):
                                 return taken
                             session.cond.wait(remaining)
                         elif (not session.cond.wait(self._liveness_wait_s) and not session.items
-                              and not thread.is_alive()):
+                              and not session.stopping and not thread.is_alive()):
                             # Checked after the wait: a function that ended just as the
                             # wait timed out has left its end item, it did not die.
                             raise TuneError(f"The function thread of {self.trial_name} died.")
@@ -298,6 +298,10 @@ class FunctionTrainable(Trainable):
         session = self._session
         if session is not None:
             session.stop()
+
+    def stop_function(self) -> None:
+        """End the function (its trial is over) but keep the instance for ``reset``."""
+        self._stop_thread()
 
     def stop(self) -> None:
         """End the function's thread (a blocked report raises) and call ``cleanup()``."""

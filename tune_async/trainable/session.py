@@ -218,9 +218,10 @@ class AsyncTrialSession(TrialSession):
         """Cancel the function: one ``CancelledError`` where it waits or awaits next."""
         with self.cond:
             self.stopping = True
-            if self._blocked_sync:
-                self.cond.notify_all()  # the plain report it waits in raises
-            elif not self.loop.is_closed():
+            # Wakes a batch waiting for results, and a plain report the task waits in
+            # (which then raises); a task elsewhere is cancelled on its loop.
+            self.cond.notify_all()
+            if not self._blocked_sync and not self.loop.is_closed():
                 self.loop.call_soon_threadsafe(self._cancel_task)
 
     def _cancel_task(self) -> None:
