@@ -114,7 +114,7 @@ def test_pause_and_resume_keep_the_trainable_state(results_dir):
 
 def test_pbt_exploits_in_process(results_dir):
     pbt = PopulationBasedTraining(time_attr="training_iteration", metric="score", mode="max",
-                                  perturbation_interval=2,
+                                  perturbation_interval=2, synch=True,
                                   hyperparam_mutations={"inc": [1, 2, 3, 100]})
     analysis = tune.run(Counter, config={"inc": tune.grid_search([1, 100])},
                         stop={"training_iteration": 6}, scheduler=pbt,
@@ -124,7 +124,8 @@ def test_pbt_exploits_in_process(results_dir):
     low = next(t for t in analysis.trials if t.experiment_tag.startswith("0_"))
     lines = result_lines(low)
     assert lines[-1]["training_iteration"] == 6
-    # Exploited, the weak trial went on from the strong one's state (total 200 at step 2).
+    # Exploited (synch: at step 2 both trials are in), the weak trial went on from the
+    # strong one's state (total 200 at step 2).
     assert lines[-1]["total"] > 200
 
 

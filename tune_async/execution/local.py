@@ -109,10 +109,7 @@ class LocalExecutor:
                                                         dict(trial.config), info):
                 if run is not None:
                     await self._in_thread(run, run.trainable.stop)
-                made = await anyio.to_thread.run_sync(
-                    lambda: trainable_cls(config=dict(trial.config), trial_info=info),
-                    limiter=self._limiter)
-                run = _Run(trainable=made, cls=trainable_cls)
+                run = await self._construct(trainable_cls, dict(trial.config), info)
             run.reusable = reuse
             # Filed before the restore: a restore that fails still leaves a run to stop.
             self._runs[launch_key(trial)] = run
@@ -171,6 +168,20 @@ class LocalExecutor:
         self._used.clear()
 
     # ---- helpers ------------------------------------------------------------------
+    async def _construct(self, cls: type, config: dict, info: Any) -> _Run:
+        """A new trainable (its ``setup`` in a thread); stopped if the launch was cancelled."""
+        made: list[_Run] = []
+        try:
+            await anyio.to_thread.run_sync(
+                lambda: made.append(_Run(trainable=cls(config=config, trial_info=info),
+                                         cls=cls)),
+                limiter=self._limiter)
+        except BaseException:
+            if made:  # nobody will receive it: let it clean up off the loop
+                threading.Thread(target=_quiet_stop, args=(made[0],), daemon=True).start()
+            raise
+        return made[0]
+
     def _take_idle(self, cls: type) -> _Run | None:
         for i, run in enumerate(self._idle):
             if run.cls is cls:

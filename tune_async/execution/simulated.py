@@ -215,15 +215,21 @@ class SimulatedExecutor:
             self._dispatcher = asyncio.get_running_loop().create_task(self._dispatch())
 
     async def _dispatch(self) -> None:
-        while True:
-            await self._wake.wait()
-            self._wake.clear()
-            while self._events:
-                await _loop_idle()
-                event = self._pop_live()
-                if event is None:
-                    break
-                self._finish_step(*event)
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while self._events:
+                    await _loop_idle()
+                    event = self._pop_live()
+                    if event is None:
+                        break
+                    self._finish_step(*event)
+        except Exception as exc:  # a bug here must fail the waiting fetches, not hang them
+            for run in list(self._runs.values()):
+                if run.pending is not None:
+                    self._fail(run, run.pending, _failure(exc))
+            raise
 
     def _pop_live(self) -> tuple | None:
         """The earliest step whose fetch still waits, the clock moved to its finish."""
