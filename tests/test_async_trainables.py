@@ -471,3 +471,42 @@ def test_trial_actor_cancel_reaches_a_running_trainable(kind, tmp_path, ray_sess
         assert os.path.exists(log + ".finally")
     finally:
         ray.kill(actor)
+
+
+# ---- odds and ends ----------------------------------------------------------------------------
+
+
+def test_with_parameters_keeps_an_async_setup_async(results_dir):
+    class WithData(tune.Trainable):
+        async def setup(self, config, data=None):
+            await asyncio.sleep(0)
+            self.data = data
+
+        async def step(self):
+            return {"value": len(self.data), "done": True}
+
+    analysis = tune.run(tune.with_parameters(WithData, data=[1, 2]), local_dir=results_dir,
+                        verbose=0, trial_executor=ScriptedExecutor())
+    assert analysis.trials[0].last_result["value"] == 2
+
+
+def test_session_calls_work_in_tasks_and_threads_the_function_starts(results_dir):
+    async def fn(config):
+        async def child():
+            return tune.get_trial_id()
+
+        loop = asyncio.get_running_loop()
+        in_task = await asyncio.create_task(child())
+        in_thread = await loop.run_in_executor(None, tune.get_trial_id)
+        await tune.areport(same=in_task == in_thread == tune.get_trial_id() != None)  # noqa: E711
+
+    analysis = tune.run(fn, local_dir=results_dir, verbose=0, trial_executor=ScriptedExecutor())
+    assert analysis.trials[0].last_result["same"] is True
+
+
+async def test_areport_outside_tune_warns_and_does_nothing():
+    from tune_async.trainable import session
+
+    session._warned.discard("areport")
+    with pytest.warns(UserWarning, match="areport"):
+        await tune.areport(value=1)

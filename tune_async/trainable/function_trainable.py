@@ -422,6 +422,7 @@ class AsyncFunctionTrainable(FunctionTrainable):
     def _launch(self) -> tuple[TrialSession, Any]:
         session = AsyncTrialSession(self.trial_name, self.trial_id, self.logdir, self._aio.loop)
         session.process = self._process_function_result
+        _sess._set_session(session)  # for threads the function starts (run_in_executor)
         future = self._aio.submit(self._run_task(session, self._fn_config, self._restore_dir))
         return session, _TaskHandle(future, self._aio)
 

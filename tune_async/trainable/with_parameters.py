@@ -152,8 +152,8 @@ def _takes_checkpoint_dir(fn: Callable[..., Any]) -> bool:
 
 def _wrap_class(cls: type[Trainable], params: dict[str, _ParameterRef]) -> type[Trainable]:
     class _Inner(cls):  # type: ignore[misc, valid-type]
-        def setup(self, config: dict) -> None:
-            super().setup(config, **_fetch(params))
+        def setup(self, config: dict) -> Any:
+            return super().setup(config, **_fetch(params))  # a coroutine if async
 
     _Inner.__name__ = cls.__name__
     _Inner.__qualname__ = cls.__qualname__
