@@ -20,6 +20,7 @@ SEARCHERS = [
     ("zoopt", "ZOOptSearch", "zoopt", {"budget": 10}),
     ("flaml", "BlendSearch", "flaml", {}),
     ("flaml", "CFO", "flaml", {}),
+    ("ax", "AxSearch", "ax", {}),
 ]
 
 
@@ -33,8 +34,7 @@ def test_a_missing_library_is_an_import_error_naming_the_extra(module, name, lib
 
 
 @pytest.mark.parametrize("module, name, why", [("hebo", "HEBOSearch", "numpy<1.25"),
-                                               ("dragonfly", "DragonflySearch", "np.int"),
-                                               ("ax", "AxSearch", "not implemented")])
+                                               ("dragonfly", "DragonflySearch", "np.int")])
 def test_unavailable_integrations_say_why(module, name, why):
     mod = importlib.import_module(f"tune_async.suggest.{module}")
     with pytest.raises(ImportError, match=why):
