@@ -137,9 +137,13 @@ def test_capacity_from_cpus_and_max_concurrent(tmp_path):
     executor.reserve(trial(3))
     assert executor.has_resources_for_trial(trial(1))
     assert not executor.has_resources_for_trial(trial(2))
-    limited = tune.LocalExecutor(max_concurrent=1, cpus=4)
-    limited.reserve(trial(1))
+    # max_concurrent caps the number of trials instead of their CPUs.
+    limited = tune.LocalExecutor(max_concurrent=3, cpus=1)
+    for _ in range(3):
+        assert limited.has_resources_for_trial(trial(1))
+        limited.reserve(trial(1))
     assert not limited.has_resources_for_trial(trial(1))
+    limited.check_feasible(trial(8))
     with pytest.raises(TuneError, match="1 GPU"):
         executor.check_feasible(Trial("t", config={}, resources=Resources(cpu=1, gpu=1)))
     assert tune.LocalExecutor().resource_summary().endswith(
@@ -165,8 +169,8 @@ def _overlapping(config):
 
 def test_concurrent_trials_never_exceed_max_concurrent(results_dir):
     _LIVE.update(running=0, peak=0)
-    analysis = tune.run(_overlapping, num_samples=6, resources_per_trial={"cpu": 0},
-                        trial_executor=tune.LocalExecutor(max_concurrent=3),
+    analysis = tune.run(_overlapping, num_samples=6,
+                        trial_executor=tune.LocalExecutor(max_concurrent=3, cpus=1),
                         local_dir=results_dir, verbose=0)
     assert {t.status for t in analysis.trials} == {"TERMINATED"}
     assert len(analysis.trials) == 6

@@ -43,8 +43,9 @@ class LocalExecutor:
     """Runs trials in the driver's process (see :class:`~tune_async.execution.Executor`).
 
     Capacity: the trials' ``resources_per_trial`` CPUs against ``os.cpu_count()``
-    (or ``cpus``), and at most ``max_concurrent`` trials at once when given. There
-    are no GPUs unless ``gpus`` says so. A trainable that changes the working
+    (or ``cpus``); with ``max_concurrent``, that many trials at once whatever CPUs
+    they ask for (API-bound trials barely use this process's CPUs). There are no
+    GPUs unless ``gpus`` says so. A trainable that changes the working
     directory or other process-global state affects every trial here.
     """
 
@@ -70,7 +71,7 @@ class LocalExecutor:
         pass
 
     def check_feasible(self, trial: Trial) -> None:
-        request = request_of(trial)
+        request = self._request(trial)
         short = {k: v for k, v in request.items() if v > self._total.get(k, 0.0) + _EPS}
         if short:
             asked = ", ".join(f"{v:g} {k}" for k, v in sorted(short.items()))
@@ -82,10 +83,10 @@ class LocalExecutor:
         if self.max_concurrent is not None and len(self._reserved) >= self.max_concurrent:
             return False
         return all(self._used.get(k, 0.0) + v <= self._total.get(k, 0.0) + _EPS
-                   for k, v in request_of(trial).items())
+                   for k, v in self._request(trial).items())
 
     def reserve(self, trial: Trial) -> None:
-        request = self._reserved[launch_key(trial)] = request_of(trial)
+        request = self._reserved[launch_key(trial)] = self._request(trial)
         for k, v in request.items():
             self._used[k] = self._used.get(k, 0.0) + v
 
@@ -168,6 +169,14 @@ class LocalExecutor:
         self._used.clear()
 
     # ---- helpers ------------------------------------------------------------------
+    def _request(self, trial: Trial) -> dict[str, float]:
+        """What the trial takes here: CPUs count only when max_concurrent does not cap;
+        memory is not accounted in process (custom resources stay: none exist here)."""
+        request = request_of(trial)
+        for key in ("memory", "object_store_memory") + (("CPU",) if self.max_concurrent else ()):
+            request.pop(key, None)
+        return request
+
     async def _construct(self, cls: type, config: dict, info: Any) -> _Run:
         """A new trainable (its ``setup`` in a thread); stopped if the launch was cancelled."""
         made: list[_Run] = []
