@@ -14,10 +14,12 @@ import asyncio
 import contextlib
 import heapq
 import itertools
+import threading
 import traceback
 from collections.abc import Callable
 from typing import Any
 
+import anyio
 import attrs
 
 from tune_async.clock import FakeClock
@@ -38,6 +40,7 @@ Surrogate = Callable[[dict, int], "tuple[dict, float]"]
 # Most loop turns the dispatcher waits for the loop to go idle (a busy loop that never
 # idles, e.g. someone polling with sleep(0), must not stall the simulation).
 MAX_SETTLE_YIELDS = 200
+LATE_STOP_WAIT_S = 10.0  # how long shutdown waits for steps still running after their stop
 
 
 class SurrogateTrainable(Trainable):
@@ -81,6 +84,23 @@ class _Run:
     trainable: Any
     pending: _Fetch | None = None
     error: TrialFailure | None = None  # a step failed after results: the next fetch raises
+    lock: threading.Lock = attrs.field(factory=threading.Lock)  # one call at a time
+
+
+def _train(run: _Run) -> tuple[dict | None, TrialFailure | None]:
+    try:
+        with run.lock:
+            return run.trainable.train(), None
+    except Exception as exc:  # noqa: BLE001 - the trainable raised
+        return None, _failure(exc)
+
+
+def _stop(run: _Run) -> None:
+    try:
+        with run.lock:
+            run.trainable.stop()
+    except Exception:  # noqa: BLE001 - a failing cleanup must not fail the experiment
+        traceback.print_exc()
 
 
 class SimulatedExecutor:
@@ -115,6 +135,9 @@ class SimulatedExecutor:
         self._order = itertools.count()
         self._wake = asyncio.Event()
         self._dispatcher: asyncio.Task | None = None
+        self._computing: set[_Run] = set()  # steps running in threads (surrogate=None)
+        self._tasks: set[asyncio.Task] = set()
+        self._late_stops: list[threading.Thread] = []
 
     # ---- capacity -----------------------------------------------------------
     async def setup(self) -> None:
@@ -181,18 +204,27 @@ class SimulatedExecutor:
         if run is None:
             return
         run.pending = None  # its queued step, if any, never finishes
-        with contextlib.suppress(Exception):
-            run.trainable.stop()
+        if run in self._computing:  # a thread cannot be killed: stop after its step
+            late = threading.Thread(target=_stop, args=(run,), daemon=True)
+            late.start()
+            self._late_stops.append(late)
+        else:
+            _stop(run)
 
     async def shutdown(self) -> None:
-        task, self._dispatcher = self._dispatcher, None
-        if task is not None:
+        tasks = [t for t in (self._dispatcher, *self._tasks) if t is not None]
+        self._dispatcher = None
+        for task in tasks:
             task.cancel()
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         for run in self._runs.values():
-            with contextlib.suppress(Exception):
-                run.trainable.stop()
+            _stop(run)
+        late, self._late_stops = self._late_stops, []
+        with anyio.move_on_after(LATE_STOP_WAIT_S):
+            for thread in late:
+                await anyio.to_thread.run_sync(thread.join, abandon_on_cancel=True)
         self._runs.clear()
         self._reserved.clear()
         self._events.clear()
@@ -201,14 +233,35 @@ class SimulatedExecutor:
     def _begin_step(self, run: _Run, fetch: _Fetch) -> None:
         """Run the step now (virtual time), due when its seconds have passed."""
         self.steps += 1
+        began = self.clock.now()
+        if self.trainable is not None:  # a surrogate: quick, computed right here
+            self._due(run, fetch, began, *_train(run))
+            return
+        # A real trainable's step may block: it runs in a thread, and the dispatcher
+        # waits for it before the clock moves past ``began``.
+        self._computing.add(run)
+        task = asyncio.get_running_loop().create_task(self._train_off_loop(run, fetch, began))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _train_off_loop(self, run: _Run, fetch: _Fetch, began: float) -> None:
         try:
-            result, failure = run.trainable.train(), None
-            seconds = max(0.0, float(result.get(TIME_THIS_ITER_S) or 0.0))
-        except Exception as exc:  # noqa: BLE001 - the trainable raised
-            result, failure, seconds = None, _failure(exc), 0.0
-        heapq.heappush(self._events, (self.clock.now() + seconds, next(self._order),
+            outcome = await anyio.to_thread.run_sync(_train, run, abandon_on_cancel=True)
+        finally:
+            self._computing.discard(run)
+            self._wake.set()
+        self._due(run, fetch, began, *outcome)
+
+    def _due(self, run: _Run, fetch: _Fetch, began: float, result: dict | None,
+             failure: TrialFailure | None) -> None:
+        seconds = max(0.0, float(result.get(TIME_THIS_ITER_S) or 0.0)) if result else 0.0
+        heapq.heappush(self._events, (began + seconds, next(self._order),
                                       run, fetch, result, failure))
         self._wake.set()
+
+    def _step_running(self) -> bool:
+        """A step still computing in a thread for a fetch that waits (it may finish first)."""
+        return any(run.pending is not None for run in self._computing)
 
     def _ensure_dispatcher(self) -> None:
         if self._dispatcher is None or self._dispatcher.done():
@@ -221,6 +274,8 @@ class SimulatedExecutor:
                 self._wake.clear()
                 while self._events:
                     await _loop_idle()
+                    if self._step_running():
+                        break  # its thread's end wakes us
                     event = self._pop_live()
                     if event is None:
                         break
