@@ -175,3 +175,44 @@ def test_concurrent_trials_never_exceed_max_concurrent(results_dir):
     assert {t.status for t in analysis.trials} == {"TERMINATED"}
     assert len(analysis.trials) == 6
     assert _LIVE["peak"] == 3, "trials run side by side, up to max_concurrent"
+
+
+_GATE = {"entered": threading.Event(), "open": threading.Event(), "cleaned": []}
+
+
+class Gate(tune.Trainable):
+    """Its step waits (in real time, briefly) for the gate to open; cleanup is recorded."""
+
+    def step(self):
+        _GATE["entered"].set()
+        _GATE["open"].wait(5)
+        return {}
+
+    def cleanup(self):
+        _GATE["cleaned"].append(self.trial_id)
+
+
+async def test_in_flight_stop_does_not_wait_and_shutdown_waits_for_the_step(tmp_path):
+    import anyio
+
+    from tune_async.execution.base import BatchLimits
+
+    _GATE.update(entered=threading.Event(), open=threading.Event(), cleaned=[])
+    trial = Trial("t", config={}, local_dir=str(tmp_path))
+    trial.init_logdir(trial.trial_id)
+    executor = tune.LocalExecutor(cpus=1)
+    await executor.setup()
+    executor.reserve(trial)
+    await executor.start_trial(trial, Gate, reuse=False)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(executor.fetch_results, trial, BatchLimits())
+        while not _GATE["entered"].is_set():
+            await anyio.sleep(0.001)
+        tg.cancel_scope.cancel()
+    began = time.monotonic()
+    await executor.stop_trial(trial, in_flight=True)
+    assert time.monotonic() - began < 0.5, "stop_trial returned while the step still runs"
+    assert executor.has_resources_for_trial(trial) and _GATE["cleaned"] == []
+    _GATE["open"].set()
+    await executor.shutdown()
+    assert _GATE["cleaned"] == [trial.trial_id], "shutdown waited for the step, then cleanup"
