@@ -113,8 +113,13 @@ class SimulatedExecutor:
     ``tune.run(executor.trainable, ..., trial_executor=executor)``: the controller
     picks up ``executor.clock`` (a :class:`~tune_async.clock.FakeClock`), so
     ``time_budget_s`` and the periodic work follow virtual time. With
-    ``surrogate=None`` it runs the controller's own trainables in the loop, each
-    step taking the time it reports (``time_this_iter_s``) or the time it took.
+    ``surrogate=None`` it runs the controller's own trainables (steps in worker
+    threads), each step taking the virtual time it reports (``time_this_iter_s``)
+    or the real time it took.
+
+    Fidelity: a trial the controller launches after work off the loop (a searcher
+    suggesting in a thread) starts when the loop next idles, possibly after the
+    clock has moved on.
     """
 
     connects_ray = False
