@@ -64,7 +64,8 @@ class LocalExecutor:
         self._idle: list[_Run] = []  # kept for reuse (start_trial's ``reuse``)
         self._late_stops: list[threading.Thread] = []
         # Steps hold a thread each: more trials than anyio's default 40 threads may run.
-        self._limiter = anyio.CapacityLimiter(max(40, 2 * (max_concurrent or 0)))
+        most = max_concurrent or int(self._total["CPU"])
+        self._limiter = anyio.CapacityLimiter(max(40, 2 * most))
 
     # ---- capacity -----------------------------------------------------------
     async def setup(self) -> None:
