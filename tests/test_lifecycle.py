@@ -359,3 +359,20 @@ def test_pause_and_exploit_on_ray(tmp_path, reuse):
                          resources_per_trial={"cpu": 2}, inc=tune.grid_search([100, 1]))
     b = next(t for t in analysis.trials if t.trial_id == scheduler.ids["b"])
     assert [r["value"] for r in _results(b)] == [1, 2, 3, 205, 210, 215]
+
+
+class CleansUp(Counter):
+    def cleanup(self):
+        with open(self.config["log"] + ".cleanup", "a") as f:
+            f.write(f"{self.trial_id}\n")
+
+
+@pytest.mark.ray
+def test_the_last_reused_instance_is_cleaned_up_at_the_end(tmp_path):
+    log = str(tmp_path / "steps.jsonl")
+    tune.run(CleansUp, config={"inc": tune.grid_search([1, 2, 3]), "log": log},
+             stop={"training_iteration": 2}, reuse_actors=True, resources_per_trial={"cpu": 2},
+             local_dir=str(tmp_path), verbose=0)
+    with open(log + ".cleanup") as f:
+        cleaned = f.read().split()
+    assert len(cleaned) >= 1  # the instance kept warm for reuse got its cleanup() at the end

@@ -22,6 +22,9 @@ logger = logging.getLogger(__name__)
 # A fetch returns whatever the trainable produced within this window (at least
 # one result): long enough to batch fast reporters, short enough for live progress.
 FETCH_WINDOW_S = 0.05
+# A trial stopped mid-fetch is cancelled and stopped (its finally blocks and cleanup()
+# run) within this long; then its worker is killed anyway.
+CANCEL_GRACE_S = 2.0
 _EPS = 1e-9
 
 
@@ -126,7 +129,8 @@ class RayExecutor:
 
         from tune_async.execution.actor import TrialActor
 
-        self._actor_cls = ray.remote(TrialActor)
+        # A second thread into each actor ("control") lets a stop cancel a running batch.
+        self._actor_cls = ray.remote(concurrency_groups={"control": 1})(TrialActor)
         self._driver_sys_path = _driver_sys_path()
         await self.refresh_capacity()
 
@@ -229,6 +233,8 @@ class RayExecutor:
             worker.pending_setup = None  # never set up: this trial left nothing in it
             worker.trainable_cls = None
         if in_flight or failed or self.fresh_process_per_trial:
+            if in_flight and not failed:
+                await _cancel_and_stop(worker)
             await _kill_off_loop([worker])
         else:
             # Ray runs one caller's calls to an actor in order, so the next trial's
@@ -239,12 +245,16 @@ class RayExecutor:
             self._idle.append(worker)
 
     async def shutdown(self) -> None:
-        # Let the last trials' cleanup() finish before their workers go away.
+        # Let the last trials' cleanup() finish before their workers go away; an instance
+        # kept for reuse is stopped for good now, so its cleanup() runs too.
         with anyio.move_on_after(10):
             for worker in self._idle:
                 if worker.stopping is not None:
                     with contextlib.suppress(Exception):
                         await worker.stopping
+                if self.reuse_actors and worker.trainable_cls is not None:
+                    with contextlib.suppress(Exception):
+                        await worker.actor.stop.remote(False)
         workers = list(self._running.values()) + self._idle
         groups = list(self._unready_groups)
         self._running.clear()
@@ -354,6 +364,17 @@ class RayExecutor:
             put = await anyio.to_thread.run_sync(ray.put, cls)
             ref = self._class_refs.setdefault(id(cls), [put])
         return ref
+
+
+async def _cancel_and_stop(worker: _Worker) -> None:
+    """Cancel the running batch (an async trainable gets CancelledError), then stop the
+    trial, so its finally blocks and cleanup() run; bounded by CANCEL_GRACE_S."""
+    with anyio.move_on_after(CANCEL_GRACE_S):
+        try:
+            await worker.actor.cancel.options(concurrency_group="control").remote()
+            await worker.actor.stop.remote(False)
+        except Exception as exc:  # noqa: BLE001 - it is killed next either way
+            logger.debug("Stopping a cancelled trial's worker failed: %s", exc)
 
 
 async def _in_thread_to_completion(fn: Any, discard: Any = None) -> Any:
