@@ -143,3 +143,24 @@ def test_asha_against_fifo_over_many_trials(results_dir):
     assert asha_virtual < fifo_virtual / 2
     assert asha_run.best_config["a"] < 0.1 and fifo_run.best_config["a"] < 0.1
     assert len(asha_run.trials) == len(fifo_run.trials) == 100
+
+
+def test_pbt_pauses_and_exploits_on_the_virtual_clock(results_dir):
+    from tune_async.schedulers import PopulationBasedTraining
+
+    def lr_curve(config, iteration):
+        return {"score": config["lr"] * iteration}, 1.0
+
+    pbt = PopulationBasedTraining(time_attr="training_iteration", metric="score", mode="max",
+                                  perturbation_interval=2, synch=True,
+                                  hyperparam_mutations={"lr": [0.1, 0.2, 0.5, 1.0]})
+    executor = tune.SimulatedExecutor(lr_curve, slots=2)  # 4 trials: some wait paused
+    analysis = tune.run(executor.trainable, config={"lr": tune.grid_search([0.1, 0.2, 0.5, 1.0])},
+                        stop={"training_iteration": 6}, scheduler=pbt, trial_executor=executor,
+                        local_dir=results_dir, verbose=0)
+    assert {t.status for t in analysis.trials} == {"TERMINATED"}
+    for trial in analysis.trials:
+        last = trial.last_result
+        # Restored from a pause or a donor, a trial keeps its iteration and virtual time.
+        assert (last["training_iteration"], last["time_total_s"]) == (6, 6.0)
+    assert executor.clock.now() >= 12.0, "two slots for four trials: at least two rounds"
