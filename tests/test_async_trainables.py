@@ -510,3 +510,22 @@ async def test_areport_outside_tune_warns_and_does_nothing():
     session._warned.discard("areport")
     with pytest.warns(UserWarning, match="areport"):
         await tune.areport(value=1)
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("kind", ["areport", "class"])
+async def test_a_cancelled_arun_cancels_the_trainable_on_ray(kind, tmp_path, results_dir):
+    log = str(tmp_path / "steps.log")
+
+    async def first_run():
+        await tune.arun(KINDS[kind], config={"log": log, "hang_at": 3}, local_dir=results_dir,
+                        verbose=0)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(first_run)
+        with anyio.fail_after(60):
+            while not (os.path.exists(log) and 3 in executed(log)):
+                await anyio.sleep(0.01)
+        tg.cancel_scope.cancel()
+    await wait_for(log + ".finally")
+    assert executed(log) == [1, 2, 3, "cancelled"]
