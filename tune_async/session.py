@@ -1,6 +1,7 @@
 """1.x module path ``ray.tune.session``: the function API's session calls."""
 
 from tune_async.trainable.session import (
+    areport,
     checkpoint_dir,
     get_trial_dir,
     get_trial_id,
@@ -12,6 +13,7 @@ from tune_async.trainable.session import (
 )
 
 __all__ = [
+    "areport",
     "checkpoint_dir",
     "get_trial_dir",
     "get_trial_id",
