@@ -244,8 +244,11 @@ class Controller:
         # Result files are flushed by the persistence writer's thread, never on the loop.
         self._file_flushers = [cb.defer_flushing() for cb in self.callbacks
                                if callable(getattr(cb, "defer_flushing", None))]
+        # Snapshots are paced on real time whatever the experiment's clock: they bound disk
+        # work and what a crash loses, and a virtual clock would make them O(trials) each
+        # simulated second.
         self.persistence = ExperimentPersistence(
-            settings.experiment_dir, settings.session_str, self.clock.now, self._flush_loggers,
+            settings.experiment_dir, settings.session_str, time.monotonic, self._flush_loggers,
             flush_files=self._flush_files,
         )
 
