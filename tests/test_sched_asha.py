@@ -289,3 +289,27 @@ def test_asha_on_ray(results_dir, reuse_actors):
     assert all(t.status == "TERMINATED" for t in analysis.trials)
     assert sum(its.values()) < 4 * 9
     assert not math.isnan(analysis.best_result["loss"])
+
+
+def test_cutoff_equals_numpys_nanpercentile():
+    import random
+
+    import numpy as np
+
+    from tune_async.schedulers.async_hyperband import _Bracket
+
+    rng = random.Random(3)
+    for rf in (2, 3, 4):
+        bracket = _Bracket(min_t=1, max_t=100, reduction_factor=rf, s=0)
+        milestone = bracket.rungs[-1][0]
+        scores = []
+        for i in range(60):
+            score = float("nan") if i % 7 == 0 else rng.uniform(-5, 5)
+            bracket.on_result(f"t{i}", milestone, score)
+            scores.append(score)
+            expected = (None if all(np.isnan(scores)) else
+                        float(np.nanpercentile(scores, (1 - 1 / rf) * 100)))
+            got = bracket.cutoff(milestone)
+            assert (got is None) == (expected is None)
+            if got is not None:
+                assert abs(got - expected) < 1e-12
