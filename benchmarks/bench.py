@@ -10,9 +10,9 @@ Usage::
 
     python benchmarks/bench.py [--framework tune_async ray ray_reuse]
                                [--workload many_short throughput many_trials_10k searcher_2000
-                                           asha_100 pbt_8x50]
+                                           asha_100 pbt_8x50 optuna_200 hyperopt_200]
                                [--repeat N] [--timeout S] [--loggers json-csv|default]
-                               [--api arun|run] [--merge] [--out PATH]
+                               [--api arun|run] [--gc-freeze] [--merge] [--out PATH]
 
 Writes ``benchmarks/results.json`` (every sample, per-cell medians, machine
 info) and prints a Markdown table. ray.tune's cells are "n/a" when it is not
@@ -24,6 +24,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import functools
+import gc
 import importlib
 import json
 import math
@@ -38,6 +40,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -64,7 +67,9 @@ class Workload:
     instead of the variant generator. ``scheduler``: ``"asha"`` or ``"pbt"`` runs
     that scheduler (see ``scheduler_kwargs``); ``num_results`` is then the most a
     trial reports (ASHA's ``max_t``, PBT's stop iteration) and the trials' configs
-    are a fixed, seeded grid. ``timeout_s``: default kill time per run.
+    are a fixed, seeded grid. ``library``: ``"optuna"`` or ``"hyperopt"`` runs that
+    library's seeded model-based searcher (behind a ConcurrencyLimiter) on a 2-D
+    quadratic. ``timeout_s``: default kill time per run.
     """
 
     name: str
@@ -73,6 +78,7 @@ class Workload:
     num_results: int
     searcher: bool = False
     scheduler: str | None = None
+    library: str | None = None
     timeout_s: float = 600
 
     @property
@@ -90,6 +96,8 @@ WORKLOADS = {
         Workload("searcher_2000", "2,000 x 1, Searcher", 2000, 1, searcher=True),
         Workload("asha_100", "100 trials, ASHA, max_t 100", 100, 100, scheduler="asha"),
         Workload("pbt_8x50", "8 x 50, PBT, 1 MB checkpoints", 8, 50, scheduler="pbt"),
+        Workload("optuna_200", "200 x 1, OptunaSearch TPE", 200, 1, library="optuna"),
+        Workload("hyperopt_200", "200 x 1, HyperOptSearch TPE", 200, 1, library="hyperopt"),
     )
 }
 
@@ -106,6 +114,11 @@ CHECKPOINT_BYTES = 2**20
 CONFIG_SEED = 7
 # PBT's explore step and ASHA's ties use the driver's random / numpy generators.
 DRIVER_SEED = 0
+# Searcher workloads (issue 8): loss = (x - 1.5)**2 + (y + 0.5)**2 over [-5, 5]^2,
+# minimum 0 at (1.5, -0.5); the searchers are seeded with SEARCH_SEED.
+QUADRATIC_OPT = {"x": 1.5, "y": -0.5}
+QUADRATIC_RANGE = (-5.0, 5.0)
+SEARCH_SEED = 0
 
 
 # ---------------------------------------------------------------- trainables
@@ -146,22 +159,32 @@ def asha_trainable(report: Callable[[dict], None], max_t: int) -> Callable[[dict
     return trainable
 
 
+def tune_async_report(metrics: dict) -> None:
+    import tune_async as tune
+
+    tune.report(**metrics)
+
+
+def ray_report(metrics: dict) -> None:
+    from ray import tune
+
+    tune.report(metrics)
+
+
 def tune_async_asha_trainable(max_t: int) -> Callable[[dict], None]:
-    def report(metrics: dict) -> None:
-        import tune_async as tune
-
-        tune.report(**metrics)
-
-    return asha_trainable(report, max_t)
+    return asha_trainable(tune_async_report, max_t)
 
 
 def ray_asha_trainable(max_t: int) -> Callable[[dict], None]:
-    def report(metrics: dict) -> None:
-        from ray import tune
+    return asha_trainable(ray_report, max_t)
 
-        tune.report(metrics)
 
-    return asha_trainable(report, max_t)
+def quadratic_trainable(report: Callable[[dict], None]) -> Callable[[dict], None]:
+    """One result: ``loss = (x - 1.5)**2 + (y + 0.5)**2`` (the searcher workloads)."""
+    def trainable(config: dict) -> None:
+        report({"loss": sum((config[k] - v) ** 2 for k, v in QUADRATIC_OPT.items())})
+
+    return trainable
 
 
 def pbt_trainable(base: type, return_path: bool) -> type:
@@ -217,6 +240,9 @@ def trainable_for(wl: Workload, framework: str) -> Any:
     if wl.scheduler == "asha":
         make = tune_async_asha_trainable if framework == "tune_async" else ray_asha_trainable
         return make(wl.num_results)
+    if wl.library:
+        return quadratic_trainable(
+            tune_async_report if framework == "tune_async" else ray_report)
     if wl.scheduler == "pbt":
         if framework == "tune_async":
             import tune_async as tune
@@ -277,6 +303,57 @@ def random_searcher(base: type) -> Any:
     return RandomSearcher()
 
 
+# Seconds each call of a searcher workload's ``suggest`` took (the child's driver).
+SUGGEST_TIMES: list[float] = []
+
+
+def _time_suggest(cls: type) -> None:
+    """Record how long ``cls.suggest`` takes (a TPE step), in SUGGEST_TIMES.
+
+    Patched on the class in the child only, so the searcher instance (pickled into
+    the experiment state by both frameworks) is unchanged.
+    """
+    inner = cls.suggest
+
+    @functools.wraps(inner)
+    def suggest(self: Any, trial_id: str) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return inner(self, trial_id)
+        finally:
+            SUGGEST_TIMES.append(time.perf_counter() - t0)
+
+    cls.suggest = suggest  # type: ignore[method-assign]
+
+
+def library_searcher(wl: Workload, suggest: Any) -> Any:
+    """The seeded OptunaSearch (TPE) or HyperOptSearch of ``suggest``'s framework.
+
+    ``suggest`` is ``tune_async.suggest`` or ``ray.tune.search``: both hold the
+    integrations at ``<module>.optuna.OptunaSearch`` / ``<module>.hyperopt.HyperOptSearch``
+    with the same arguments. The space comes from ``tune.run``'s ``config``.
+    """
+    module = importlib.import_module(f"{suggest.__name__}.{wl.library}")
+    if wl.library == "optuna":
+        # Both default to optuna.samplers.TPESampler(seed=seed).
+        searcher = module.OptunaSearch(metric="loss", mode="min", seed=SEARCH_SEED)
+    else:
+        # Both: hyperopt's tpe.suggest after n_initial_points=20 random points.
+        searcher = module.HyperOptSearch(metric="loss", mode="min",
+                                         random_state_seed=SEARCH_SEED)
+    _time_suggest(type(searcher))
+    return searcher
+
+
+def suggest_stats() -> dict[str, Any]:
+    """How long the searcher's ``suggest`` calls took: count, p50 / max ms, total s."""
+    if not SUGGEST_TIMES:
+        return {"n": 0}
+    ms = sorted(t * 1000 for t in SUGGEST_TIMES)
+    return {"n": len(ms), "p50_ms": ms[(len(ms) - 1) // 2], "max_ms": ms[-1],
+            "total_s": sum(SUGGEST_TIMES)}
+
+
 def experiment_kwargs(wl: Workload, suggest: Any, sample: Any,
                       logger: Any, loggers: str, schedulers: Any) -> dict[str, Any]:
     """``tune.run`` arguments shared by both frameworks (given their modules)."""
@@ -287,6 +364,11 @@ def experiment_kwargs(wl: Workload, suggest: Any, sample: Any,
         # Limited to the CPU slots, as a user would run a model-based searcher.
         searcher = random_searcher(suggest.Searcher)
         kwargs["search_alg"] = suggest.ConcurrencyLimiter(searcher, max_concurrent=NUM_CPUS)
+    elif wl.library:
+        # The same limit as searcher_2000: each framework's own ConcurrencyLimiter.
+        kwargs["search_alg"] = suggest.ConcurrencyLimiter(library_searcher(wl, suggest),
+                                                          max_concurrent=NUM_CPUS)
+        kwargs["config"] = {k: sample.uniform(*QUADRATIC_RANGE) for k in QUADRATIC_OPT}
     else:
         kwargs["config"] = {"x": sample.uniform(0, 1)}
     if loggers == "json-csv":
@@ -333,7 +415,7 @@ def lateness_stats(wakeups: list[Wakeup], t0: float) -> dict[str, Any]:
     if not wakeups:
         return {"n": 0}
     ms = sorted(late * 1000 for _, late in wakeups)
-    worst_at, _ = max(wakeups, key=lambda w: w[1])
+    worst_at, worst_late = max(wakeups, key=lambda w: w[1])
 
     def rank(q: float) -> float:
         return ms[max(0, math.ceil(q * len(ms)) - 1)]
@@ -341,7 +423,38 @@ def lateness_stats(wakeups: list[Wakeup], t0: float) -> dict[str, Any]:
     return {"n": len(ms), "p50_ms": rank(0.5), "p99_ms": rank(0.99), "max_ms": ms[-1],
             # Seconds after work() started: tells start-up, steady state and the end apart.
             "max_at_s": worst_at - t0,
+            # How much of the worst stall was a garbage collection (in any thread: it
+            # holds the GIL), from the driver's gc.callbacks.
+            "max_gc_ms": _gc_overlap_ms(worst_at - worst_late, worst_at),
             f"over_{SLOW_WAKEUP_MS}ms": sum(m > SLOW_WAKEUP_MS for m in ms)}
+
+
+# ------------------------------------------------------- garbage collections
+
+# (perf_counter at start, at end, generation) of the driver's collections while
+# the experiment runs: a full (generation 2) one holds the GIL for tens of ms.
+GC_SPANS: list[tuple[float, float, int]] = []
+_gc_started: dict[int, float] = {}
+
+
+def _gc_probe(phase: str, info: dict[str, Any]) -> None:
+    if phase == "start":
+        _gc_started[threading.get_ident()] = time.perf_counter()
+    else:
+        t0 = _gc_started.pop(threading.get_ident(), None)
+        if t0 is not None:
+            GC_SPANS.append((t0, time.perf_counter(), info["generation"]))
+
+
+def _gc_overlap_ms(start: float, end: float) -> float:
+    return sum(max(0.0, min(b, end) - max(a, start)) for a, b, _ in GC_SPANS) * 1000
+
+
+def gc_stats() -> dict[str, Any]:
+    """The driver's collections during the run: count per generation; full ones' ms."""
+    full = [(b - a) * 1000 for a, b, gen in GC_SPANS if gen == 2]
+    return {"collections": [sum(g == gen for *_, g in GC_SPANS) for gen in range(3)],
+            "gen2_max_ms": max(full, default=0.0), "gen2_total_ms": sum(full)}
 
 
 # --------------------------------------------------------------------- child
@@ -438,6 +551,11 @@ def _check(analysis: Any, wl: Workload, storage: str) -> dict[str, Any]:
         ok = ok and all(i == wl.num_results for i in iters) and json_lines >= wl.num_results
     else:
         ok = ok and all(i == wl.num_results for i in iters) and json_lines == wl.total_results
+    if wl.library:
+        # The best value found, and where (the optimum: loss 0 at QUADRATIC_OPT).
+        best = min(trials, key=lambda t: t.last_result.get("loss", math.inf))
+        out = {"best": best.last_result.get("loss", math.inf),
+               "best_config": {k: best.config.get(k) for k in QUADRATIC_OPT}}
     return {
         "ok": ok,
         "trials": len(trials),
@@ -468,11 +586,23 @@ def child_main(args: argparse.Namespace) -> None:
     importlib.import_module("tune_async" if args.child == "tune_async" else "ray.tune")
     import_s = time.perf_counter() - t0
     runner = _run_tune_async if args.child == "tune_async" else _run_ray
-    measured = runner(wl, args.storage, args)
+    if wl.library:
+        # Imported before the searcher is made (never in run_s), and so before the freeze.
+        importlib.import_module(wl.library)
+    if args.gc_freeze:
+        gc.freeze()
+    gc.callbacks.append(_gc_probe)
+    try:
+        measured = runner(wl, args.storage, args)
+    finally:
+        gc.callbacks.remove(_gc_probe)
+    measured["gc"] = gc_stats()
     peak_rss = _peak_rss_mib()
     check = _check(measured.pop("analysis"), wl, args.storage)
     ray.shutdown()
     run_s = measured["run_s"]
+    if wl.library:
+        measured["suggest"] = suggest_stats()
     # A scheduler decides how many results there are: count those logged.
     results = check["result_json_lines"] if wl.scheduler else wl.total_results
     out = {
@@ -518,10 +648,11 @@ def run_child(framework: str, wl: Workload, args: argparse.Namespace) -> dict[st
     storage = tempfile.mkdtemp(prefix=f"bench_{framework}_{wl.name}_")
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", framework,
            "--workload", wl.name, "--storage", storage, "--loggers", args.loggers,
-           "--api", args.api]
+           "--api", args.api, *(["--gc-freeze"] if args.gc_freeze else [])]
     timeout = args.timeout or wl.timeout_s
     base = {"framework": framework, "workload": wl.name, "timeout_s": timeout,
             "loggers": args.loggers, "api": args.api if framework == "tune_async" else None,
+            "gc_freeze": args.gc_freeze,
             "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
             # The machine may be shared: the load says how noisy this sample is.
             "loadavg_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
@@ -620,6 +751,11 @@ def summarize(samples: list[dict[str, Any]]) -> dict[str, Any]:
         if all(k in s for s in good):
             summary[k] = statistics.median(s[k] for s in good)
     summary["lateness"] = _median_lateness(good)
+    # Searcher workloads: how long the searcher's suggest (a TPE step) took.
+    suggests = [s["suggest"] for s in good if s.get("suggest", {}).get("n")]
+    if suggests:
+        summary["suggest"] = {k: statistics.median(st[k] for st in suggests)
+                              for k in ("n", "p50_ms", "max_ms", "total_s")}
     summary["repeats"] = len(good)
     summary["all_ok"] = all(s["ok"] for s in good)
     return summary
@@ -668,8 +804,8 @@ def _failed_cells(cell: dict[str, Any], wl_name: str) -> tuple[str, str, str, st
 def table_rows(summary: dict[str, dict[str, Any]]) -> list[tuple[str, ...]]:
     rows = []
     for wl_name, per_fw in summary.items():
-        if WORKLOADS[wl_name].scheduler:
-            continue  # in scheduler_rows
+        if WORKLOADS[wl_name].scheduler or WORKLOADS[wl_name].library:
+            continue  # in scheduler_rows / searcher_rows
         base = per_fw.get("tune_async")
         for fw, cell in per_fw.items():
             label = f"{wl_name} ({WORKLOADS[wl_name].title})"
@@ -716,6 +852,30 @@ def scheduler_rows(summary: dict[str, dict[str, Any]]) -> list[tuple[str, ...]]:
     return rows
 
 
+def searcher_rows(summary: dict[str, dict[str, Any]]) -> list[tuple[str, ...]]:
+    """The searcher workloads: wall time, the best loss found, the TPE step, the loop."""
+    rows = []
+    for wl_name, per_fw in summary.items():
+        wl = WORKLOADS[wl_name]
+        if not wl.library:
+            continue
+        base = per_fw.get("tune_async")
+        label = f"{wl_name} ({wl.title})"
+        for fw, cell in per_fw.items():
+            if "error" in cell:
+                wall = _failed_cells(cell, wl_name)[0]
+                rows.append((label, fw, wall, _ratio(cell, base), "", "", "", "", "n/a"))
+                continue
+            sug = cell.get("suggest")
+            rows.append((
+                label, fw, f"{cell['run_s']:.2f}", _ratio(cell, base),
+                f"{cell['ms_per_trial']:.1f}", f"{cell['best']:.3g}" if "best" in cell else "",
+                f"{sug['p50_ms']:.1f} / {sug['max_ms']:.1f}" if sug else "",
+                f"{cell['peak_rss_mib']:.0f}", _lateness_cell(cell),
+            ))
+    return rows
+
+
 def _print_markdown(header: tuple[str, ...], body: list[tuple[str, ...]]) -> None:
     rows = [header, *body]
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
@@ -739,6 +899,13 @@ def print_table(summary: dict[str, dict[str, Any]]) -> None:
                          "results (iterations run)", "results/s", "best final",
                          "exploits", "driver peak RSS MiB", "loop lateness p50/p99/max ms"),
                         sched)
+    search = searcher_rows(summary)
+    if search:
+        if body or sched:
+            print()
+        _print_markdown(("workload", "framework", "wall s", "wall / tune_async", "ms/trial",
+                         "best loss", "suggest p50/max ms", "driver peak RSS MiB",
+                         "loop lateness p50/p99/max ms"), search)
 
 
 # ---------------------------------------------------------------------- main
@@ -759,6 +926,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--api", choices=("arun", "run"), default="arun",
                         help="tune_async: time `await tune.arun` beside the heartbeat "
                              "(default) or the sync `tune.run` (no lateness figures)")
+    parser.add_argument("--gc-freeze", action="store_true",
+                        help="the child calls gc.freeze() just before the run (after "
+                             "ray.init and the imports), so full collections skip the "
+                             "start-up objects")
     parser.add_argument("--merge", action="store_true",
                         help="keep the --out file's samples for cells not run this time")
     parser.add_argument("--out", type=Path, default=RESULTS_PATH, help="results JSON path")
@@ -777,9 +948,13 @@ def _status(result: dict[str, Any]) -> str:
         return f"FAILED: {result['error']}"
     lat = result.get("lateness") or {}
     late = (f", lateness max {lat['max_ms']:.1f} ms at {lat['max_at_s']:.2f} s"
-            if lat.get("n") else "")
+            f" ({lat.get('max_gc_ms', 0):.0f} ms of it GC)" if lat.get("n") else "")
     sched = "".join(f", {k} {result[k]:.4g}" for k in ("results", "best", "exploits")
                     if k in result and "best" in result)
+    sug = result.get("suggest") or {}
+    if sug.get("n"):
+        sched += (f", {sug['n']} suggests p50 {sug['p50_ms']:.1f} ms "
+                  f"max {sug['max_ms']:.1f} ms")
     return (f"run {result['run_s']:.2f} s, init {result['init_s']:.2f} s, "
             f"peak RSS {result['peak_rss_mib']:.0f} MiB{sched}{late}, ok={result['ok']}")
 
