@@ -208,3 +208,23 @@ async def test_resume_from_a_snapshot_older_than_the_journal_runs_each_trial_onc
     assert sorted(t.config["x"] for t in analysis.trials) == list(range(6))
     assert not recorded_finished & set(searcher.completed)  # finished on record: never rerun
     assert not set(finished[:3]) & set(searcher.completed)  # nor one that reported its end
+
+
+def test_the_heap_is_frozen_during_a_run_and_unfrozen_after(tmp_path, monkeypatch):
+    import gc
+
+    from tests.scripted_executor import ScriptedExecutor
+
+    seen = []
+
+    def trainable(config):
+        seen.append(gc.get_freeze_count())
+        tune.report(x=1)
+
+    tune.run(trainable, trial_executor=ScriptedExecutor(), local_dir=str(tmp_path), verbose=0)
+    assert seen and seen[0] > 0  # imports and everything before the run: out of full GCs
+    assert gc.get_freeze_count() == 0
+    monkeypatch.setenv("TUNE_GC_FREEZE", "0")
+    seen.clear()
+    tune.run(trainable, trial_executor=ScriptedExecutor(), local_dir=str(tmp_path), verbose=0)
+    assert seen == [0]
