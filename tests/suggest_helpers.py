@@ -56,13 +56,16 @@ def check_beats_random(make_searcher: Callable[[int], Any], budget: int, toleran
     Two trials run at a time, in batches (``ConcurrencyLimiter(batch=True)``): the
     searcher learns both results before it suggests again, so which of two concurrent
     trials finished first does not matter and a seeded run is reproducible. (With
-    ``batch=False`` the searcher is used as it is: for one that waits for each result.)
+    ``batch=False``, for a searcher that waits for each result, one trial runs at a time:
+    reproducible too.)
     """
     found, random_found = [], []
     for seed in seeds:
         searcher = make_searcher(seed)
         if batch:
             searcher = ConcurrencyLimiter(searcher, max_concurrent=2, batch=True)
+        else:
+            searcher = ConcurrencyLimiter(searcher, max_concurrent=1)
         analysis = run(searcher, budget, config=config, local_dir=results_dir)
         assert len(analysis.trials) == budget
         found.append(best_loss(analysis))
