@@ -3,10 +3,12 @@ transition table, the scheduler's hooks are called as the controller calls them.
 
 from __future__ import annotations
 
+import pickle
 import random
 from collections.abc import Callable
 from typing import Any
 
+import tune_async as tune
 from tune_async import transitions
 from tune_async.schedulers import Decision
 from tune_async.testing.conformance import FakeRunner
@@ -20,6 +22,25 @@ def make_views(configs: list[dict]) -> list[TrialView]:
     return [TrialView(Trial(trainable_name="sim", config=dict(c), trial_id=f"t{i:03d}",
                             experiment_tag=str(i)))
             for i, c in enumerate(configs)]
+
+
+class Quadratic(tune.Trainable):
+    """loss = (x - 0.3)^2 + 1/i: the best trial is known from its config; checkpointable,
+    so trials can be paused and resumed."""
+
+    def setup(self, config):
+        self.x = config["x"]
+        self.i = 0
+
+    def step(self):
+        self.i += 1
+        return {"loss": (self.x - 0.3) ** 2 + 1.0 / self.i, "i": self.i}
+
+    def save_checkpoint(self, checkpoint_dir):
+        return {"i": self.i}
+
+    def load_checkpoint(self, checkpoint):
+        self.i = checkpoint["i"]
 
 
 class Sim:
@@ -95,6 +116,21 @@ class Sim:
             transitions.apply(unwrap(view), Event.PAUSE)
         elif action == "STOP":
             transitions.apply(unwrap(view), Event.STOP)
+
+    def advance(self, rounds: int) -> None:
+        """Part of a run: ``rounds`` rounds of starting what is chosen and stepping it."""
+        for _ in range(rounds):
+            self.start_chosen()
+            for view in [v for v in self.views if v.status is TrialStatus.RUNNING]:
+                self.step(view)
+
+    def resume_with(self, scheduler: Any) -> Any:
+        """Hand the schedule, pickled as the experiment state keeps it, to ``scheduler``
+        (as resume does) and drive that one from here on; returns the state."""
+        state = pickle.loads(pickle.dumps(self.scheduler.get_state()))
+        scheduler.set_state(state, self.runner)
+        self.scheduler = scheduler
+        return state
 
     def run(self, rounds: int = 100_000) -> None:
         for _ in range(rounds):

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import logging
 import math
-import pickle
 import random
 
 import numpy as np
 import pytest
 
 import tune_async as tune
-from tests.sched_sim import Sim, make_views
+from tests.sched_sim import Quadratic, Sim, make_views
 from tests.scripted_executor import ScriptedExecutor
 from tune_async.schedulers import ASHAScheduler, AsyncHyperBandScheduler
 from tune_async.testing.conformance import FakeRunner, TrialSchedulerConformance
@@ -201,36 +200,14 @@ def test_state_round_trip_continues_the_schedule():
     scheduler = fresh()
     sim = Sim(scheduler, make_views(configs(16)), curve, capacity=4)
     sim.add_all()
-    for _ in range(6):
-        sim.start_chosen()
-        for view in [v for v in sim.views if v.status is TrialStatus.RUNNING]:
-            sim.step(view)
-    state = pickle.loads(pickle.dumps(scheduler.get_state()))
-    resumed = fresh()
-    resumed.set_state(state, sim.runner)
-    sim.scheduler = resumed
+    sim.advance(6)
+    sim.resume_with(fresh())
     sim.run()
     assert sim.iters == full.iters
-    assert resumed.debug_string() == full.scheduler.debug_string()
+    assert sim.scheduler.debug_string() == full.scheduler.debug_string()
 
 
 # ---- through tune.run -------------------------------------------------------------------
-class Quadratic(tune.Trainable):
-    def setup(self, config):
-        self.x = config["x"]
-        self.i = 0
-
-    def step(self):
-        self.i += 1
-        return {"loss": (self.x - 0.3) ** 2 + 1.0 / self.i}
-
-    def save_checkpoint(self, checkpoint_dir):
-        return {"i": self.i}
-
-    def load_checkpoint(self, checkpoint):
-        self.i = checkpoint["i"]
-
-
 GRID = [i / 15 for i in range(16)]
 
 

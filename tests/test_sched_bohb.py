@@ -8,7 +8,7 @@ import warnings
 import pytest
 
 import tune_async as tune
-from tests.sched_sim import Sim, make_views
+from tests.sched_sim import Quadratic, Sim, make_views
 from tests.scripted_executor import ScriptedExecutor
 from tune_async.schedulers import Decision, HyperBandForBOHB
 from tune_async.suggest import Searcher
@@ -183,22 +183,6 @@ def test_stop_trials_come_with_the_next_decision():
 
 
 # ---- through tune.run -------------------------------------------------------------------
-class Quadratic(tune.Trainable):
-    def setup(self, config):
-        self.x = config["x"]
-        self.i = 0
-
-    def step(self):
-        self.i += 1
-        return {"loss": (self.x - 0.3) ** 2 + 1.0 / self.i}
-
-    def save_checkpoint(self, checkpoint_dir):
-        return {"i": self.i}
-
-    def load_checkpoint(self, checkpoint):
-        self.i = checkpoint["i"]
-
-
 @pytest.mark.parametrize("slots", [1, 3])
 def test_tune_run_with_the_default_searcher(results_dir, slots):
     grid = [i / 16 for i in range(17)]

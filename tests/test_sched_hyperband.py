@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import logging
-import pickle
 import random
 
 import pytest
 
 import tune_async as tune
-from tests.sched_sim import Sim, make_views
+from tests.sched_sim import Quadratic, Sim, make_views
 from tests.scripted_executor import ScriptedExecutor
 from tune_async.schedulers import Decision, FIFOScheduler, HyperBandScheduler
 from tune_async.testing.conformance import FakeRunner, TrialSchedulerConformance
@@ -246,39 +245,16 @@ def test_state_round_trip_continues_the_schedule():
     scheduler = HyperBandScheduler(metric="loss", mode="min", max_t=9)
     sim = Sim(scheduler, make_views(configs(17)), curve, capacity=2)
     sim.add_all()
-    for _ in range(12):  # part way: some trials paused, some halved
-        sim.start_chosen()
-        for view in [v for v in sim.views if v.status is TrialStatus.RUNNING]:
-            sim.step(view)
+    sim.advance(12)  # part way: some trials paused, some halved
     assert any(v.status is TrialStatus.PAUSED for v in sim.views)
-    state = pickle.loads(pickle.dumps(scheduler.get_state()))
+    state = sim.resume_with(HyperBandScheduler(metric="loss", mode="min", max_t=9))
     assert "t000" in state["trial_info"]
-
-    resumed = HyperBandScheduler(metric="loss", mode="min", max_t=9)
-    resumed.set_state(state, sim.runner)
-    sim.scheduler = resumed
     sim.run()
     assert sim.iters == full.iters
-    assert resumed.debug_string() == full.scheduler.debug_string()
+    assert sim.scheduler.debug_string() == full.scheduler.debug_string()
 
 
 # ---- through tune.run -------------------------------------------------------------------
-class Quadratic(tune.Trainable):
-    def setup(self, config):
-        self.x = config["x"]
-        self.i = 0
-
-    def step(self):
-        self.i += 1
-        return {"loss": (self.x - 0.3) ** 2 + 1.0 / self.i, "i": self.i}
-
-    def save_checkpoint(self, checkpoint_dir):
-        return {"i": self.i}
-
-    def load_checkpoint(self, checkpoint):
-        self.i = checkpoint["i"]
-
-
 GRID = [i / 16 for i in range(17)]
 BEST = min(GRID, key=lambda x: abs(x - 0.3))
 

@@ -3,20 +3,19 @@
 from __future__ import annotations
 
 import logging
-import pickle
 import random
 import statistics
 
 import pytest
 
 import tune_async as tune
-from tests.sched_sim import Sim, make_views
+from tests.sched_sim import Quadratic, Sim, make_views
 from tests.scripted_executor import ScriptedExecutor
 from tune_async import transitions
 from tune_async.schedulers import MedianStoppingRule
 from tune_async.testing.conformance import FakeRunner, TrialSchedulerConformance
 from tune_async.transitions import Event
-from tune_async.trial import TrialStatus, unwrap
+from tune_async.trial import unwrap
 
 
 class TestMedianConformance(TrialSchedulerConformance):
@@ -243,36 +242,14 @@ def test_state_round_trip_continues_the_schedule():
     scheduler = rule(grace_period=4)
     sim = Sim(scheduler, make_views(configs()), curve, capacity=4, max_iter=15)
     sim.add_all()
-    for _ in range(7):
-        sim.start_chosen()
-        for view in [v for v in sim.views if v.status is TrialStatus.RUNNING]:
-            sim.step(view)
-    state = pickle.loads(pickle.dumps(scheduler.get_state()))
-    resumed = rule(grace_period=4)
-    resumed.set_state(state, sim.runner)
-    sim.scheduler = resumed
+    sim.advance(7)
+    sim.resume_with(rule(grace_period=4))
     sim.run()
     assert sim.iters == full.iters
-    assert resumed.debug_string() == full.scheduler.debug_string()
+    assert sim.scheduler.debug_string() == full.scheduler.debug_string()
 
 
 # ---- through tune.run -------------------------------------------------------------------
-class Quadratic(tune.Trainable):
-    def setup(self, config):
-        self.x = config["x"]
-        self.i = 0
-
-    def step(self):
-        self.i += 1
-        return {"loss": (self.x - 0.3) ** 2 + 1.0 / self.i}
-
-    def save_checkpoint(self, checkpoint_dir):  # trials yielding their slot are paused
-        return {"i": self.i}
-
-    def load_checkpoint(self, checkpoint):
-        self.i = checkpoint["i"]
-
-
 GRID = [i / 9 for i in range(10)]
 
 
