@@ -36,6 +36,17 @@ class Suggested:
     finished: bool  # the search algorithm has nothing more to suggest, ever
 
 
+def _inherited_no_ops(search_alg: Any) -> frozenset[str]:
+    """The notification hooks ``search_alg`` inherits from SearchAlgorithm's no-ops."""
+    from tune_async._hooks import overrides
+    from tune_async.suggest.search import SearchAlgorithm
+
+    if not isinstance(search_alg, SearchAlgorithm):
+        return frozenset()
+    return frozenset(n for n in ("on_trial_result", "on_trial_complete")  # empty bodies
+                     if not overrides(search_alg, SearchAlgorithm, n))
+
+
 @attrs.frozen
 class LaneIdle:
     """Everything queued has run (the end of an experiment waits for the searcher)."""
@@ -61,6 +72,7 @@ class SearcherLane:
         self._calls: deque[_Call] = deque()
         self._wake = anyio.Event()
         self._on_loop = bool(getattr(search_alg, "suggests_on_loop", False))
+        self._no_ops = _inherited_no_ops(search_alg)
         self._pool: ThreadPoolExecutor | None = None
         self.requesting = False  # a suggestion request is queued or running
         # After an empty answer (e.g. a ConcurrencyLimiter at its limit) the searcher is
@@ -82,8 +94,8 @@ class SearcherLane:
     def notify(self, name: str, *args: Any) -> None:
         """Queue a notification (on_trial_result, on_trial_complete, on_pause, set_finished)."""
         hook = getattr(self.search_alg, name, None)
-        if hook is None:
-            return
+        if hook is None or name in self._no_ops:
+            return  # e.g. BasicVariantGenerator's on_trial_result: no lane work per result
         self._answer_may_change = True
         self._news += 1
         self._enqueue(_Call(name, hook, args))
