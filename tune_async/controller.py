@@ -211,7 +211,7 @@ class Controller:
         self.queue = WaitingQueue()
         self.running: dict[str, Trial] = {}
         self.view = RunnerView(self)
-        self.lane = SearcherLane(settings.search_alg, self._post_lane_event)
+        self.lane = SearcherLane(settings.search_alg, self._post)
         self.events = ev.EventHub()  # what was decided, for subscribers (built only for them)
         self._accepting = False  # commands are taken while the consumer runs
         self.accepting = anyio.Event()  # set when it starts taking commands
@@ -436,9 +436,6 @@ class Controller:
         """Stopped for good (a stopper, a budget, fail_fast): no new trials. An interrupted
         or cancelled run keeps them, so that resume runs them."""
         return self._stopping and not self.interrupted
-
-    def _post_lane_event(self, event: Any) -> None:
-        self._send.send_nowait(event)
 
     def _trial_from(self, suggestion: Any) -> Trial:
         exp = suggestion.experiment
