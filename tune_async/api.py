@@ -248,10 +248,10 @@ def _prepare_run(**kwargs: Any) -> _Job:
     _validate_mode(a.mode)
     fail_fast = _validate_fail_fast(a.fail_fast, a.max_failures)
     verbose = _validate_verbose(a.verbose)
-    _validate_later_params(
-        resume=a.resume, sync_config=a.sync_config, server_port=a.server_port,
-        export_formats=a.export_formats, log_to_file=a.log_to_file,
-    )
+    _validate_sync(a.resume, a.sync_config)
+    _validate_server_port(a.server_port)
+    _validate_export_formats(a.export_formats)
+    _validate_log_to_file(a.log_to_file)
     if a._remote:
         raise _not_yet("_remote")
     experiments = _experiments_of(a)
@@ -423,12 +423,10 @@ def _validate_verbose(verbose: Any) -> int:
     return value
 
 
-def _validate_later_params(**params: Any) -> None:
-    """Parameters later releases implement: validated now, refused if actually used."""
+def _validate_sync(resume: Any, sync_config: Any) -> None:
     from tune_async.sync import SyncConfig
 
     # The checkpoint arguments are validated by Experiment (validate_checkpoint_params).
-    resume = params["resume"]
     if resume not in (False, True, None, "LOCAL", "REMOTE", "PROMPT", "ERRORED_ONLY"):
         raise ValueError(
             "resume must be one of True, False, 'LOCAL', 'REMOTE', 'PROMPT', 'ERRORED_ONLY', "
@@ -439,7 +437,6 @@ def _validate_later_params(**params: Any) -> None:
             f'tune.run(resume="REMOTE") {_NOT_YET} (it needs cloud sync); use resume=True '
             "to continue from the local directory."
         )
-    sync_config = params["sync_config"]
     if sync_config is not None:
         if not isinstance(sync_config, SyncConfig):
             raise ValueError(f"sync_config must be a tune.SyncConfig, got {sync_config!r}")
@@ -447,17 +444,23 @@ def _validate_later_params(**params: Any) -> None:
             raise NotImplementedError(
                 f"tune.run(sync_config=SyncConfig(upload_dir/sync_to_cloud=...)) {_NOT_YET}."
             )
-    port = params["server_port"]
+
+
+def _validate_server_port(port: Any) -> None:
     if port is not None:
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port < 65536:
             raise ValueError(f"server_port must be an int port number, got {port!r}")
         raise _not_yet("server_port")
-    formats = params["export_formats"]
+
+
+def _validate_export_formats(formats: Any) -> None:
     if formats:
         if not isinstance(formats, (list, tuple)):
             raise ValueError(f"export_formats must be a list, got {formats!r}")
         raise _not_yet("export_formats")
-    log_to_file = params["log_to_file"]
+
+
+def _validate_log_to_file(log_to_file: Any) -> None:
     if log_to_file not in (False, None):
         if not (log_to_file is True or isinstance(log_to_file, str)
                 or (isinstance(log_to_file, (list, tuple)) and len(log_to_file) == 2)):
