@@ -170,7 +170,13 @@ class CallbackList:
                 await value
 
     async def setup(self, **info: Any) -> None:
-        await self._dispatch("setup", info)
+        """``setup(**info)``; ``context`` (a PluginContext) only reaches hooks that take it,
+        so a 1.x-style ``setup(self)`` keeps working."""
+        from tune_async.plugin_context import accepts_context
+
+        plain = {k: v for k, v in info.items() if k != "context"}
+        for hook in self._hooks["setup"]:
+            await call_hook(hook, **(info if accepts_context(hook) else plain))
 
     async def dispatch_bounded(self, name: str, timeout_s: float, **kwargs: Any) -> None:
         """Call hook ``name`` of each callback, giving up on one after ``timeout_s``.

@@ -36,6 +36,7 @@ from tune_async._hooks import call_hook
 from tune_async.clock import Clock, RealClock
 from tune_async.error import TuneError
 from tune_async.execution.base import BatchLimits, Executor, Launch, TrialFailure
+from tune_async.plugin_context import PluginContext
 from tune_async.result import (
     AUTO_RESULT_KEYS,
     CHECKPOINT_PATH,
@@ -235,6 +236,7 @@ class Controller:
         self._stopping = False
         self._send: Any = None
         self._tg: Any = None
+        self.plugin_context: PluginContext | None = None
         self._start_time = 0.0
         self._deadline: float | None = None
         self._busy_since = 0.0
@@ -272,6 +274,20 @@ class Controller:
         return await command.reply
 
     async def run(self) -> list[Trial]:
+        """Run the experiment; plugins' background tasks (the context's) live around it."""
+        failure: Exception | None = None
+        async with anyio.create_task_group() as plugin_tg:
+            self.plugin_context = PluginContext(plugin_tg, self.s.experiment_dir)
+            try:
+                trials = await self._run()
+            except Exception as exc:  # noqa: BLE001 - re-raised below, not as a group
+                failure = exc
+            plugin_tg.cancel_scope.cancel()  # after on_experiment_end: the final sync is done
+        if failure is not None:
+            raise failure
+        return trials
+
+    async def _run(self) -> list[Trial]:
         self._start_time = time.time()
         if self.s.time_budget_s is not None:
             self._deadline = self.clock.now() + self.s.time_budget_s
@@ -298,7 +314,7 @@ class Controller:
 
     async def _set_up(self) -> None:
         await self.executor.setup()
-        await call_hook(self.callbacks.setup)
+        await self.callbacks.setup(context=self.plugin_context)
         state = await self._resume_state()
         if state is not None:
             if state.get("searcher_state") is None:

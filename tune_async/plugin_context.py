@@ -1,0 +1,82 @@
+"""What a plugin gets for background work: tasks the experiment owns.
+
+A syncer uploading files, a model being fitted, a stream being served: plugins
+that need work beside the result pipeline never start threads or tasks of their
+own. They get a :class:`PluginContext` (callbacks: ``setup(context=...)``) whose
+tasks live in a task group the controller opens around the whole run:
+
+- they start with the experiment and are cancelled and awaited at its end, after
+  ``on_experiment_end`` (so a final sync there can still wait for one in flight);
+- cancelling ``arun`` cancels them too;
+- a task that fails is logged (named) and never ends the experiment.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+logger = logging.getLogger(__name__)
+
+
+class PluginContext:
+    """Background tasks owned by the running experiment.
+
+    Args:
+        task_group: The controller's plugin task group.
+        experiment_dir: The experiment's local directory.
+    """
+
+    def __init__(self, task_group: Any, experiment_dir: str) -> None:
+        self._tg = task_group
+        self.experiment_dir = experiment_dir
+        self._running = 0
+        self._idle = anyio.Event()
+        self._idle.set()
+
+    def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any,
+                   name: str | None = None) -> None:
+        """Run ``await fn(*args)`` as a task the experiment owns (errors are logged)."""
+        label = name or getattr(fn, "__qualname__", repr(fn))
+        self._running += 1
+        if self._running == 1:
+            self._idle = anyio.Event()
+        self._tg.start_soon(self._guarded, fn, args, label, name=label)
+
+    async def run_sync(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)`` in a worker thread (blocking work never runs on the loop)."""
+        return await anyio.to_thread.run_sync(functools.partial(fn, *args, **kwargs))
+
+    @property
+    def running(self) -> int:
+        """How many tasks started here have not finished yet."""
+        return self._running
+
+    async def wait_idle(self) -> None:
+        """Until no task started here is running (bound it with ``anyio.move_on_after``)."""
+        await self._idle.wait()
+
+    async def _guarded(self, fn: Callable[..., Awaitable[Any]], args: tuple, label: str) -> None:
+        try:
+            await fn(*args)
+        except Exception:  # noqa: BLE001 - a plugin's background failure never ends the run
+            logger.exception("Background task %s failed", label)
+        finally:
+            self._running -= 1
+            if self._running == 0:
+                self._idle.set()
+
+
+def accepts_context(hook: Callable[..., Any]) -> bool:
+    """True if ``hook`` can take ``context=`` (a named parameter or ``**info``)."""
+    try:
+        params = inspect.signature(hook).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.kind is p.VAR_KEYWORD or p.name == "context" for p in params)
