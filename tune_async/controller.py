@@ -846,9 +846,12 @@ class Controller:
     async def _process_result(self, trial: Trial, result: dict,
                               ask_scheduler: bool = True) -> tuple[Event, Decision]:
         if result.get(RESULT_DUPLICATE):
+            # A checkpoint written after the last report rides on this end marker.
+            checkpoint_path = result.get(CHECKPOINT_PATH)
             result = dict(trial.last_result, done=True)
             trial.last_result = result
-            await self._notify_complete(trial, result, record=False)
+            await self._notify_complete(trial, result, record=False,
+                                        checkpoint_path=checkpoint_path)
             return Event.COMPLETE, _CONTINUE
         checkpoint_path = result.pop(CHECKPOINT_PATH, None)
         result["trial_id"] = trial.trial_id

@@ -28,6 +28,7 @@ from tune_async.result import (
     DEFAULT_METRIC,
     DONE,
     RESULT_DUPLICATE,
+    SHOULD_CHECKPOINT,
     TIME_THIS_ITER_S,
 )
 from tune_async.trainable import session as _sess
@@ -270,21 +271,38 @@ class FunctionTrainable(Trainable):
 
     def _end_result(self, value: Any, elapsed: float) -> dict:
         if isinstance(value, dict):
-            return self._process_function_result({TIME_THIS_ITER_S: elapsed, **value, DONE: True})
-        if isinstance(value, Number):
+            result = {TIME_THIS_ITER_S: elapsed, **value, DONE: True}
+        elif isinstance(value, Number):
             result = {DEFAULT_METRIC: value, TIME_THIS_ITER_S: elapsed, DONE: True}
-            return self._process_function_result(result)
-        if value is not None:
+        elif value is not None:
             raise TypeError(
                 f"The trainable function {type(self).__name__} returned a "
                 f"{type(value).__name__}; expected a dict of metrics, a number or None."
             )
-        session = self._session
-        if (session is not None and session.reported_any) or self._restored:
-            # Nothing new to record (a function restored at its last checkpoint may
-            # return at once): the last recorded result becomes the final one.
-            return {DONE: True, RESULT_DUPLICATE: True}
-        return self._process_function_result({TIME_THIS_ITER_S: elapsed, DONE: True})
+        else:
+            session = self._session
+            if (session is not None and session.reported_any) or self._restored:
+                # Nothing new to record (a function restored at its last checkpoint may
+                # return at once): the last recorded result becomes the final one.
+                return self._with_trailing_checkpoint({DONE: True, RESULT_DUPLICATE: True})
+            result = {TIME_THIS_ITER_S: elapsed, DONE: True}
+        return self._process_function_result(self._with_trailing_checkpoint(result))
+
+    def _with_trailing_checkpoint(self, result: dict) -> dict:
+        """Pair a checkpoint written after the last report with the final result (1.x).
+
+        The final result is the function's returned metrics, or the duplicate of the
+        last report; either way the checkpoint becomes the trial's.
+        """
+        path = self._session.take_pending_checkpoint() if self._session is not None else None
+        if path is None:
+            return result
+        result[SHOULD_CHECKPOINT] = True
+        result[CHECKPOINT_PATH] = path
+        if result.get(RESULT_DUPLICATE):  # not processed: record the checkpoint here
+            self._last_checkpoint = path
+            self._write_metadata(path, saved_as_dict=False)
+        return result
 
     # -- lifecycle ------------------------------------------------------------------------
 

@@ -128,6 +128,12 @@ class TrialSession:
         with self.cond:
             self._pending_checkpoint = os.path.abspath(path)
 
+    def take_pending_checkpoint(self) -> str | None:
+        """The checkpoint no report has carried yet (one written after the last report)."""
+        with self.cond:
+            path, self._pending_checkpoint = self._pending_checkpoint, None
+        return path
+
     def _wait_for_credit(self) -> None:
         while self.credits <= 0 and not self.stopping:
             self.cond.wait()
