@@ -93,3 +93,125 @@ def test_trailing_checkpoint_pairs_with_a_returned_result(results_dir):
 def _results(trial):
     with open(os.path.join(trial.logdir, "result.json")) as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+# ---- 2. the public members of Trial and ExperimentAnalysis -----------------------------------
+
+
+class Doubler(tune.Trainable):
+    def setup(self, config):
+        self.x, self.i = config["x"], 0
+
+    def step(self):
+        self.i += 1
+        if self.config.get("fail_at") == self.i:
+            raise RuntimeError("boom")
+        return {"score": self.x * self.i}
+
+    def save_checkpoint(self, checkpoint_dir):
+        return {"i": self.i}
+
+    def load_checkpoint(self, checkpoint):
+        self.i = checkpoint["i"]
+
+
+class WindowsSeen(tune.Callback):
+    """What a plugin reads of the per-metric windows while the trial runs."""
+
+    def __init__(self):
+        self.windows = []
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        self.windows.append(trial.metric_n_steps["score"])
+
+
+@pytest.mark.ray
+def test_trial_members_after_a_run_on_ray(results_dir):
+    import ray
+
+    seen = WindowsSeen()
+    analysis = tune.run(Doubler, name="members", config={"x": tune.grid_search([1, 2])},
+                        stop={"training_iteration": 6}, checkpoint_freq=2, max_failures=2,
+                        resources_per_trial=tune.PlacementGroupFactory([{"CPU": 1}]),
+                        callbacks=[seen], local_dir=results_dir, verbose=0)
+    trial = next(t for t in analysis.trials if t.config["x"] == 2)
+
+    assert trial.trainable_name == "Doubler"
+    assert trial.evaluated_params == {"x": 2}
+    assert trial.experiment_tag == "1_x=2"
+    assert trial.local_dir == os.path.join(results_dir, "members")
+    assert os.path.dirname(trial.logdir) == trial.local_dir and os.path.isdir(trial.logdir)
+    assert str(trial) == repr(trial) == f"Doubler_{trial.trial_id}"
+    assert trial.is_finished() and trial.status == tune.trial.Trial.TERMINATED
+    assert trial.last_result["training_iteration"] == 6 and trial.last_result["score"] == 12
+    stats = {k: v for k, v in trial.metric_analysis["score"].items() if not k.startswith("_")}
+    assert stats == {"max": 12.0, "min": 2.0, "avg": 7.0, "last": 12.0,
+                     "last-5-avg": 8.0, "last-10-avg": 7.0}
+    # while running, plugins read 1.x's windows: {"5": deque(maxlen=5), "10": ...}
+    last_window = seen.windows[-1]
+    assert sorted(last_window) == ["10", "5"] and last_window["5"].maxlen == 5
+    assert trial.n_steps == [5, 10]
+
+    assert trial.has_checkpoint()
+    assert trial.checkpoint.iteration == 6 and os.path.exists(trial.checkpoint.value)
+    assert trial.should_checkpoint()  # iteration 6 is a multiple of checkpoint_freq=2
+    assert trial.should_stop(trial.last_result)
+    assert not trial.should_stop({"training_iteration": 3})
+    with pytest.raises(tune.TuneError, match="training_iteration"):
+        trial.should_stop({"score": 1})
+    assert trial.num_failures == 0 and trial.error_file is None
+    assert trial.should_recover()  # max_failures=2, no failure yet
+
+    assert trial.node_ip == ray.util.get_node_ip_address()
+    assert trial.location.hostname == trial.node_ip
+    assert str(trial.location) == f"{trial.node_ip}:{trial.last_result['pid']}"
+    assert trial.resources == tune.PlacementGroupFactory([{"CPU": 1}])
+    assert trial.placement_group_factory == tune.PlacementGroupFactory([{"CPU": 1}])
+    assert trial.uses_placement_groups
+    assert trial.get_trainable_cls().__name__ == "Doubler"
+    assert len(tune.trial.Trial.generate_id()) == 8
+
+
+def test_trial_members_of_a_failed_trial(results_dir):
+    analysis = tune.run(Doubler, config={"x": 1, "fail_at": 2}, stop={"training_iteration": 4},
+                        local_dir=results_dir, verbose=0, trial_executor="local",
+                        raise_on_failed_trial=False)
+    [trial] = analysis.trials
+    assert trial.status == "ERROR" and trial.num_failures == 1
+    assert trial.error_file == os.path.join(trial.logdir, "error.txt")
+    with open(trial.error_file) as f:
+        assert "boom" in f.read()
+    assert not trial.should_recover() and not trial.has_checkpoint()
+    assert trial.checkpoint is None
+    assert trial.placement_group_factory is None and not trial.uses_placement_groups
+    assert trial.resources.cpu == 1 and trial.resources.gpu == 0
+    assert trial.metric_n_steps == {}, "a finished trial drops its windows"
+
+
+def test_analysis_members_after_a_run(results_dir):
+    analysis = tune.run(Doubler, name="analysis", config={"x": tune.grid_search([1, 2])},
+                        stop={"training_iteration": 4}, checkpoint_freq=2, metric="score",
+                        mode="max", local_dir=results_dir, verbose=0, trial_executor="local")
+    by_x = {t.config["x"]: t for t in analysis.trials}
+    best = by_x[2]
+    assert analysis.get_all_configs() == {t.logdir: t.config for t in analysis.trials}
+    assert analysis.get_all_configs(prefix=True)[best.logdir] == {"config/x": 2}
+    # the metric defaults to the run's (score), as in 1.x
+    assert [s for _, s in analysis.get_trial_checkpoints_paths(best)] == [4, 8]
+    assert [it for _, it in analysis.get_trial_checkpoints_paths(
+        best, "training_iteration")] == [2, 4]
+    assert analysis.get_best_checkpoint(best) == best.checkpoint.value
+    assert analysis.get_best_logdir() == analysis.best_logdir == best.logdir
+    frames = analysis.fetch_trial_dataframes()
+    assert set(frames) == set(analysis.trial_dataframes) == {t.logdir for t in analysis.trials}
+    assert list(frames[best.logdir]["score"]) == [2, 4, 6, 8]
+    assert set(analysis.results) == {t.trial_id for t in analysis.trials}
+    assert analysis.results[best.trial_id]["score"] == 8
+    assert sorted(analysis.results_df["score"]) == [4, 8]
+    assert list(analysis.best_result_df.index) == [best.trial_id]
+    assert analysis.best_result_df["score"].iloc[0] == 8
+    assert analysis.best_result["score"] == 8 and analysis.best_config == {"x": 2}
+    assert analysis.best_trial is best
+    assert set(analysis.stats()) >= {"start_time", "timestamp"}
+    assert analysis.runner_data()["name"] == "analysis"
+    assert analysis.dataframe(metric="score", mode="max")["score"].max() == 8

@@ -5,8 +5,10 @@ Only ``transitions.apply`` assigns ``Trial.status``; everything else reads it.
 
 from __future__ import annotations
 
+import collections
 import enum
 import os
+import platform
 import uuid
 import weakref
 from numbers import Number
@@ -62,6 +64,21 @@ def _new_trial_id() -> str:
     return uuid.uuid1().hex[:8]
 
 
+@attrs.frozen
+class Location:
+    """Where a trial's latest result came from (1.x ``trial.location``)."""
+
+    hostname: str | None = None  # the node's IP, as 1.x filled it from the result
+    pid: int | None = None
+
+    def __str__(self) -> str:
+        if not self.pid:
+            return ""
+        if self.hostname == platform.node():
+            return f"pid={self.pid}"
+        return f"{self.hostname}:{self.pid}"
+
+
 @attrs.define(eq=False)
 class Trial:
     """One run of a trainable with one config (mirrors ``ray.tune.trial.Trial``'s fields).
@@ -69,7 +86,12 @@ class Trial:
     Attributes 1.x user code reads: ``trial_id``, ``trainable_name``, ``config``,
     ``evaluated_params``, ``experiment_tag``, ``local_dir``, ``logdir``,
     ``status``, ``last_result``, ``num_failures``, ``error_file``, ``error_msg``,
-    ``metric_analysis``, ``resources``, ``placement_group_factory``.
+    ``metric_analysis``, ``metric_n_steps``, ``resources``,
+    ``placement_group_factory``, ``checkpoint`` (the newest persistent
+    :class:`~tune_async.checkpoint.Checkpoint`, ``.value`` its path; None when
+    there is none), ``node_ip``, ``location``, ``start_time``, ``last_update_time``;
+    methods ``has_checkpoint()``, ``should_stop(result)``, ``should_checkpoint()``,
+    ``should_recover()``, ``is_finished()``, ``get_trainable_cls()``.
     """
 
     # 1.x spells statuses as class constants: ``trial.status == Trial.TERMINATED``.
@@ -78,6 +100,7 @@ class Trial:
     PAUSED = TrialStatus.PAUSED
     TERMINATED = TrialStatus.TERMINATED
     ERROR = TrialStatus.ERROR
+    n_steps = list(LAST_N)  # the windows of the last-N averages (1.x attribute)
 
     trainable_name: str
     config: dict = attrs.field(factory=dict)
@@ -103,7 +126,8 @@ class Trial:
     # Read through the ``metric_analysis`` property: the last-N averages are computed
     # when someone reads them, not on every result (the per-result path stays short).
     _metric_analysis: dict = attrs.field(factory=dict, alias="metric_analysis")
-    metric_n_steps: dict = attrs.field(factory=dict)
+    # {metric: its last max(LAST_N) values}; 1.x's shape is the ``metric_n_steps`` view.
+    _windows: dict = attrs.field(factory=dict, init=False)
     _averages_stale: bool = attrs.field(default=False, init=False)
     restore_path: str | None = None
     checkpoint: Any = None  # the newest persistent Checkpoint (restore point on retry/resume)
@@ -139,6 +163,69 @@ class Trial:
     def is_finished(self) -> bool:
         return self.status.is_finished
 
+    # ---- 1.x read-only members (computed when read: nothing on the per-result path) -------
+    @classmethod
+    def generate_id(cls) -> str:
+        return _new_trial_id()
+
+    @property
+    def uses_placement_groups(self) -> bool:
+        return self.placement_group_factory is not None
+
+    @property
+    def node_ip(self) -> str | None:
+        """The IP of the node the latest result came from (None before any result)."""
+        return self.last_result.get("node_ip")
+
+    @property
+    def location(self) -> Location:
+        return Location(self.last_result.get("node_ip"), self.last_result.get("pid"))
+
+    @property
+    def metric_n_steps(self) -> dict:
+        """``{metric: {"5": deque, "10": deque}}``: the values behind the last-N averages.
+
+        Kept while the trial runs; a finished trial drops them (its averages stay in
+        ``metric_analysis``), which bounds the driver's memory in large experiments.
+        """
+        return {key: {str(n): collections.deque(window[-n:], maxlen=n) for n in LAST_N}
+                for key, window in self._windows.items()}
+
+    def has_checkpoint(self) -> bool:
+        """Whether the trial has a checkpoint to restore from (its own or ``restore``)."""
+        return self.checkpoint is not None or bool(self.restore_path)
+
+    def should_recover(self) -> bool:
+        """Whether a failure now would be retried (``max_failures``; -1 retries forever)."""
+        return self.num_failures < self.max_failures or self.max_failures < 0
+
+    def should_stop(self, result: dict) -> bool:
+        """Whether ``result`` ends the trial: ``done``, or a dict stop criterion reached.
+
+        Raises:
+            TuneError: a criterion's key is missing from the (flattened) result.
+        """
+        from tune_async.stopper import dict_criteria_met
+
+        if result.get("done"):
+            return True
+        return bool(self.stopping_criterion) and dict_criteria_met(
+            self.stopping_criterion, flatten_dict(result))
+
+    def should_checkpoint(self) -> bool:
+        """Whether the latest result is due a checkpoint (``checkpoint_freq``/``_at_end``)."""
+        result = self.last_result
+        if result.get("done") and self.checkpoint_at_end:
+            return True
+        return bool(self.checkpoint_freq) and (
+            result.get("training_iteration", 0) % self.checkpoint_freq == 0)
+
+    def get_trainable_cls(self) -> Any:
+        """The trainable class registered under ``trainable_name``."""
+        from tune_async.registry import get_trainable_cls
+
+        return get_trainable_cls(self.trainable_name)
+
     @property
     def checkpoint_manager(self) -> Any:
         """The trial's CheckpointManager (made on first use; kept in ``extra``)."""
@@ -157,7 +244,7 @@ class Trial:
     def metric_analysis(self) -> dict:
         """``{metric: {"max", "min", "avg", "last", "last-5-avg", "last-10-avg"}}``."""
         if self._averages_stale:
-            for key, window in self.metric_n_steps.items():
+            for key, window in self._windows.items():
                 stats = self._metric_analysis[key]
                 for k in LAST_N:
                     last = window[-k:]
@@ -167,7 +254,7 @@ class Trial:
 
     def reset_metric_analysis(self) -> None:
         self._metric_analysis = {}
-        self.metric_n_steps = {}
+        self._windows = {}
         self._averages_stale = False
 
     # ---- per-metric statistics (used by ExperimentAnalysis scopes) ---------
@@ -196,7 +283,7 @@ class Trial:
     def _update_metric(self, key: str, value: float) -> None:
         stats = self._metric_analysis.get(key)
         if stats is None:
-            self.metric_n_steps[key] = [value]  # the last max(LAST_N) values (a small list)
+            self._windows[key] = [value]  # the last max(LAST_N) values (a small list)
             self._metric_analysis[key] = {"max": value, "min": value, "avg": value,
                                           "last": value, "_count": 1}
             return
@@ -209,7 +296,7 @@ class Trial:
         stats["avg"] += (value - stats["avg"]) / count
         stats["last"] = value
         stats["_count"] = count
-        window = self.metric_n_steps[key]
+        window = self._windows[key]
         window.append(value)
         if len(window) > _WINDOW:
             del window[0]
@@ -217,7 +304,7 @@ class Trial:
     def compact(self) -> None:
         """A finished trial gets no more results: settle its statistics, drop the windows."""
         self.metric_analysis  # noqa: B018 - settles the last-N averages
-        self.metric_n_steps = {}
+        self._windows = {}
 
     # ---- paths -------------------------------------------------------------
     def init_logdir(self, dirname: str) -> str:
