@@ -215,3 +215,89 @@ def test_analysis_members_after_a_run(results_dir):
     assert set(analysis.stats()) >= {"start_time", "timestamp"}
     assert analysis.runner_data()["name"] == "analysis"
     assert analysis.dataframe(metric="score", mode="max")["score"].max() == 8
+
+
+# ---- 3. tune.utils: diagnose_serialization, validate_save_restore, pinned objects -------------
+
+
+@pytest.mark.ray
+def test_diagnose_serialization_names_the_captured_lock(results_dir, capsys):
+    import threading
+
+    lock = threading.Lock()
+    shared = {"scale": 2}
+
+    def train(config):
+        with lock:
+            tune.report(score=config["x"] * shared["scale"])
+
+    # what the user sees first: the trainable cannot reach its Ray actor
+    with pytest.raises(Exception, match="lock"):
+        tune.run(train, config={"x": 1}, local_dir=results_dir, verbose=0)
+
+    assert tune.utils.diagnose_serialization(train) == {"lock"}
+    out = capsys.readouterr().out
+    assert f"Trying to serialize {train}..." in out
+    assert "Serialization failed: cannot pickle '_thread.lock' object" in out
+    assert "Detected 2 nonlocal variables. Checking serializability..." in out
+    assert "[name='lock']... FAILED" in out and "[name='shared']... PASSED" in out
+    assert "Variable(s) {'lock'} was found to be non-serializable." in out
+
+    def fixed(config):
+        own_lock = threading.Lock()  # created in the trial's process
+        with own_lock:
+            tune.report(score=config["x"] * shared["scale"])
+
+    assert tune.utils.diagnose_serialization(fixed) is True
+    assert "Serialization succeeded!" in capsys.readouterr().out
+    [trial] = tune.run(fixed, config={"x": 3}, local_dir=results_dir, verbose=0).trials
+    assert trial.last_result["score"] == 6
+    assert tune.utils.util.diagnose_serialization is tune.utils.diagnose_serialization
+
+
+def test_diagnose_serialization_of_a_trainable_class(capsys):
+    import threading
+
+    lock = threading.Lock()
+
+    class Locked(tune.Trainable):
+        def step(self):
+            with lock:
+                return {"done": True}
+
+    assert tune.utils.diagnose_serialization(Locked) == {"lock"}
+    assert "[name='lock']... FAILED" in capsys.readouterr().out
+
+
+@pytest.mark.ray
+def test_validate_save_restore_accepts_a_function_and_checks_progress():
+    def counting(config, checkpoint_dir=None):
+        start = 0
+        if checkpoint_dir:
+            with open(os.path.join(checkpoint_dir, "n")) as f:
+                start = int(f.read())
+        for n in range(start, start + 10):
+            with tune.checkpoint_dir(step=n) as d:
+                with open(os.path.join(d, "n"), "w") as f:
+                    f.write(str(n + 1))
+            tune.report(n=n)
+
+    assert tune.utils.validate_save_restore(counting) is True
+    assert tune.utils.validate_save_restore(counting, use_object_store=True) is True
+
+
+class BrokenRestore(tune.Trainable):
+    def step(self):
+        return {"ok": 1}
+
+    def save_checkpoint(self, checkpoint_dir):
+        return {"state": 1}
+
+    def load_checkpoint(self, checkpoint):
+        raise RuntimeError("load_checkpoint is broken")
+
+
+@pytest.mark.ray
+def test_validate_save_restore_reports_a_broken_restore():
+    with pytest.raises(Exception, match="load_checkpoint is broken"):
+        tune.utils.validate_save_restore(BrokenRestore)

@@ -394,3 +394,91 @@ def _check_save_restore(ray: Any, first: Any, second: Any, use_object_store: boo
                 f"After restoring from iteration 3, training_iteration should be {expected}, "
                 f"got {iteration}: the checkpoint did not carry the trainable's progress."
             )
+
+
+# ---- diagnose_serialization -------------------------------------------------------------------
+
+
+def diagnose_serialization(trainable: Callable) -> bool | set[str]:
+    """Find the variables that keep a trainable from being sent to its trial actors.
+
+    Trials run in other processes, so the trainable is pickled (cloudpickle) with
+    everything its code captures. When that fails, this checks each global and
+    nonlocal variable the trainable refers to, and prints which ones fail::
+
+        lock = threading.Lock()
+
+        def train(config):
+            with lock:  # captured: cannot be pickled
+                ...
+
+        tune.utils.diagnose_serialization(train)  # -> {"lock"}
+
+    Move what fails into the function (create it there), or pass it with
+    ``tune.with_parameters``.
+
+    Args:
+        trainable: A training function (or a ``Trainable`` class: the functions
+            defined in its body are inspected).
+
+    Returns:
+        True if the trainable serializes; else the set of the names of the variables
+        that failed (empty when no captured variable is to blame).
+    """
+    print(f"Trying to serialize {trainable}...")
+    try:
+        _pickle(trainable)
+    except Exception as exc:  # noqa: BLE001 - any pickling failure is the finding
+        print(f"Serialization failed: {exc}")
+    else:
+        print("Serialization succeeded!")
+        return True
+    print("Inspecting the scope of the trainable by running "
+          f"`inspect.getclosurevars({trainable})`...")
+    failures: set[str] = set()
+    for kind, variables in _captured_variables(trainable):
+        if variables:
+            print(f"Detected {len(variables)} {kind} variables. Checking serializability...")
+            failures |= _unpicklable(variables)
+    if failures:
+        print(f"Variable(s) {failures} was found to be non-serializable. Consider either "
+              "removing the instantiation/imports of these objects or moving them into the "
+              "scope of the trainable. ")
+    else:
+        print("Nothing was found to have failed the diagnostic test, though serialization "
+              "did not succeed.")
+    return failures
+
+
+def _pickle(value: Any) -> bytes:
+    from ray import cloudpickle  # what Ray uses to ship the trainable to its actors
+
+    return cloudpickle.dumps(value)
+
+
+def _captured_variables(trainable: Any) -> list[tuple[str, dict]]:
+    """``[("global", {...}), ("nonlocal", {...})]`` over the trainable's functions."""
+    functions = ([f for f in vars(trainable).values() if inspect.isfunction(f)]
+                 if isinstance(trainable, type) else [getattr(trainable, "func", trainable)])
+    globals_: dict = {}
+    nonlocals: dict = {}
+    for function in functions:
+        closure = inspect.getclosurevars(function)
+        globals_.update(closure.globals)
+        nonlocals.update(closure.nonlocals)
+    return [("global", globals_), ("nonlocal", nonlocals)]
+
+
+def _unpicklable(variables: dict) -> set[str]:
+    failed = set()
+    for name, value in variables.items():
+        try:
+            _pickle(value)
+            status, reason = "PASSED", None
+        except Exception as exc:  # noqa: BLE001
+            status, reason = "FAILED", f"{type(exc).__name__}: {exc}"
+            failed.add(name)
+        print(f"   {value}[name='{name}']... {status}")
+        if reason:
+            print(f"   {reason}")
+    return failed
