@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from types import ModuleType
 from typing import Any, Union
 
@@ -67,3 +70,46 @@ def select_metrics(values: Mapping[str, Any], metrics: list | dict | None) -> di
 def is_due(count: int, frequency: int) -> bool:
     """Whether the ``count``-th event gets a checkpoint, at one every ``frequency`` events."""
     return frequency > 0 and count % frequency == 0
+
+
+class OrderedWorker:
+    """One background thread that runs blocking calls (HTTP, file writes) in submission order.
+
+    Driver-side callbacks hand their blocking work here so the event loop never
+    waits on it; :meth:`drain` lets an ``async`` hook wait for everything submitted
+    so far without blocking the loop. A call that raises is logged and counted, and
+    the ones after it still run: a tracking server's hiccup must not end the run.
+
+    Args:
+        name: Thread name prefix (shows in stack dumps).
+        log: Logger for the failures.
+    """
+
+    def __init__(self, name: str, log: logging.Logger) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix=name)
+        self._log = log
+        self.failures = 0
+
+    def submit(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
+        return self._pool.submit(self._guarded, fn, args, kwargs)
+
+    async def call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run ``fn`` after what was submitted before, and return its result (or raise)."""
+        return await asyncio.wrap_future(self._pool.submit(fn, *args, **kwargs))
+
+    async def drain(self) -> None:
+        """Wait until every call submitted so far has run."""
+        await asyncio.wrap_future(self._pool.submit(lambda: None))
+
+    async def close(self) -> None:
+        """Run what is queued, then end the thread."""
+        await self.drain()
+        self._pool.shutdown(wait=False)
+
+    def _guarded(self, fn: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception:  # noqa: BLE001 - logged; the experiment goes on
+            self.failures += 1
+            self._log.exception("%s failed", getattr(fn, "__qualname__", fn))
+            return None
