@@ -282,7 +282,11 @@ class Controller:
                 trials = await self._run()
             except Exception as exc:  # noqa: BLE001 - re-raised below, not as a group
                 failure = exc
-            plugin_tg.cancel_scope.cancel()  # after on_experiment_end: the final sync is done
+            finally:
+                # After the final snapshot (_run's cleanup): a final upload sends it too.
+                with anyio.CancelScope(shield=True):
+                    await self.plugin_context.close()
+                plugin_tg.cancel_scope.cancel()  # after on_experiment_end: the final sync is done
         if failure is not None:
             raise failure
         return trials
@@ -952,9 +956,11 @@ class Controller:
 
         checkpoint = Checkpoint.from_path(path, result)
         manager = trial.checkpoint_manager
+        holds = self.plugin_context.holds
+        holds.keep(checkpoint)  # saved again in a pruned one's place: keep the new files
         dropped = manager.on_checkpoint(checkpoint, delete=False)
-        if dropped:  # rmtree grows with the checkpoint: off the loop, owned by the task group
-            self._tg.start_soon(anyio.to_thread.run_sync, manager.delete, dropped)
+        if dropped:  # deleted off the loop; a checkpoint being copied, at its last release
+            holds.delete_or_defer(dropped, manager.delete)
         trial.checkpoint = trial.checkpoint_manager.newest_checkpoint
         await self.callbacks.on_checkpoint(iteration=self.iteration, trials=self.trial_views,
                                            trial=self._v(trial), checkpoint=checkpoint)

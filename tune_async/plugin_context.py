@@ -9,6 +9,14 @@ tasks live in a task group the controller opens around the whole run:
   ``on_experiment_end`` (so a final sync there can still wait for one in flight);
 - cancelling ``arun`` cancels them too;
 - a task that fails is logged (named) and never ends the experiment.
+
+Two more services for plugins that copy files (syncers):
+
+- ``hold_checkpoint(path)`` keeps a checkpoint from being pruned while it is being
+  copied (its deletion waits for the last ``release()``);
+- ``at_end(fn)`` runs ``await fn()`` once the experiment's final state is on disk
+  (after the final snapshot, which ``on_experiment_end`` runs before), before the
+  context's tasks are cancelled: where a final upload belongs.
 """
 
 from __future__ import annotations
@@ -21,6 +29,8 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+
+from tune_async.sync.holds import CheckpointHolds, Release
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +49,33 @@ class PluginContext:
         self._running = 0
         self._idle = anyio.Event()
         self._idle.set()
+        self._end_hooks: list[tuple[str, Callable[[], Awaitable[Any]]]] = []
+        self.holds = CheckpointHolds(self._spawn_delete)
+
+    def hold_checkpoint(self, path: str) -> Release:
+        """Keep the checkpoint at ``path`` (its ``checkpoint_*`` directory) from being
+        deleted by pruning until ``release()`` is called; a deletion asked for meanwhile
+        happens at the last release."""
+        return self.holds.hold(path)
+
+    def at_end(self, fn: Callable[[], Awaitable[Any]], name: str | None = None) -> None:
+        """Run ``await fn()`` after the final experiment state is written (errors logged).
+
+        ``fn`` bounds its own time (the run waits for it, also when cancelled).
+        """
+        self._end_hooks.append((name or getattr(fn, "__qualname__", repr(fn)), fn))
+
+    async def close(self) -> None:
+        """The end hooks, in registration order (the controller calls this, shielded)."""
+        hooks, self._end_hooks = self._end_hooks, []
+        for label, fn in hooks:
+            try:
+                await fn()
+            except Exception:  # noqa: BLE001 - one plugin's end never stops another's
+                logger.exception("End hook %s failed", label)
+
+    def _spawn_delete(self, delete: Callable[[list], Any], checkpoints: list) -> None:
+        self.start_soon(self.run_sync, delete, checkpoints, name="delete pruned checkpoints")
 
     def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any,
                    name: str | None = None) -> None:

@@ -1,0 +1,279 @@
+"""Where experiment files go: one small interface over fsspec, commands and functions.
+
+``get_storage(spec)`` turns what a user passed (``SyncConfig.upload_dir`` or
+``sync_to_cloud``) into a :class:`Storage`:
+
+- an fsspec URL (``file://``, ``memory://`` always; ``s3://`` with s3fs and
+  ``gs://`` with gcsfs, the ``s3`` / ``gs`` extras) → :class:`FsspecStorage`;
+- a command template with ``{source}`` and ``{target}`` → :class:`CommandStorage`;
+- a function ``fn(source, target)`` → :class:`FunctionStorage`.
+
+Every method blocks (network, disk, subprocesses): callers run them in a worker
+thread (``PluginContext.run_sync``), never on the event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol, runtime_checkable
+
+import attrs
+
+logger = logging.getLogger(__name__)
+
+# The extra that installs each protocol's fsspec package.
+_EXTRAS = {"s3": "s3", "s3a": "s3", "gs": "gs", "gcs": "gs"}
+_BATCH = 32  # files per transfer call: the manifest advances after each batch
+
+
+class SyncError(RuntimeError):
+    """A sync command or function failed (the message says which and why)."""
+
+
+@runtime_checkable
+class Storage(Protocol):
+    """Blocking transfers between a local directory and a remote URL."""
+
+    def upload_dir(self, local_dir: str, remote_url: str) -> None:
+        """Mirror ``local_dir`` to ``remote_url`` (changed files only where possible)."""
+
+    def download_dir(self, remote_url: str, local_dir: str) -> None:
+        """Copy everything under ``remote_url`` into ``local_dir``."""
+
+    def exists(self, remote_url: str) -> bool:
+        """True if something is stored under ``remote_url``."""
+
+    def delete(self, remote_url: str) -> None:
+        """Remove everything under ``remote_url`` (missing: no error)."""
+
+
+def get_storage(spec: str | Callable[[str, str], Any], **storage_options: Any) -> Storage:
+    """The storage for an fsspec URL, a command template or a function(source, target).
+
+    Args:
+        spec: ``"s3://bucket/path"`` (any fsspec URL; only its protocol matters here),
+            ``"aws s3 sync {source} {target}"`` (a command template), or a callable
+            ``fn(source, target)``.
+        storage_options: passed to the fsspec filesystem (e.g. ``client_kwargs`` for
+            s3fs); fsspec's own config (``fsspec.config.conf``, ``FSSPEC_*`` env vars)
+            applies too.
+
+    Raises:
+        ImportError: the URL's fsspec package is missing (names the extra to install).
+        ValueError: ``spec`` is none of the above.
+    """
+    if callable(spec):
+        return FunctionStorage(spec)
+    if not isinstance(spec, str) or not spec:
+        raise ValueError(f"get_storage expects a URL, a command template or a function, "
+                         f"got {spec!r}")
+    if "{source}" in spec or "{target}" in spec:
+        if "{source}" not in spec or "{target}" not in spec:
+            raise ValueError(f"A sync command template needs both {{source}} and {{target}}, "
+                             f"got {spec!r}")
+        return CommandStorage(spec)
+    filesystem_for(spec, storage_options)  # fail now on a missing package, not mid-run
+    return FsspecStorage(storage_options)
+
+
+def filesystem_for(url: str, storage_options: dict | None = None) -> tuple[Any, str]:
+    """``(filesystem, path)`` for ``url``; a missing package raises ImportError naming its extra."""
+    import fsspec.core
+
+    try:
+        return fsspec.core.url_to_fs(url, **(storage_options or {}))
+    except ImportError as exc:
+        protocol = url.split("://", 1)[0] if "://" in url else "file"
+        extra = _EXTRAS.get(protocol)
+        hint = (f"pip install 'tune_async[{extra}]'" if extra
+                else f"install the fsspec package for {protocol}://")
+        raise ImportError(f"Syncing to {url!r} needs an fsspec backend for {protocol}://: "
+                          f"{hint} ({exc})") from exc
+
+
+# ---- the incremental manifest ------------------------------------------------------------
+FileStat = tuple[int, int]  # (size, mtime_ns)
+
+
+def local_files(local_dir: str) -> Iterator[tuple[str, FileStat]]:
+    """``(relative path, (size, mtime_ns))`` for every file under ``local_dir``."""
+    for root, _dirs, files in os.walk(local_dir):
+        for name in files:
+            path = os.path.join(root, name)
+            try:
+                st = os.stat(path)
+            except FileNotFoundError:
+                continue  # deleted while we walked (a pruned checkpoint)
+            yield os.path.relpath(path, local_dir), (st.st_size, st.st_mtime_ns)
+
+
+@attrs.define
+class Manifest:
+    """What was last uploaded from one directory to one URL: file → (size, mtime_ns)."""
+
+    uploaded: dict[str, FileStat] = attrs.field(factory=dict)
+
+    def changes(self, current: dict[str, FileStat]) -> tuple[list[str], list[str]]:
+        """(files to upload, files uploaded before and gone locally now)."""
+        changed = [rel for rel, stat in current.items() if self.uploaded.get(rel) != stat]
+        gone = [rel for rel in self.uploaded if rel not in current]
+        return sorted(changed), sorted(gone)
+
+
+# ---- fsspec ---------------------------------------------------------------------------
+class FsspecStorage:
+    """Any fsspec filesystem; uploads send only files whose size or mtime changed.
+
+    The manifest of each (directory, URL) pair lives in this object, so one storage
+    kept for an experiment's lifetime makes periodic syncs cost what changed. Files
+    uploaded before and deleted locally since (pruned checkpoints) are deleted
+    remotely too; files this storage never uploaded are never touched.
+    """
+
+    def __init__(self, storage_options: dict | None = None) -> None:
+        self.storage_options = dict(storage_options or {})
+        self._manifests: dict[tuple[str, str], Manifest] = {}
+        self._lock = threading.Lock()  # manifests are read and written from worker threads
+
+    def _fs(self, url: str) -> tuple[Any, str]:
+        return filesystem_for(url, self.storage_options)
+
+    def upload_dir(self, local_dir: str, remote_url: str) -> None:
+        if not os.path.isdir(local_dir):  # never mirror a missing directory as "all gone"
+            raise FileNotFoundError(f"Cannot upload {local_dir!r}: no such directory")
+        fs, root = self._fs(remote_url)
+        key = (os.path.abspath(local_dir), remote_url)
+        with self._lock:
+            manifest = self._manifests.setdefault(key, Manifest())
+        current = dict(local_files(local_dir))
+        changed, gone = manifest.changes(current)
+        for start in range(0, len(changed), _BATCH):
+            batch = [rel for rel in changed[start:start + _BATCH]
+                     if os.path.exists(os.path.join(local_dir, rel))]  # vanished: skipped
+            _put_files(fs, local_dir, root, batch)
+            with self._lock:  # a retry after a failure sends only what is left
+                manifest.uploaded.update({rel: current[rel] for rel in batch})
+        if gone:
+            fs.rm([_join(root, rel) for rel in gone])
+            with self._lock:
+                for rel in gone:
+                    manifest.uploaded.pop(rel, None)
+
+    def download_dir(self, remote_url: str, local_dir: str) -> None:
+        fs, root = self._fs(remote_url)
+        remote = [p for p in fs.find(root) if p.rstrip("/") != root.rstrip("/")]
+        rels = [_relative(root, p) for p in remote]
+        for rel in rels:
+            os.makedirs(os.path.dirname(os.path.join(local_dir, rel)), exist_ok=True)
+        if remote:
+            fs.get(remote, [os.path.join(local_dir, rel) for rel in rels])
+
+    def exists(self, remote_url: str) -> bool:
+        fs, root = self._fs(remote_url)
+        return bool(fs.exists(root))
+
+    def delete(self, remote_url: str) -> None:
+        fs, root = self._fs(remote_url)
+        if fs.exists(root):
+            fs.rm(root, recursive=True)
+        with self._lock:
+            for key in [k for k in self._manifests if k[1] == remote_url]:
+                del self._manifests[key]
+
+
+def _join(root: str, rel: str) -> str:
+    return root.rstrip("/") + "/" + rel.replace(os.sep, "/")
+
+
+def _relative(root: str, path: str) -> str:
+    prefix = root.rstrip("/") + "/"
+    rel = path[len(prefix):] if path.startswith(prefix) else os.path.basename(path)
+    return rel.replace("/", os.sep)
+
+
+def _put_files(fs: Any, local_dir: str, root: str, rels: list[str]) -> None:
+    if not rels:
+        return
+    targets = [_join(root, rel) for rel in rels]
+    for parent in sorted({t.rsplit("/", 1)[0] for t in targets}):
+        fs.makedirs(parent, exist_ok=True)  # a no-op on object stores, needed on file://
+    fs.put([os.path.join(local_dir, rel) for rel in rels], targets)
+
+
+# ---- commands and functions ----------------------------------------------------------------
+def _fallback_fs(url: str) -> tuple[Any, str] | None:
+    """fsspec for ``exists``/``delete`` when a command or function does the transfers."""
+    try:
+        return filesystem_for(url)
+    except (ImportError, ValueError):
+        return None
+
+
+class _DelegatedChecks:
+    """``exists`` and ``delete`` through fsspec when the URL's package is there.
+
+    A command or a function only knows how to copy; when fsspec cannot reach the URL,
+    ``exists`` answers True (the download then says whether anything was there) and
+    ``delete`` raises.
+    """
+
+    def exists(self, remote_url: str) -> bool:
+        found = _fallback_fs(remote_url)
+        return True if found is None else bool(found[0].exists(found[1]))
+
+    def delete(self, remote_url: str) -> None:
+        found = _fallback_fs(remote_url)
+        if found is None:
+            raise SyncError(f"Cannot delete {remote_url!r}: no fsspec backend for it")
+        fs, root = found
+        if fs.exists(root):
+            fs.rm(root, recursive=True)
+
+
+@attrs.define
+class CommandStorage(_DelegatedChecks):
+    """A shell command template with ``{source}`` and ``{target}`` (e.g. ``aws s3 sync``).
+
+    Uploads run it with source=the local directory, target=the URL; downloads with
+    the two swapped. A non-zero exit raises :class:`SyncError` with the command and
+    its stderr.
+    """
+
+    template: str
+
+    def command(self, source: str, target: str) -> str:
+        return self.template.format(source=shlex.quote(source), target=shlex.quote(target))
+
+    def _run(self, source: str, target: str) -> None:
+        cmd = self.command(source, target)
+        done = subprocess.run(cmd, shell=True, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SyncError(f"Sync command failed (exit {done.returncode}): {cmd}\n"
+                            f"{done.stderr.strip()}")
+
+    def upload_dir(self, local_dir: str, remote_url: str) -> None:
+        self._run(local_dir, remote_url)
+
+    def download_dir(self, remote_url: str, local_dir: str) -> None:
+        os.makedirs(local_dir, exist_ok=True)
+        self._run(remote_url, local_dir)
+
+
+@attrs.define
+class FunctionStorage(_DelegatedChecks):
+    """A function ``fn(source, target)``: uploads call it with (local dir, URL),
+    downloads with (URL, local dir). Its exceptions propagate."""
+
+    fn: Callable[[str, str], Any]
+
+    def upload_dir(self, local_dir: str, remote_url: str) -> None:
+        self.fn(local_dir, remote_url)
+
+    def download_dir(self, remote_url: str, local_dir: str) -> None:
+        os.makedirs(local_dir, exist_ok=True)
+        self.fn(remote_url, local_dir)
