@@ -6,6 +6,7 @@ helpers (``diagnose_serialization``...) and the logger names records appear unde
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 import pytest
@@ -301,3 +302,68 @@ class BrokenRestore(tune.Trainable):
 def test_validate_save_restore_reports_a_broken_restore():
     with pytest.raises(Exception, match="load_checkpoint is broken"):
         tune.utils.validate_save_restore(BrokenRestore)
+
+
+# ---- 4. log records under the documented logger names -----------------------------------------
+
+
+class SaveFails(tune.Trainable):
+    def step(self):
+        return {"score": 1}
+
+    def save_checkpoint(self, checkpoint_dir):
+        raise OSError("disk full")
+
+    def load_checkpoint(self, checkpoint):
+        pass
+
+
+def records(caplog, logger_name, level):
+    return [r.getMessage() for r in caplog.records
+            if r.name == logger_name and r.levelno == level]
+
+
+def test_trial_error_is_logged_under_tune_async_controller(results_dir, caplog):
+    caplog.set_level(logging.INFO, logger="tune_async")
+    analysis = tune.run(Doubler, config={"x": 1, "fail_at": 2}, max_failures=1,
+                        stop={"training_iteration": 3}, local_dir=results_dir, verbose=0,
+                        trial_executor="local", raise_on_failed_trial=False)
+    [trial] = analysis.trials
+    errors = records(caplog, "tune_async.controller", logging.ERROR)
+    assert len(errors) == 2, "one record per failure (the retry fails again)"
+    assert errors[0].startswith(f"Trial {trial}: Error processing event.")
+    assert "RuntimeError: boom" in errors[0]
+    assert f"Trial {trial} failed (1); retrying" in records(
+        caplog, "tune_async.controller", logging.INFO)
+
+
+def test_checkpoint_failures_are_logged_under_their_modules(results_dir, caplog):
+    caplog.set_level(logging.WARNING, logger="tune_async")
+    tune.run(SaveFails, stop={"training_iteration": 2}, checkpoint_at_end=True,
+             local_dir=results_dir, verbose=0, trial_executor="local")
+    [warning] = records(caplog, "tune_async.controller", logging.WARNING)
+    assert warning.startswith("Checkpoint at end of trial SaveFails_")
+    assert "disk full" in warning
+
+    caplog.clear()
+    tune.run(Doubler, config={"x": 1}, stop={"training_iteration": 1}, checkpoint_freq=1,
+             checkpoint_score_attr="accuracy", local_dir=results_dir, verbose=0,
+             trial_executor="local")
+    [error] = records(caplog, "tune_async.checkpoint", logging.ERROR)
+    assert error.startswith("Result dict has no key: accuracy.")
+
+
+def test_helper_and_searcher_warnings_under_their_modules(caplog):
+    import time
+
+    from tune_async.suggest import Searcher
+
+    caplog.set_level(logging.WARNING, logger="tune_async")
+    with tune.utils.warn_if_slow("slow_step", threshold=0.01):
+        time.sleep(0.05)
+    [slow] = records(caplog, "tune_async.utils.util", logging.WARNING)
+    assert slow.startswith("The `slow_step` operation took")
+
+    Searcher(metric="loss", mode="min", max_concurrent=2)
+    [deprecated] = records(caplog, "tune_async.suggest.suggestion", logging.WARNING)
+    assert "`max_concurrent` is deprecated" in deprecated

@@ -1056,6 +1056,8 @@ class Controller:
             return
         self._in_flight.pop(trial.trial_id, None)
         trial.num_failures += 1
+        # 1.x's record (ray.tune.trial_runner), which users filter: one per failure.
+        logger.error("Trial %s: Error processing event.\n%s", trial, failure.traceback.rstrip())
         self._transition(trial, Event.FAIL, failure=failure, failed=True)
         if self.s.fail_fast == "raise":
             self.raise_error = failure.exception or TuneError(failure.traceback)
