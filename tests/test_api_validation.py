@@ -274,7 +274,6 @@ def test_unknown_keyword_names_it(results_dir):
 @pytest.mark.parametrize(
     "param, value",
     [
-        ("server_port", 4321),
         ("export_formats", ["model"]),
         ("log_to_file", True),
         ("log_to_file", "out.log"),
@@ -322,17 +321,18 @@ def test_later_parameters_are_validated(results_dir, param, value):
 
 
 # ---- deprecated parameters ---------------------------------------------------------------
-def test_with_server_warns_then_server_port_not_implemented(results_dir):
+def test_with_server_warns_naming_server_port(results_dir):
+    # (A bad mode stops the run after the warning: no server starts on port 4321.)
     with pytest.warns(DeprecationWarning, match="server_port") as record:
-        rejected(results_dir, NotImplementedError, "server_port", with_server=True)
+        rejected(results_dir, ValueError, "mode", with_server=True, mode="bogus")
     assert record[0].filename == __file__  # points at the caller's line
 
 
 async def test_arun_deprecation_points_at_the_caller(results_dir):
     with pytest.warns(DeprecationWarning, match="server_port") as record:
-        with pytest.raises(NotImplementedError, match="server_port"):
-            await tune.arun(trainable, with_server=True, trial_executor=ScriptedExecutor(),
-                            verbose=0, local_dir=results_dir)
+        with pytest.raises(ValueError, match="mode"):
+            await tune.arun(trainable, with_server=True, mode="bogus",
+                            trial_executor=ScriptedExecutor(), verbose=0, local_dir=results_dir)
     assert record[0].filename == __file__
 
 

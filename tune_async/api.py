@@ -138,8 +138,10 @@ def run(run_or_experiment: Any, **kwargs: Any) -> Any:
         restore: A checkpoint path to start the trial from.
         resume: True / ``"LOCAL"`` / ``"PROMPT"`` / ``"ERRORED_ONLY"``: continue the
             experiment of the same ``name`` and ``local_dir``.
-        sync_config, server_port, export_formats, log_to_file: accepted and
-            validated; cloud sync, the server, exports and log files are not
+        server_port: Start a TuneServer on this port (0: 4321) for the run: the
+            1.x endpoints, an event stream and a live page (``tune_async.web_server``).
+        sync_config, export_formats, log_to_file: accepted and
+            validated; cloud sync, exports and log files are not
             implemented yet and raise ``NotImplementedError`` naming the parameter.
 
     Works from a plain script, from a non-main thread and from a thread whose
@@ -203,19 +205,21 @@ class _Job:
     """A validated run: everything is built, nothing has started."""
 
     def __init__(self, controller: Any, metric: str | None, mode: str | None,
-                 raise_on_failed_trial: bool, gc_freeze: bool = True) -> None:
+                 raise_on_failed_trial: bool, gc_freeze: bool = True,
+                 server_port: int | None = None) -> None:
         self.controller = controller
         self.metric = metric
         self.mode = mode
         self.raise_on_failed_trial = raise_on_failed_trial
         self.gc_freeze = gc_freeze
+        self.server_port = server_port
 
     async def execute(self) -> Any:
         from tune_async.analysis import ExperimentAnalysis
         from tune_async.utils.heap import frozen_heap
 
         with frozen_heap(self.gc_freeze):  # no 100 ms full collections of the imports
-            trials = await self.controller.run()
+            trials = await self._run_controller()
         if self.raise_on_failed_trial and not self.controller.interrupted:
             incomplete = [t for t in trials if t.status != "TERMINATED"]
             if incomplete:
@@ -225,6 +229,14 @@ class _Job:
             ExperimentAnalysis, self.controller.state_file, trials=trials,
             default_metric=self.metric, default_mode=self.mode,
         ))
+
+    async def _run_controller(self) -> list:
+        """The controller's run, with a TuneServer beside it when server_port was given."""
+        if self.server_port is None:
+            return await self.controller.run()
+        from tune_async.web_server import serve_during
+
+        return await serve_during(self.controller, self.server_port)
 
 
 def _run_arguments(kwargs: dict[str, Any]) -> SimpleNamespace:
@@ -293,7 +305,8 @@ def _prepare_run(**kwargs: Any) -> _Job:
         cleanup_hook_timeout_s=_cleanup_hook_timeout(),
     )
     return _Job(Controller(settings), metric, mode, a.raise_on_failed_trial,
-                gc_freeze=os.environ.get("TUNE_GC_FREEZE", "1") != "0")
+                gc_freeze=os.environ.get("TUNE_GC_FREEZE", "1") != "0",
+                server_port=a.server_port)
 
 
 def _experiments_of(a: SimpleNamespace) -> list[Experiment]:
@@ -450,7 +463,6 @@ def _validate_server_port(port: Any) -> None:
     if port is not None:
         if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port < 65536:
             raise ValueError(f"server_port must be an int port number, got {port!r}")
-        raise _not_yet("server_port")
 
 
 def _validate_export_formats(formats: Any) -> None:
@@ -708,4 +720,3 @@ def _run_in_thread(job: _Job) -> Any:
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]
-
