@@ -274,10 +274,6 @@ def test_unknown_keyword_names_it(results_dir):
 @pytest.mark.parametrize(
     "param, value",
     [
-        ("export_formats", ["model"]),
-        ("log_to_file", True),
-        ("log_to_file", "out.log"),
-        ("log_to_file", ("out.log", "err.log")),
         ("resume", "REMOTE"),
     ],
 )

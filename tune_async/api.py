@@ -467,9 +467,8 @@ def _validate_server_port(port: Any) -> None:
 
 def _validate_export_formats(formats: Any) -> None:
     if formats:
-        if not isinstance(formats, (list, tuple)):
-            raise ValueError(f"export_formats must be a list, got {formats!r}")
-        raise _not_yet("export_formats")
+        if not isinstance(formats, (list, tuple)) or not all(isinstance(f, str) for f in formats):
+            raise ValueError(f"export_formats must be a list of format names, got {formats!r}")
 
 
 def _validate_log_to_file(log_to_file: Any) -> None:
@@ -480,7 +479,6 @@ def _validate_log_to_file(log_to_file: Any) -> None:
                 "log_to_file must be a bool, a file name, or a (stdout, stderr) pair, got "
                 f"{log_to_file!r}"
             )
-        raise _not_yet("log_to_file")
 
 
 def _build_search_alg(search_alg: Any, metric: Any, mode: Any, config: dict) -> Any:

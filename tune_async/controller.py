@@ -478,6 +478,8 @@ class Controller:
         trial.checkpoint_at_end = exp.spec["checkpoint_at_end"]
         trial.keep_checkpoints_num = exp.spec["keep_checkpoints_num"]
         trial.checkpoint_score_attr = exp.spec["checkpoint_score_attr"]
+        trial.log_to_file = exp.spec["log_to_file"]
+        trial.export_formats = list(exp.spec["export_formats"])
         if exp.trial_name_creator is not None:
             trial.custom_trial_name = _checked_name(exp.trial_name_creator(TrialView(trial)),
                                                     "trial_name_creator")
@@ -854,6 +856,7 @@ class Controller:
             checkpoint_path = result.get(CHECKPOINT_PATH)
             result = dict(trial.last_result, done=True)
             trial.last_result = result
+            await self._export_at_end(trial)
             await self._notify_complete(trial, result, record=False,
                                         checkpoint_path=checkpoint_path)
             return Event.COMPLETE, _CONTINUE
@@ -872,6 +875,7 @@ class Controller:
         if stop:
             if checkpoint_path is None and trial.checkpoint_at_end:
                 checkpoint_path = await self._save_now(trial)
+            await self._export_at_end(trial)
             await self._notify_complete(trial, result, record=True,
                                         checkpoint_path=checkpoint_path)
             return (Event.COMPLETE if done else Event.STOP), _CONTINUE
@@ -888,11 +892,32 @@ class Controller:
             await self._register_checkpoint(trial, checkpoint_path, result)
         event = _event_of(decision)
         if event is Event.STOP:
+            await self._export_at_end(trial)
             self.lane.notify("on_trial_complete", trial.trial_id, result)
             await self.callbacks.on_trial_complete(iteration=self.iteration, trials=self.trial_views,
                                                    trial=self._v(trial))
             self._publish_completed(trial)
         return event, decision
+
+    async def _export_at_end(self, trial: Trial) -> None:
+        """A trial that is stopped (done, a stop condition, the scheduler) exports its model
+        in ``export_formats`` into its directory, as 1.x; a failing export fails the trial."""
+        from tune_async.trainable.trainable import exports_models
+
+        formats = getattr(trial, "export_formats", None)  # (a trial saved before them)
+        if not formats or not exports_models(self._trainables[trial.trial_id]):
+            return
+        export = getattr(self.executor, "export_model", None)
+        if export is None:
+            raise _ResultRejected(TuneError(
+                f"export_formats: the executor {type(self.executor).__name__} has no "
+                "export_model(trial, export_formats)"))
+        try:
+            await export(self._launches[trial.trial_id], formats)
+        except TrialFailure as failure:
+            rejected = _ResultRejected(failure)
+            rejected.failure = failure  # the trainable's own traceback, for error.txt
+            raise rejected from None
 
     async def _should_stop(self, trial: Trial, result: dict) -> bool:
         from tune_async.stopper import dict_criteria_met
@@ -1392,6 +1417,8 @@ def _fresh_copy(trial: Trial) -> Trial:
         checkpoint_at_end=trial.checkpoint_at_end,
         keep_checkpoints_num=trial.keep_checkpoints_num,
         checkpoint_score_attr=trial.checkpoint_score_attr,
+        log_to_file=getattr(trial, "log_to_file", False),
+        export_formats=list(getattr(trial, "export_formats", [])),
     )
 
 

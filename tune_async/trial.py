@@ -135,6 +135,8 @@ class Trial:
     checkpoint_at_end: bool = False
     keep_checkpoints_num: int | None = None
     checkpoint_score_attr: str = "training_iteration"
+    log_to_file: Any = False  # the experiment's log_to_file (True, a name, or a pair)
+    export_formats: list = attrs.field(factory=list)  # exported when the trial finishes
     extra: dict = attrs.field(factory=dict)  # room for later issues (checkpoint manager, ...)
 
     # ---- names -------------------------------------------------------------

@@ -12,6 +12,7 @@ import os
 import socket
 from typing import Any
 
+from tune_async.execution.log_to_file import OutputCapture, log_file_paths
 from tune_async.result import (
     CHECKPOINT_PATH,
     RESULT_DUPLICATE,
@@ -31,6 +32,7 @@ class TrialActor:
                 sys.path.append(entry)
         self._classes: dict[str, type] = {}
         self._trainable: Any = None
+        self._output: OutputCapture | None = None  # the running trial's log_to_file
 
     def info(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "hostname": socket.gethostname()}
@@ -42,12 +44,14 @@ class TrialActor:
         trial_info: Any,
         reuse: bool,
         checkpoint: Any = None,
+        log_to_file: Any = False,
     ) -> None:
         cls = self._load_class(class_ref[0])
         logdir = trial_info.logdir
         if logdir:
             os.makedirs(logdir, exist_ok=True)
             os.chdir(logdir)
+        self._capture_output(log_to_file, logdir)
         current = self._trainable
         if reuse and type(current) is cls and current.reset(config, trial_info):
             pass
@@ -57,12 +61,18 @@ class TrialActor:
         restore_into(self._trainable, checkpoint)
 
     def train_batch(self, limits: Any, window_s: float) -> list[dict]:
-        return run_batch(self._trainable, limits, window_s)
+        try:
+            return run_batch(self._trainable, limits, window_s)
+        finally:
+            self._flush_output()
 
     def setup_and_train(self, setup: tuple, limits: Any, window_s: float) -> list[dict]:
         """A trial's setup and its first batch in one call (one round trip per trial less)."""
-        self.setup(*setup)
-        return run_batch(self._trainable, limits, window_s)
+        try:
+            self.setup(*setup)
+            return run_batch(self._trainable, limits, window_s)
+        finally:
+            self._flush_output()
 
     def save(self) -> str:
         """A persistent checkpoint of the current state; returns its path."""
@@ -70,6 +80,13 @@ class TrialActor:
 
     def save_to_object(self) -> Any:
         return self._trainable.save_to_object()
+
+    def export_model(self, export_formats: list[str]) -> dict:
+        """Export the trial's model into its directory (at its end, as 1.x)."""
+        try:
+            return self._trainable.export_model(export_formats)
+        finally:
+            self._flush_output()
 
     def cancel(self) -> None:
         """Cancel what the trainable runs now (thread-safe, beside a running batch).
@@ -86,14 +103,33 @@ class TrialActor:
     def stop(self, keep_for_reuse: bool) -> None:
         """End the trial; keep the instance only when the next trial may reuse it."""
         trainable = self._trainable
-        if trainable is None:
-            return
-        if not keep_for_reuse:
-            self._discard_trainable()
-        elif hasattr(trainable, "stop_function"):
-            # Kept warm, but this trial is over: its function ends now (an async one is
-            # cancelled and its finally blocks run), not at the next trial's reset.
-            trainable.stop_function()
+        try:
+            if trainable is None:
+                return
+            if not keep_for_reuse:
+                self._discard_trainable()
+            elif hasattr(trainable, "stop_function"):
+                # Kept warm, but this trial is over: its function ends now (an async one is
+                # cancelled and its finally blocks run), not at the next trial's reset.
+                trainable.stop_function()
+        finally:
+            self._end_output()  # after cleanup(): its prints belong to this trial
+
+    def _capture_output(self, log_to_file: Any, logdir: str | None) -> None:
+        """Send this trial's fds 1/2 to its log files (ending any earlier trial's capture)."""
+        self._end_output()
+        paths = log_file_paths(log_to_file, logdir or os.getcwd())
+        if any(paths):
+            self._output = OutputCapture.start(*paths)
+
+    def _flush_output(self) -> None:
+        if self._output is not None:
+            self._output.flush()
+
+    def _end_output(self) -> None:
+        output, self._output = self._output, None
+        if output is not None:
+            output.end()
 
     def _discard_trainable(self) -> None:
         trainable, self._trainable = self._trainable, None

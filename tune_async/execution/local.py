@@ -72,6 +72,7 @@ class LocalExecutor:
         pass
 
     def check_feasible(self, trial: Trial) -> None:
+        _refuse_log_to_file(trial)
         request = self._request(trial)
         short = {k: v for k, v in request.items() if v > self._total.get(k, 0.0) + _EPS}
         if short:
@@ -101,6 +102,10 @@ class LocalExecutor:
                           checkpoint: Any = None) -> None:
         from tune_async.trainable.trainable import TrialInfo
 
+        try:
+            _refuse_log_to_file(trial)  # also with queue_trials (no check_feasible)
+        except TuneError as exc:
+            raise TrialFailure(traceback=f"TuneError: {exc}", exception=exc) from None
         info = TrialInfo(trial_id=trial.trial_id, trial_name=trial.trial_name,
                          logdir=trial.logdir or "")
         if trial.logdir:
@@ -138,6 +143,11 @@ class LocalExecutor:
     async def save_to_memory(self, trial: Trial) -> Any:
         run = self._runs[launch_key(trial)]
         return await self._guarded(run, run.trainable.save_to_object)
+
+    async def export_model(self, trial: Trial, export_formats: list[str]) -> dict:
+        """The trainable's ``export_model(export_formats)`` into the trial dir."""
+        run = self._runs[launch_key(trial)]
+        return await self._guarded(run, lambda: run.trainable.export_model(list(export_formats)))
 
     async def stop_trial(self, trial: Trial, in_flight: bool = False,
                          failed: bool = False) -> None:
@@ -206,6 +216,16 @@ class LocalExecutor:
             return await self._in_thread(run, fn)
         except Exception as exc:  # noqa: BLE001 - the trainable's save raised
             raise _failure(exc) from None
+
+
+def _refuse_log_to_file(trial: Trial) -> None:
+    """Trials here share the driver's process, so its stdout/stderr are everyone's."""
+    if getattr(trial, "log_to_file", False):
+        raise TuneError(
+            "log_to_file needs each trial in a process of its own (the Ray executor): "
+            "LocalExecutor runs trials inside the driver's process, where redirecting "
+            "stdout/stderr would capture the driver and every other trial too. Drop "
+            "log_to_file or use the default executor.")
 
 
 def _quiet_stop(run: _Run) -> None:

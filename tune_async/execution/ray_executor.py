@@ -183,7 +183,8 @@ class RayExecutor:
         class_ref = await self._class_ref(trainable_cls)
         # Not sent yet: the setup travels with the first fetch (one round trip, one actor
         # call less per trial); a setup that raises fails that fetch.
-        worker.pending_setup = (class_ref, trial.config, info, reuse_instance, checkpoint)
+        worker.pending_setup = (class_ref, trial.config, info, reuse_instance, checkpoint,
+                                getattr(trial, "log_to_file", False))
         worker.trainable_cls = trainable_cls
 
     async def fetch_results(self, trial: Trial, limits: BatchLimits) -> list[dict]:
@@ -211,6 +212,15 @@ class RayExecutor:
         try:
             await self._send_pending_setup(worker)
             return await worker.actor.save_to_object.remote()
+        except BaseException as exc:
+            raise _as_failure(exc) from None
+
+    async def export_model(self, trial: Trial, export_formats: list[str]) -> dict:
+        """The trainable's ``export_model(export_formats)`` into the trial dir."""
+        worker = self._running[launch_key(trial)]
+        try:
+            await self._send_pending_setup(worker)
+            return await worker.actor.export_model.remote(list(export_formats))
         except BaseException as exc:
             raise _as_failure(exc) from None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import inspect
 import io
 import logging
@@ -504,6 +505,22 @@ class Trainable:
         """Export the model with ``_export_model``; returns ``{format: path}``."""
         formats = [export_formats] if isinstance(export_formats, str) else list(export_formats)
         return self._export_model(formats, export_dir or self.logdir)
+
+
+def exports_models(cls: type) -> bool:
+    """Whether trials of ``cls`` export anything for ``export_formats`` (1.x: a trainable
+    without its own ``_export_model``, e.g. any function trainable, exports nothing)."""
+    if getattr(cls, "_export_model", None) is not Trainable._export_model:
+        return True
+    _warn_nothing_exported(getattr(cls, "__name__", repr(cls)))
+    return False
+
+
+@functools.cache
+def _warn_nothing_exported(name: str) -> None:
+    logger.warning(
+        "export_formats has no effect for %s: it does not implement _export_model(export_formats,"
+        " export_dir) (function trainables never do), so its trials export nothing.", name)
 
 
 def _metadata_path(path: str) -> str:
