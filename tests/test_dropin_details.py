@@ -91,6 +91,19 @@ def test_trailing_checkpoint_pairs_with_a_returned_result(results_dir):
     assert os.path.exists(os.path.join(trial.checkpoint.value, "weights"))
 
 
+def test_trailing_checkpoint_of_an_async_trainable(results_dir):
+    async def fn(config, checkpoint_dir=None):
+        for i in range(2):
+            await tune.areport(score=i)
+        with tune.checkpoint_dir(step=2) as d:
+            with open(os.path.join(d, "state.json"), "w") as f:
+                json.dump({"step": 2}, f)
+
+    [trial] = tune.run(fn, local_dir=results_dir, verbose=0, trial_executor="local").trials
+    assert trial.has_checkpoint() and read_state(trial.checkpoint.value) == {"step": 2}
+    assert len(_results(trial)) == 2
+
+
 def _results(trial):
     with open(os.path.join(trial.logdir, "result.json")) as f:
         return [json.loads(line) for line in f if line.strip()]

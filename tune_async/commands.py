@@ -312,20 +312,34 @@ def _require_columns(frame: pd.DataFrame, columns: Sequence[str], what: str) -> 
 
 def print_table(frame: pd.DataFrame, out: TextIO, drop_empty: bool = True) -> None:
     """A psql-style table; empty columns dropped, and only what fits a terminal's width."""
-    empty = [c for c in frame.columns if frame[c].isna().all()] if drop_empty else []
-    shown = frame.drop(columns=empty)
+    print_format_output(frame, out=out, drop_empty=drop_empty)
+
+
+def print_format_output(
+    dataframe: pd.DataFrame, out: TextIO | None = None, drop_empty: bool = True
+) -> tuple[str, list[str], list[str]]:
+    """Prints the DataFrame as a table that fits the terminal (1.x).
+
+    Returns:
+        (the table printed, columns dropped for the terminal's width, empty columns
+        dropped). Nothing is dropped for width when printing to a pipe or a file.
+    """
+    out = out or sys.stdout
+    empty = [c for c in dataframe.columns if dataframe[c].isna().all()] if drop_empty else []
+    shown = dataframe.drop(columns=empty)
     dropped: list[str] = []
     width = _terminal_width(out)
     while width is not None and len(shown.columns) > 1 and _table_width(shown) > width:
         dropped.insert(0, shown.columns[-1])
         shown = shown.drop(columns=[shown.columns[-1]])
-    out.write(tabulate(_display(shown), headers="keys", tablefmt="psql",
-                       showindex=False) + "\n")
+    table = tabulate(_display(shown), headers="keys", tablefmt="psql", showindex=False)
+    out.write(table + "\n")
     if dropped:
         out.write(f"Dropped columns: {dropped}\n"
                   "Please increase your terminal size to view remaining columns.\n")
     if empty:
         out.write(f"Empty columns: {empty}\n")
+    return table, dropped, empty
 
 
 def _display(frame: pd.DataFrame) -> pd.DataFrame:

@@ -116,5 +116,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code if isinstance(code, int) else 0
 
 
+def cli(argv: Sequence[str] | None = None) -> None:
+    """1.x's ``ray.tune.scripts.cli``: run the command line and exit with its status."""
+    sys.exit(main(argv))
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    cli()
