@@ -194,3 +194,18 @@ def test_add_note_opens_the_editor(project, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "Note created at:" in proc.stdout
     assert (target / "note.txt").read_text() == "lr too high\n"
+
+
+def test_the_1x_module_functions(project, capsys):
+    from tune_async import commands, scripts
+
+    frame = pd.DataFrame({"a": [1, 2], "empty": [None, None]})
+    out = io.StringIO()
+    table, dropped, empty = commands.print_format_output(frame, out=out)
+    assert dropped == [] and empty == ["empty"]
+    assert out.getvalue() == table + "\nEmpty columns: ['empty']\n"
+    assert "| a |" in table.replace("   ", " ").replace("  ", " ")
+    with pytest.raises(SystemExit) as exit_info:
+        scripts.cli(["ls", os.path.join(project, "sweep"), "-o", "json"])
+    assert exit_info.value.code == 0
+    assert len(json.loads(capsys.readouterr().out)) == 3

@@ -275,6 +275,7 @@ def _prepare_run(**kwargs: Any) -> _Job:
     executor = _build_executor(a.trial_executor, a.reuse_actors, a.queue_trials)
     reporter = _build_reporter(a.progress_reporter, verbose, metric, mode)
     callback_list = _build_callbacks(a.callbacks, a.loggers, metric, verbose)
+    callback_list = _with_node_syncer(callback_list, a.sync_config, executor)
     experiment_dir = experiments[0].checkpoint_dir
     resume_path = _resume_path(a.resume, experiment_dir)
     if resume_path is None:  # resuming: the saved searcher state decides (read off the loop)
@@ -618,6 +619,21 @@ def _build_callbacks(callbacks: Any, loggers: Any, metric: Any, verbose: int) ->
         list(callbacks or []), loggers, metric, verbose, disable_auto_loggers=disable_loggers
     )
     return CallbackList(full)
+
+
+def _with_node_syncer(callback_list: Any, sync_config: Any, executor: Any) -> Any:
+    """Trials on other Ray nodes: their directories come to the driver (after the loggers,
+    as 1.x's SyncerCallback; TUNE_DISABLE_AUTO_CALLBACK_SYNCER=1 leaves it out)."""
+    from tune_async.callback import CallbackList
+    from tune_async.sync import SyncConfig
+    from tune_async.sync.node import NodeSyncer
+
+    sync_config = sync_config if sync_config is not None else SyncConfig()
+    if (sync_config.sync_to_driver is False or not getattr(executor, "connects_ray", False)
+            or os.environ.get("TUNE_DISABLE_AUTO_CALLBACK_SYNCER") == "1"
+            or any(isinstance(cb, NodeSyncer) for cb in callback_list)):
+        return callback_list
+    return CallbackList([*callback_list, NodeSyncer(sync_config)])
 
 
 def _max_pending(search_alg: Any) -> int:

@@ -667,6 +667,8 @@ class Controller:
 
     async def _fetch_and_post(self, launch: Launch) -> None:
         trial = launch.trial
+        if self.plugin_context is not None:  # its last checkpoint is on the driver first
+            await self.plugin_context.transits.settled(trial.trial_id)
         try:
             results = await self.executor.fetch_results(launch, self._limits(trial))
         except TrialFailure as failure:
@@ -1090,6 +1092,7 @@ class Controller:
             return
         if trial.max_failures < 0 or trial.num_failures <= trial.max_failures:
             logger.info("Trial %s failed (%d); retrying", trial, trial.num_failures)
+            self._fall_back_to_arrived_checkpoint(trial)
             await self._rewind_to_checkpoint(trial)
             self._transition(trial, Event.RETRY)
             self.queue.requeue_at_end(trial)  # as 1.x (held until its release finished)
@@ -1103,6 +1106,21 @@ class Controller:
             self.events.publish(ev.TrialErrored(trial.trial_id, str(failure)))
         if self.s.fail_fast:
             await self._stop_all("fail_fast")
+
+    def _fall_back_to_arrived_checkpoint(self, trial: Trial) -> None:
+        """A checkpoint still on its way from another node (or lost with it) is not
+        restored from: the newest one that reached the driver is."""
+        transits = self.plugin_context.transits if self.plugin_context is not None else None
+        if transits is None or transits.restorable(trial.trial_id, trial.checkpoint):
+            return
+        candidates = [c for c in trial.checkpoint_manager.checkpoints
+                      if c.dir is not None and transits.restorable(trial.trial_id, c)]
+        arrived = transits.newest_arrived(trial.trial_id)
+        if arrived is not None and transits.restorable(trial.trial_id, arrived):
+            candidates.append(arrived)
+        trial.checkpoint = max(candidates, key=lambda c: c.iteration or 0, default=None)
+        logger.warning("Trial %s restarts from %s: its newest checkpoint did not reach the "
+                       "driver", trial, trial.checkpoint.path if trial.checkpoint else "scratch")
 
     async def _rewind_to_checkpoint(self, trial: Trial) -> None:
         """Drop what was recorded after the restore point, so no result is logged twice."""

@@ -31,6 +31,7 @@ import anyio
 import anyio.to_thread
 
 from tune_async.sync.holds import CheckpointHolds, Release
+from tune_async.sync.transit import CheckpointTransits, Transit
 
 logger = logging.getLogger(__name__)
 
@@ -51,12 +52,19 @@ class PluginContext:
         self._idle.set()
         self._end_hooks: list[tuple[str, Callable[[], Awaitable[Any]]]] = []
         self.holds = CheckpointHolds(self._spawn_delete)
+        self.transits = CheckpointTransits()
 
     def hold_checkpoint(self, path: str) -> Release:
         """Keep the checkpoint at ``path`` (its ``checkpoint_*`` directory) from being
         deleted by pruning until ``release()`` is called; a deletion asked for meanwhile
         happens at the last release."""
         return self.holds.hold(path)
+
+    def checkpoint_in_transit(self, trial_id: str, checkpoint: Any) -> Transit:
+        """``checkpoint`` is being copied to where a restore reads it (the driver): until
+        ``settle(True)`` the trial takes no next step and the checkpoint is not restored
+        from; ``settle(False)``: it never arrived (see ``tune_async.sync.transit``)."""
+        return self.transits.begin(trial_id, checkpoint)
 
     def at_end(self, fn: Callable[[], Awaitable[Any]], name: str | None = None) -> None:
         """Run ``await fn()`` after the final experiment state is written (errors logged).

@@ -12,6 +12,8 @@ import os
 import socket
 from typing import Any
 
+import attrs
+
 from tune_async.execution.log_to_file import OutputCapture, log_file_paths
 from tune_async.result import (
     CHECKPOINT_PATH,
@@ -19,10 +21,12 @@ from tune_async.result import (
     SHOULD_CHECKPOINT,
     TRAINING_ITERATION,
 )
+from tune_async.sync.node import localize_checkpoint, node_root, to_driver_path, to_node_path
 
 
 class TrialActor:
-    def __init__(self, driver_sys_path: list[str] | None = None) -> None:
+    def __init__(self, driver_sys_path: list[str] | None = None,
+                 driver_node_id: str | None = None) -> None:
         # The trainable may live in a module only the driver's sys.path reaches (a
         # script's folder, a test directory): make the same folders importable here.
         import sys
@@ -31,11 +35,20 @@ class TrialActor:
             if entry and entry not in sys.path and os.path.isdir(entry):
                 sys.path.append(entry)
         self._classes: dict[str, type] = {}
+        # Where the driver's node is (a checkpoint taken elsewhere is pulled from it), and
+        # this node's root for trial directories (see tune_async.sync.node).
+        self._driver_node_id = driver_node_id
+        self._node_root = node_root()
         self._trainable: Any = None
         self._output: OutputCapture | None = None  # the running trial's log_to_file
 
     def info(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "hostname": socket.gethostname()}
+
+    def node_id(self) -> str:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
 
     def setup(
         self,
@@ -47,6 +60,8 @@ class TrialActor:
         log_to_file: Any = False,
     ) -> None:
         cls = self._load_class(class_ref[0])
+        if self._node_root:  # this node keeps the trial's directory under its own root
+            trial_info = attrs.evolve(trial_info, logdir=to_node_path(trial_info.logdir))
         logdir = trial_info.logdir
         if logdir:
             os.makedirs(logdir, exist_ok=True)
@@ -58,11 +73,13 @@ class TrialActor:
         else:
             self._discard_trainable()
             self._trainable = cls(config=config, trial_info=trial_info)
+        if checkpoint is not None and checkpoint[0] == "path":
+            checkpoint = ("path", localize_checkpoint(checkpoint[1], self._driver_node_id))
         restore_into(self._trainable, checkpoint)
 
     def train_batch(self, limits: Any, window_s: float) -> list[dict]:
         try:
-            return run_batch(self._trainable, limits, window_s)
+            return self._driver_paths(run_batch(self._trainable, limits, window_s))
         finally:
             self._flush_output()
 
@@ -70,13 +87,22 @@ class TrialActor:
         """A trial's setup and its first batch in one call (one round trip per trial less)."""
         try:
             self.setup(*setup)
-            return run_batch(self._trainable, limits, window_s)
+            return self._driver_paths(run_batch(self._trainable, limits, window_s))
         finally:
             self._flush_output()
 
     def save(self) -> str:
         """A persistent checkpoint of the current state; returns its path."""
-        return self._trainable.save()
+        return to_driver_path(self._trainable.save(), self._node_root)
+
+    def _driver_paths(self, results: list[dict]) -> list[dict]:
+        """Checkpoint paths as the driver names them (they differ under a node root)."""
+        if self._node_root:
+            for result in results:
+                if result.get(CHECKPOINT_PATH):
+                    result[CHECKPOINT_PATH] = to_driver_path(result[CHECKPOINT_PATH],
+                                                             self._node_root)
+        return results
 
     def save_to_object(self) -> Any:
         return self._trainable.save_to_object()

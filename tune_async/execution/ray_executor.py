@@ -89,6 +89,7 @@ class _Worker:
     stopping: Any = None  # the ObjectRef of the previous trial's stop() call
     # The next trial's setup arguments: sent with its first fetch, in one actor call.
     pending_setup: tuple | None = None
+    node_id: str | None = None  # the Ray node it runs on (asked once)
 
 
 class RayExecutor:
@@ -132,6 +133,7 @@ class RayExecutor:
         # A second thread into each actor ("control") lets a stop cancel a running batch.
         self._actor_cls = ray.remote(concurrency_groups={"control": 1})(TrialActor)
         self._driver_sys_path = _driver_sys_path()
+        self._driver_node_id = ray.get_runtime_context().get_node_id()
         await self.refresh_capacity()
 
     async def refresh_capacity(self) -> None:
@@ -177,6 +179,8 @@ class RayExecutor:
         from tune_async.trainable.trainable import TrialInfo
 
         worker = await self._acquire_worker(trial)
+        # Where the trial runs, for syncing its directory from that node (tune_async.sync).
+        trial.extra["node_id"] = await self._node_of(worker)
         info = TrialInfo(trial_id=trial.trial_id, trial_name=trial.trial_name,
                          logdir=trial.logdir or "")
         reuse_instance = reuse and worker.trainable_cls is trainable_cls
@@ -223,6 +227,15 @@ class RayExecutor:
             return await worker.actor.export_model.remote(list(export_formats))
         except BaseException as exc:
             raise _as_failure(exc) from None
+
+    @staticmethod
+    async def _node_of(worker: _Worker) -> str:
+        if worker.node_id is None:
+            try:
+                worker.node_id = await worker.actor.node_id.remote()
+            except BaseException as exc:
+                raise _as_failure(exc) from None
+        return worker.node_id
 
     @staticmethod
     async def _send_pending_setup(worker: _Worker) -> None:
@@ -340,7 +353,7 @@ class RayExecutor:
         # Creating an actor is a blocking call (the first one exports the class): off the
         # loop, and one created while the launch was cancelled is killed, not leaked.
         create = functools.partial(self._actor_cls.options(**options).remote,
-                                   self._driver_sys_path)
+                                   self._driver_sys_path, self._driver_node_id)
         actor = await _in_thread_to_completion(
             create, discard=lambda made: _kill_now([made], [pg] if pg is not None else []))
         return _Worker(actor=actor, key=key, request=request_of(trial), placement_group=pg)
