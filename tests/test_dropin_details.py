@@ -380,3 +380,39 @@ def test_helper_and_searcher_warnings_under_their_modules(caplog):
     Searcher(metric="loss", mode="min", max_concurrent=2)
     [deprecated] = records(caplog, "tune_async.suggest.suggestion", logging.WARNING)
     assert "`max_concurrent` is deprecated" in deprecated
+
+
+def test_trainable_util_on_a_runs_checkpoints(results_dir, tmp_path):
+    from tune_async.trainable.trainable import TrialInfo
+    from tune_async.utils.trainable import TrainableUtil
+
+    analysis = tune.run(Doubler, config={"x": 3}, stop={"training_iteration": 4},
+                        checkpoint_freq=2, local_dir=results_dir, verbose=0,
+                        trial_executor="local")
+    [trial] = analysis.trials
+    frame = TrainableUtil.get_checkpoints_paths(trial.logdir)
+    assert list(frame["training_iteration"]) == [2, 4]
+    assert list(frame["chkpt_path"]) == [p for p, _ in analysis.get_trial_checkpoints_paths(
+        trial, "training_iteration")]
+
+    path = trial.checkpoint.value
+    assert TrainableUtil.find_checkpoint_dir(path) == trial.checkpoint.dir
+    assert TrainableUtil.find_rel_checkpoint_dir(trial.logdir, path) == "checkpoint_000004"
+    with pytest.raises(FileNotFoundError):
+        TrainableUtil.find_checkpoint_dir(trial.logdir)
+
+    blob = TrainableUtil.checkpoint_to_object(path)
+    copy_path = TrainableUtil.create_from_pickle(blob, str(tmp_path / "copy"))
+    for restore in (lambda t: t.restore(copy_path), lambda t: t.restore_from_object(blob)):
+        fresh = Doubler(config={"x": 3}, trial_info=TrialInfo(logdir=str(tmp_path)))
+        restore(fresh)
+        assert fresh.iteration == 4 and fresh.train()["score"] == 15
+
+    made = TrainableUtil.make_checkpoint_dir(str(tmp_path), 7)
+    assert made == str(tmp_path / "checkpoint_000007")
+    assert os.path.exists(os.path.join(made, ".is_checkpoint"))
+    assert TrainableUtil.make_checkpoint_dir(str(tmp_path), "default").endswith("checkpoint_default")
+    open(os.path.join(made, "stale"), "w").close()
+    TrainableUtil.make_checkpoint_dir(str(tmp_path), 7, override=True)
+    assert os.listdir(made) == [".is_checkpoint"]
+    assert tune.utils.trainable.TrainableUtil is TrainableUtil
