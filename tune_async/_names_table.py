@@ -171,13 +171,14 @@ MODULES_1X: tuple[Module1x, ...] = (
 # ``__name__``, so a logger's name is its module's path; ``tune_async`` is the parent of all.
 LOGGERS_1X: tuple[tuple[str, str, str], ...] = (
     ("ray.tune", "tune_async", "everything below"),
-    ("ray.tune.tune", "tune_async.api", "argument checks, the run's start and end"),
+    ("ray.tune.tune", "tune_async.api", "`tune.run` arguments that have no effect"),
     ("ray.tune.trial_runner", "tune_async.controller",
      "trial errors (`Trial <name>: Error processing event.`), retries, end-of-trial "
      "checkpoint failures, stop-all"),
     ("ray.tune.ray_trial_executor", "tune_async.execution.ray_executor",
-     "actors, placement groups, cleanup failures"),
-    ("ray.tune.trainable", "tune_async.trainable.trainable", "inside the trial's process"),
+     "trial workers (a cleanup that failed)"),
+    ("ray.tune.trainable", "tune_async.trainable.trainable",
+     "in the trial's process: a slow `setup`, nothing to export"),
     ("ray.tune.function_runner", "tune_async.trainable.function_trainable",
      "function trainables (a thread that does not stop)"),
     ("ray.tune.checkpoint_manager", "tune_async.checkpoint",
@@ -185,9 +186,8 @@ LOGGERS_1X: tuple[tuple[str, str, str], ...] = (
     ("ray.tune.syncer", "tune_async.sync.storage", "uploads and downloads"),
     ("ray.tune.logger", "tune_async.logger.logger", "result files, TensorBoard"),
     ("ray.tune.analysis.experiment_analysis", "tune_async.analysis.experiment_analysis",
-     "reading experiments"),
+     "reading experiments, best checkpoints"),
     ("ray.tune.registry", "tune_async.registry", "trainable names"),
-    ("ray.tune.experiment", "tune_async.experiment", "experiment specs"),
     ("ray.tune.stopper", "tune_async.stopper", "stoppers"),
     ("ray.tune.callback", "tune_async.callback", "callbacks"),
     ("ray.tune.web_server", "tune_async.web_server", "the TuneServer"),
