@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -126,3 +127,41 @@ def test_local_executor_refuses_log_to_file_before_any_trial_runs(results_dir):
         tune.run(trainable, log_to_file=True, trial_executor="local", local_dir=results_dir,
                  verbose=0)
     assert ran == []
+
+
+def fails_once(config):
+    marker = os.path.join(config["dir"], "failed_once")
+    print(f"attempt-T{config['x']}")  # not flushed by the trainable: the failure must not lose it
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        raise RuntimeError("first attempt fails")
+    tune.report(loss=1.0)
+
+
+def test_a_retried_trial_appends_to_its_files(results_dir, tmp_path):
+    analysis = tune.run(fails_once, config={"x": 4, "dir": str(tmp_path)}, log_to_file=True,
+                        max_failures=1, local_dir=results_dir, verbose=0)
+    trial = analysis.trials[0]
+    assert trial.status == "TERMINATED" and trial.num_failures == 1
+    assert read(trial, "stdout").count("attempt-T4\n") == 2
+
+
+def leaves_a_subprocess_behind(config):
+    x = config["x"]
+    if x == 1:  # still writing after its trial has ended (and the next trial has started)
+        subprocess.Popen(["sh", "-c", "sleep 3; echo late-T1"])
+    else:
+        time.sleep(5)
+    print(f"done-T{x}")
+    tune.report(loss=1.0, pid=os.getpid())
+
+
+def test_a_subprocess_outliving_its_trial_writes_into_that_trials_file(results_dir):
+    # One trial at a time (2 CPUs each): the second runs in the first one's worker process.
+    analysis = tune.run(leaves_a_subprocess_behind, config={"x": tune.grid_search([1, 2])},
+                        resources_per_trial={"cpu": 2}, log_to_file=True,
+                        local_dir=results_dir, verbose=0)
+    first, second = sorted(analysis.trials, key=lambda t: t.config["x"])
+    assert first.last_result["pid"] == second.last_result["pid"]
+    assert read(first, "stdout") == "done-T1\nlate-T1\n"
+    assert read(second, "stdout") == "done-T2\n"

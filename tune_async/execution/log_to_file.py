@@ -22,7 +22,7 @@ import attrs
 
 # How long ending a trial waits for its output to be copied (subprocesses that still
 # hold the pipe are not waited for beyond this).
-DRAIN_TIMEOUT_S = 5.0
+DRAIN_TIMEOUT_S = 2.0
 _CHUNK = 65536
 
 
