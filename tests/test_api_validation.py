@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import sys
 import threading
 import warnings
 
@@ -270,17 +271,6 @@ def test_unknown_keyword_names_it(results_dir):
     rejected(results_dir, TypeError, "no_such_param", no_such_param=1)
 
 
-# ---- parameters owned by later issues ----------------------------------------------------
-@pytest.mark.parametrize(
-    "param, value",
-    [
-        ("resume", "REMOTE"),
-    ],
-)
-def test_later_parameters_are_not_silently_ignored(results_dir, param, value):
-    rejected(results_dir, NotImplementedError, param, **{param: value})
-
-
 @pytest.mark.parametrize("resume", [True, "LOCAL", "PROMPT", "ERRORED_ONLY"])
 def test_resume_without_saved_state(results_dir, resume):
     rejected(results_dir, ValueError, "Called resume when no checkpoint exists", resume=resume)
@@ -296,9 +286,20 @@ def test_checkpoint_policy_with_checkpointable_function(results_dir, param):
     rejected(results_dir, ValueError, param, checkpointable, **{param: 1})
 
 
-def test_sync_config_with_upload_dir_not_implemented(results_dir):
-    rejected(results_dir, NotImplementedError, "sync_config",
-             sync_config=tune.SyncConfig(upload_dir="s3://b/x"))
+def test_sync_config_with_upload_dir_runs(results_dir, tmp_path):
+    runs(results_dir, sync_config=tune.SyncConfig(upload_dir=f"file://{tmp_path}/up"))
+    assert os.listdir(tmp_path / "up")  # the experiment went there
+
+
+def test_resume_remote_needs_an_upload_dir(results_dir):
+    rejected(results_dir, ValueError, "resume from remote without remote directory",
+             resume="REMOTE")
+
+
+def test_upload_dir_without_its_fsspec_package_names_the_extra(results_dir, monkeypatch):
+    monkeypatch.setitem(sys.modules, "gcsfs", None)  # as if not installed
+    rejected(results_dir, ImportError, r"tune_async\[gs\]",
+             sync_config=tune.SyncConfig(upload_dir="gs://bucket/x"))
 
 
 def test_sync_config_without_upload_runs(results_dir):
@@ -332,9 +333,10 @@ async def test_arun_deprecation_points_at_the_caller(results_dir):
     assert record[0].filename == __file__
 
 
-def test_upload_dir_warns_naming_sync_config(results_dir):
+def test_upload_dir_warns_naming_sync_config(results_dir, tmp_path):
     with pytest.warns(DeprecationWarning, match="SyncConfig"):
-        rejected(results_dir, NotImplementedError, "sync_config", upload_dir="s3://x")
+        runs(results_dir, upload_dir=f"file://{tmp_path}/up")
+    assert os.listdir(tmp_path / "up")
 
 
 def test_sync_to_driver_false_warns_and_runs(results_dir):

@@ -516,8 +516,8 @@ def test_resume_with_a_directory_but_no_state_is_a_value_error(results_dir, tmp_
                  trial_executor=ScriptedExecutor())
 
 
-def test_resume_remote_is_not_implemented(results_dir, tmp_path):
-    with pytest.raises(NotImplementedError, match="REMOTE"):
+def test_resume_remote_without_an_upload_dir_is_a_value_error(results_dir, tmp_path):
+    with pytest.raises(ValueError, match="resume from remote without remote directory"):
         tune.run(stepper, config={"log": str(tmp_path / "calls.log")}, name="remote",
                  local_dir=results_dir, resume="REMOTE", verbose=0,
                  trial_executor=ScriptedExecutor())

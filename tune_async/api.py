@@ -137,12 +137,18 @@ def run(run_or_experiment: Any, **kwargs: Any) -> Any:
             lower is better). Default ``training_iteration``.
         restore: A checkpoint path to start the trial from.
         resume: True / ``"LOCAL"`` / ``"PROMPT"`` / ``"ERRORED_ONLY"``: continue the
-            experiment of the same ``name`` and ``local_dir``.
+            experiment of the same ``name`` and ``local_dir``; ``"REMOTE"``: download
+            it from ``upload_dir/<name>`` first, then continue.
+        sync_config: ``tune.SyncConfig``. With ``upload_dir`` (any fsspec URL) the
+            experiment directory is mirrored to ``upload_dir/<name>/`` every
+            ``cloud_sync_period`` seconds, at each checkpoint (``sync_on_checkpoint``)
+            and at the end; ``sync_to_cloud`` (a command template or a function)
+            replaces fsspec.
         server_port: Start a TuneServer on this port (0: 4321) for the run: the
             1.x endpoints, an event stream and a live page (``tune_async.web_server``).
-        sync_config, export_formats, log_to_file: accepted and
-            validated; cloud sync, exports and log files are not
-            implemented yet and raise ``NotImplementedError`` naming the parameter.
+        export_formats, log_to_file: accepted and validated; exports and log
+            files are not implemented yet and raise ``NotImplementedError`` naming
+            the parameter.
 
     Works from a plain script, from a non-main thread and from a thread whose
     event loop is already running (Jupyter). The first Ctrl+C stops the
@@ -206,7 +212,9 @@ class _Job:
 
     def __init__(self, controller: Any, metric: str | None, mode: str | None,
                  raise_on_failed_trial: bool, gc_freeze: bool = True,
-                 server_port: int | None = None) -> None:
+                 server_port: int | None = None,
+                 before_run: Callable[[], Any] | None = None) -> None:
+        self.before_run = before_run  # async work of the run before it starts (a download)
         self.controller = controller
         self.metric = metric
         self.mode = mode
@@ -218,6 +226,8 @@ class _Job:
         from tune_async.analysis import ExperimentAnalysis
         from tune_async.utils.heap import frozen_heap
 
+        if self.before_run is not None:
+            await self.before_run()
         with frozen_heap(self.gc_freeze):  # no 100 ms full collections of the imports
             trials = await self._run_controller()
         if self.raise_on_failed_trial and not self.controller.interrupted:
@@ -277,8 +287,15 @@ def _prepare_run(**kwargs: Any) -> _Job:
     callback_list = _build_callbacks(a.callbacks, a.loggers, metric, verbose)
     callback_list = _with_node_syncer(callback_list, a.sync_config, executor)
     experiment_dir = experiments[0].checkpoint_dir
-    resume_path = _resume_path(a.resume, experiment_dir)
-    if resume_path is None:  # resuming: the saved searcher state decides (read off the loop)
+    cloud = _cloud_syncer(a.sync_config, experiments, experiment_dir)
+    if cloud is not None:  # last: it uploads what the loggers and node syncs wrote
+        callback_list = type(callback_list)([*callback_list, cloud])
+    from_cloud = a.resume == "REMOTE"
+    if from_cloud and cloud is None:
+        raise ValueError("Called resume from remote without remote directory. Set "
+                         "sync_config=tune.SyncConfig(upload_dir=...) to the run's upload_dir.")
+    resume_path = None if from_cloud else _resume_path(a.resume, experiment_dir)
+    if resume_path is None and not from_cloud:  # resuming: the saved searcher state decides
         search_alg.add_configurations(experiments)
     os.makedirs(experiment_dir, exist_ok=True)
     stoppers = [e.stopper for e in experiments if e.stopper is not None]
@@ -307,7 +324,9 @@ def _prepare_run(**kwargs: Any) -> _Job:
     )
     return _Job(Controller(settings), metric, mode, a.raise_on_failed_trial,
                 gc_freeze=os.environ.get("TUNE_GC_FREEZE", "1") != "0",
-                server_port=a.server_port)
+                server_port=a.server_port,
+                before_run=functools.partial(_download_to_resume, settings, cloud)
+                if from_cloud else None)
 
 
 def _experiments_of(a: SimpleNamespace) -> list[Experiment]:
@@ -446,18 +465,44 @@ def _validate_sync(resume: Any, sync_config: Any) -> None:
             "resume must be one of True, False, 'LOCAL', 'REMOTE', 'PROMPT', 'ERRORED_ONLY', "
             f"got {resume!r}"
         )
-    if resume == "REMOTE":
-        raise NotImplementedError(
-            f'tune.run(resume="REMOTE") {_NOT_YET} (it needs cloud sync); use resume=True '
-            "to continue from the local directory."
-        )
-    if sync_config is not None:
-        if not isinstance(sync_config, SyncConfig):
-            raise ValueError(f"sync_config must be a tune.SyncConfig, got {sync_config!r}")
-        if sync_config.upload_dir or sync_config.sync_to_cloud:
-            raise NotImplementedError(
-                f"tune.run(sync_config=SyncConfig(upload_dir/sync_to_cloud=...)) {_NOT_YET}."
-            )
+    if sync_config is not None and not isinstance(sync_config, SyncConfig):
+        raise ValueError(f"sync_config must be a tune.SyncConfig, got {sync_config!r}")
+
+
+def _cloud_syncer(sync_config: Any, experiments: list, experiment_dir: str) -> Any:
+    """The CloudSyncer for ``upload_dir`` (SyncConfig's, else the Experiment's), or None.
+
+    Raises ImportError now (not mid-run) when the URL's fsspec package is missing.
+    """
+    from tune_async.sync.cloud import CloudSyncer
+    from tune_async.sync.config import SyncConfig
+
+    sync_config = sync_config if sync_config is not None else SyncConfig()
+    upload_dir = sync_config.upload_dir or experiments[0].spec.get("upload_dir")
+    if not upload_dir:
+        if sync_config.sync_to_cloud:
+            logger.warning("SyncConfig.sync_to_cloud is ignored without an upload_dir "
+                           "(as in 1.x): nothing is uploaded.")
+        return None
+    return CloudSyncer.from_config(sync_config, experiment_dir, upload_dir)
+
+
+async def _download_to_resume(settings: ControllerSettings, cloud: Any) -> None:
+    """resume="REMOTE": the experiment comes down from the cloud (in a worker thread), then
+    continues from its newest state as resume=True would."""
+    from tune_async.state import newest_state_file
+
+    def download() -> str | None:
+        url = cloud.remote_url
+        if not cloud.storage.exists(url):
+            raise ValueError(f"Called resume from remote, but nothing is stored at {url}.")
+        cloud.storage.download_dir(url, settings.experiment_dir)
+        return newest_state_file(settings.experiment_dir)
+
+    settings.resume_path = await anyio.to_thread.run_sync(download)
+    if settings.resume_path is None:
+        raise ValueError(f"Called resume from remote, but {cloud.remote_url} holds no "
+                         "experiment state (experiment_state-*.json).")
 
 
 def _validate_server_port(port: Any) -> None:

@@ -52,6 +52,9 @@ class PluginContext:
         self._idle.set()
         self._end_hooks: list[tuple[str, Callable[[], Awaitable[Any]]]] = []
         self.holds = CheckpointHolds(self._spawn_delete)
+        self._deleting = 0
+        self._deleted = anyio.Event()  # set when no deletion runs
+        self._deleted.set()
         self.transits = CheckpointTransits()
 
     def hold_checkpoint(self, path: str) -> Release:
@@ -81,9 +84,23 @@ class PluginContext:
                 await fn()
             except Exception:  # noqa: BLE001 - one plugin's end never stops another's
                 logger.exception("End hook %s failed", label)
+        # Holds released by those hooks (a final upload) started deletions: let them finish
+        # before the tasks are cancelled, or pruned checkpoints would stay on disk.
+        await self._deleted.wait()
 
     def _spawn_delete(self, delete: Callable[[list], Any], checkpoints: list) -> None:
-        self.start_soon(self.run_sync, delete, checkpoints, name="delete pruned checkpoints")
+        self._deleting += 1
+        self._deleted = anyio.Event() if self._deleting == 1 else self._deleted
+        self.start_soon(self._delete, delete, checkpoints, name="delete pruned checkpoints")
+
+    async def _delete(self, delete: Callable[[list], Any], checkpoints: list) -> None:
+        try:
+            with anyio.CancelScope(shield=True):  # an rmtree once asked for is not dropped
+                await self.run_sync(delete, checkpoints)
+        finally:
+            self._deleting -= 1
+            if self._deleting == 0:
+                self._deleted.set()
 
     def start_soon(self, fn: Callable[..., Awaitable[Any]], *args: Any,
                    name: str | None = None) -> None:

@@ -386,7 +386,9 @@ class ExperimentAnalysis(Analysis):
     Args:
         experiment_checkpoint_path (str): an ``experiment_state-*.json`` file,
             or the experiment directory (then its newest state file by name;
-            with none, the trial directories found in it).
+            with none, the trial directories found in it). An fsspec URL
+            (``"s3://bucket/exp/name"``, an ``upload_dir/<name>``) is downloaded
+            to a temporary directory first (removed when the interpreter exits).
         trials (list[Trial]): the Trial records (``tune.run`` passes its live
             ones). Default: built from the state file, or from the trial dirs.
         default_metric (str): metric used when a method gets none. Default: the
@@ -411,7 +413,12 @@ class ExperimentAnalysis(Analysis):
         default_metric: str | None = None,
         default_mode: str | None = None,
     ):
-        path = os.path.abspath(os.path.expanduser(os.fspath(experiment_checkpoint_path)))
+        path = os.fspath(experiment_checkpoint_path)
+        if "://" in path:
+            from tune_async.sync.analysis import local_copy
+
+            path = local_copy(path)
+        path = os.path.abspath(os.path.expanduser(path))
         if not os.path.exists(path):
             raise ValueError(f"{path} is not a valid file or directory.")
         if os.path.isdir(path):

@@ -172,6 +172,25 @@ class FsspecStorage:
             os.makedirs(os.path.dirname(os.path.join(local_dir, rel)), exist_ok=True)
         if remote:
             fs.get(remote, [os.path.join(local_dir, rel) for rel in rels])
+        self._record_downloaded(local_dir, remote_url, rels)
+
+    def _record_downloaded(self, local_dir: str, remote_url: str, rels: list[str]) -> None:
+        """What came down is what the remote holds: a later upload need not send it."""
+        stats = {}
+        for rel in rels:
+            st = os.stat(os.path.join(local_dir, rel))
+            stats[rel] = (st.st_size, st.st_mtime_ns)
+        with self._lock:
+            manifest = self._manifests.setdefault((os.path.abspath(local_dir), remote_url),
+                                                  Manifest())
+            manifest.uploaded.update(stats)
+
+    def pending(self, local_dir: str, remote_url: str) -> list[str]:
+        """Files of ``local_dir`` changed or new since the last upload to ``remote_url``."""
+        with self._lock:
+            manifest = self._manifests.get((os.path.abspath(local_dir), remote_url), Manifest())
+            uploaded = dict(manifest.uploaded)
+        return Manifest(uploaded).changes(dict(local_files(local_dir)))[0]
 
     def exists(self, remote_url: str) -> bool:
         fs, root = self._fs(remote_url)
