@@ -148,6 +148,7 @@ def bad_requests(base: str, finished_id: str, token: str) -> list:
         ("PUT", f"/trials/{finished_id}", auth, 409),
         ("POST", "/trials", {**auth, "data": b"{not json"}, 400),
         ("POST", "/trials", {**auth, "json": [1, 2]}, 400),
+        ("POST", "/trials", {**auth, "data": b"[" * 100_000}, 400),
         ("POST", "/trials", {**auth, "json": {"name": "x", "spec": {"config": {}, "bogus": 1}}},
          400),
         ("POST", "/trials", {**auth, "json": {"name": "x", "spec": {"run": "another"}}}, 400),
@@ -337,3 +338,33 @@ def test_host_and_token_come_from_the_environment(monkeypatch):
     monkeypatch.setenv("TUNE_SERVER_HOST", "0.0.0.0")
     monkeypatch.setenv("TUNE_SERVER_TOKEN", "t")
     assert ServerOptions.from_env(8000) == ServerOptions(port=8000, host="0.0.0.0", token="t")
+
+
+def odd_values(config):
+    import numpy as np
+
+    for i in range(1000):
+        time.sleep(0.01)
+        tune.report(loss=float("nan") if i == 0 else np.float32(i), best=np.inf,
+                    arr=np.arange(3), i=np.int64(i))
+
+
+async def test_numpy_and_nan_results_are_valid_json(tmp_path):
+    port = free_port()
+    async with tune.start(odd_values, config={"x": 1}, local_dir=str(tmp_path), verbose=0,
+                          server_port=port, trial_executor=ScriptedExecutor()) as exp:
+        client = await until_serving(exp, port)
+        async with client.events() as stream:
+            async for event in stream:  # the stream's JSON parses (no NaN, no numpy)
+                if isinstance(event, tune.TrialResult) and event.result["i"] >= 1:
+                    assert event.result["loss"] == event.result["i"]
+                    assert event.result["best"] is None
+                    assert event.result["arr"] == [0, 1, 2]
+                    break
+        status, text, _ = await request("GET", f"http://127.0.0.1:{port}/trials?format=json")
+        (info,) = json.loads(text)["trials"]  # strict JSON: no NaN or Infinity tokens
+        assert info["result"]["best"] is None and isinstance(info["result"]["i"], int)
+        pickled = await client.aget_trial(info["id"])  # 1.x's form keeps the values as they are
+        assert pickled["trial"]["result"]["best"] == float("inf")
+        await client.astop_experiment()
+        await exp.wait()

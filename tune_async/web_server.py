@@ -404,7 +404,7 @@ async def _json_body(request: web.Request) -> dict:
     text = await request.text()
     try:
         body = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # (RecursionError: nested absurdly deep)
         raise _http_error(web.HTTPBadRequest, f"The body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise _http_error(web.HTTPBadRequest, "The body must be a JSON object "
