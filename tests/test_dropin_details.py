@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 
 import pytest
 
@@ -416,3 +417,42 @@ def test_trainable_util_on_a_runs_checkpoints(results_dir, tmp_path):
     TrainableUtil.make_checkpoint_dir(str(tmp_path), 7, override=True)
     assert os.listdir(made) == [".is_checkpoint"]
     assert tune.utils.trainable.TrainableUtil is TrainableUtil
+
+
+def test_wait_for_gpu_needs_gputil_and_rejects_the_removed_argument(monkeypatch):
+    monkeypatch.setitem(sys.modules, "GPUtil", None)  # not installed
+    with pytest.raises(RuntimeError, match="GPUtil must be installed"):
+        tune.utils.wait_for_gpu(0)
+    with pytest.raises(ValueError, match="target_util"):
+        tune.utils.wait_for_gpu(0, gpu_memory_limit=0.5)
+
+
+class _Gpu:
+    def __init__(self, index, uuid, utils):
+        self.id, self.uuid, self._utils = index, uuid, utils
+
+    @property
+    def memoryUtil(self):  # noqa: N802 - GPUtil's name
+        return self._utils.pop(0) if len(self._utils) > 1 else self._utils[0]
+
+
+def test_wait_for_gpu_polls_until_the_memory_is_released(monkeypatch):
+    """GPUtil's interface (getGPUs, id, uuid, memoryUtil) given by a module of our own:
+    no GPU here. The utilisation drops over three checks."""
+    import types
+
+    gpus = [_Gpu(0, "GPU-aaa", [0.9]), _Gpu(1, "GPU-bbb", [0.8, 0.5, 0.0])]
+    module = types.SimpleNamespace(getGPUs=lambda: gpus)
+    monkeypatch.setitem(sys.modules, "GPUtil", module)
+    sleeps = []
+    monkeypatch.setattr(tune.utils.util.time, "sleep", sleeps.append)
+
+    assert tune.utils.wait_for_gpu("1", target_util=0.01, delay_s=2) is True
+    assert sleeps == [2, 2], "two waits before the third check found it free"
+    assert tune.utils.wait_for_gpu("GPU-bbb") is True  # by UUID
+    with pytest.raises(RuntimeError, match="GPU memory was not freed"):
+        tune.utils.wait_for_gpu(0, retry=3, delay_s=1)
+    with pytest.raises(ValueError, match="not found in set of available GPUs"):
+        tune.utils.wait_for_gpu(7)
+    with pytest.raises(ValueError, match="must be type str/int"):
+        tune.utils.wait_for_gpu(1.5)

@@ -16,6 +16,7 @@ from tune_async.utils.util import (
     unflatten_dict,
     unflattened_lookup,
     validate_save_restore,
+    wait_for_gpu,
     warn_if_slow,
 )
 
@@ -35,5 +36,6 @@ __all__ = [
     "unflatten_dict",
     "unflattened_lookup",
     "validate_save_restore",
+    "wait_for_gpu",
     "warn_if_slow",
 ]

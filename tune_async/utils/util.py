@@ -482,3 +482,79 @@ def _unpicklable(variables: dict) -> set[str]:
         if reason:
             print(f"   {reason}")
     return failed
+
+
+# ---- wait_for_gpu -----------------------------------------------------------------------------
+
+
+def wait_for_gpu(gpu_id: int | str | None = None, target_util: float = 0.01, retry: int = 20,
+                 delay_s: float = 5, gpu_memory_limit: float | None = None) -> bool:
+    """Block until a GPU's memory utilization is at most ``target_util`` (1.x helper).
+
+    Call it at the start of a trainable so a trial does not start on a GPU the previous
+    trial has not released yet. Needs ``GPUtil`` (``pip install gputil``).
+
+    Args:
+        gpu_id: The GPU's index (int or digit string) or UUID ("GPU-..."), as GPUtil
+            lists them. Default: the first GPU Ray assigned to this trial.
+        target_util: Memory utilization (0-1) to wait for; 0 waits until it is free.
+        retry: How many times to check.
+        delay_s: Seconds between checks.
+        gpu_memory_limit: Removed in 1.x (ValueError): use ``target_util``.
+
+    Returns:
+        True once the GPU's utilization is at most ``target_util``.
+
+    Raises:
+        RuntimeError: GPUtil is missing, Ray assigned no GPU, or the memory was not freed
+            after ``retry`` checks.
+        ValueError: ``gpu_id`` names no GPU GPUtil lists, or has a wrong type.
+    """
+    if gpu_memory_limit:
+        raise ValueError("'gpu_memory_limit' is deprecated. Use 'target_util' instead.")
+    gputil = _import_gputil()
+    if gputil is None:
+        raise RuntimeError("GPUtil must be installed if calling `wait_for_gpu`.")
+    gpu_id = _assigned_gpu() if gpu_id is None else gpu_id
+    attr, gpu_id = _gpu_key(gpu_id)
+    known = {getattr(g, attr) for g in gputil.getGPUs()}
+    if gpu_id not in known:
+        raise ValueError(
+            f"{gpu_id} not found in set of available GPUs: {known}. `wait_for_gpu` takes "
+            "either a GPU ordinal ID (e.g., '0') or a UUID (e.g., 'GPU-04546190-...').")
+    for attempt in range(int(retry)):
+        gpu = next(g for g in gputil.getGPUs() if getattr(g, attr) == gpu_id)
+        util = gpu.memoryUtil
+        if util <= target_util:
+            return True
+        logger.info("Waiting for GPU util to reach %s. Util: %.3f", target_util, util)
+        if attempt < int(retry) - 1:
+            time.sleep(delay_s)
+    raise RuntimeError("GPU memory was not freed.")
+
+
+def _import_gputil() -> Any:
+    try:
+        import GPUtil
+    except ImportError:
+        return None
+    return GPUtil
+
+
+def _assigned_gpu() -> Any:
+    import ray
+
+    ids = ray.get_gpu_ids()
+    if not ids:
+        raise RuntimeError("No GPU ids found from `ray.get_gpu_ids()`. Did you set Tune "
+                           "resources correctly (resources_per_trial={'gpu': 1})?")
+    return ids[0]
+
+
+def _gpu_key(gpu_id: Any) -> tuple[str, Any]:
+    """Which GPUtil attribute ``gpu_id`` names (``id`` or ``uuid``), and its value."""
+    if isinstance(gpu_id, str):
+        return ("id", int(gpu_id)) if gpu_id.isdigit() else ("uuid", gpu_id)
+    if isinstance(gpu_id, int) and not isinstance(gpu_id, bool):
+        return "id", gpu_id
+    raise ValueError(f"gpu_id ({type(gpu_id)}) must be type str/int.")
