@@ -123,6 +123,10 @@ async def test_the_live_page_shows_trials_and_new_results(tmp_path):
                           metric="loss", mode="min", local_dir=str(tmp_path), verbose=0,
                           server_port=port) as exp:
         await until_serving(exp, port)
+        # Opened once the first trial's early results are on disk: the plot starts with
+        # them (the page asks for each trial's history), not only with what comes next.
+        first = exp.trials[0]
+        await until(lambda: len(progress_rows(first)) >= 3)
         async with chromium(tmp_path / "profile") as page:
             await page.call("Page.navigate", url=f"http://127.0.0.1:{port}/")
             await page.until("document.getElementById('state')?.textContent === 'live'")
@@ -130,6 +134,10 @@ async def test_the_live_page_shows_trials_and_new_results(tmp_path):
             rows = await page.until(f"(r => r.length === 3 && r)({ROWS})")
             assert sorted(r["id"] for r in rows) == ids
             assert {r["status"] for r in rows} <= {"PENDING", "RUNNING"}
+            line = await page.evaluate(
+                f"(l => l && {{first: l.dataset.first, points: Number(l.dataset.points)}})("
+                f"document.querySelector('#plot polyline[data-trial-id=\"{first.trial_id}\"]'))")
+            assert line["first"] == "1" and line["points"] >= 3
             # New results arrive without a reload: a running trial's iteration grows and
             # its line in the plot gets more points.
             running = await page.until(
@@ -151,6 +159,17 @@ async def test_the_live_page_shows_trials_and_new_results(tmp_path):
             rows = await page.evaluate(ROWS)
             assert {r["id"]: r["status"] for r in rows} == {
                 t.trial_id: t.status.value for t in exp.trials}
+
+
+def progress_rows(trial) -> list[str]:
+    path = pathlib.Path(trial.logdir or "", "progress.csv")
+    return path.read_text().splitlines()[1:] if trial.logdir and path.exists() else []
+
+
+async def until(predicate):
+    with anyio.fail_after(60):
+        while not predicate():
+            await anyio.sleep(0.1)
 
 
 async def save_screenshot(page: Page, name: str) -> None:

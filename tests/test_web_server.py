@@ -368,3 +368,36 @@ async def test_numpy_and_nan_results_are_valid_json(tmp_path):
         assert pickled["trial"]["result"]["best"] == float("inf")
         await client.astop_experiment()
         await exp.wait()
+
+
+async def test_the_snapshot_can_carry_each_trials_earlier_results(tmp_path):
+    async with scripted(tmp_path, {"x": 2.0, "steps": 1000, "pause": 0.01}) as (exp, client, _):
+        (trial,) = exp.trials
+        await until(lambda: trial.last_result.get("training_iteration", 0) >= 5)
+
+        async def history():
+            async with client.events(history=True) as stream:
+                snapshot = await anext(aiter(stream))
+            return snapshot["history"][trial.trial_id]
+
+        with anyio.fail_after(30):  # progress.csv is flushed every few seconds
+            while len(rows := await history()) < 5:
+                await anyio.sleep(0.2)
+        assert [row["training_iteration"] for row in rows] == list(range(1, len(rows) + 1))
+        assert all(row["loss"] == 20 - row["i"] for row in rows)
+        assert not any(key.startswith("config/") for key in rows[0])
+        await client.astop_experiment()
+        await exp.wait()
+
+
+def test_a_long_history_is_thinned_to_the_budget(tmp_path, monkeypatch):
+    from tune_async import web_server
+
+    rows = ["training_iteration,loss,config/x,date"]
+    rows += [f"{i},{100 - i},1.0,2026-01-01" for i in range(1, 1001)]
+    (tmp_path / "progress.csv").write_text("\n".join(rows) + "\n1001,-")  # a half-written row
+    monkeypatch.setattr(web_server, "MAX_HISTORY_POINTS", 100)
+    (history,) = web_server._read_histories({"t": str(tmp_path)}).values()
+    iterations = [row["training_iteration"] for row in history]
+    assert len(history) <= 101 and iterations[0] == 1 and iterations[-1] == 1000
+    assert history[0] == {"training_iteration": 1.0, "loss": 99.0}

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import csv
 import hmac
 import importlib.resources
 import itertools
@@ -75,6 +76,8 @@ STREAM_GRACE_S = 1.0
 YIELD_AFTER_S = 0.002
 # Responses for more trials than this are JSON-encoded in a worker thread.
 ENCODE_IN_THREAD_ABOVE = 200
+# The page's history (GET /events?history=1) sends at most about this many results in all.
+MAX_HISTORY_POINTS = 50_000
 
 _SPEC_KEYS = ("run", "config", "stop", "resources_per_trial", "resources", "num_samples")
 _BODY_KEYS = ("name", "spec")
@@ -259,6 +262,8 @@ class TuneServer:
 
         The subscription starts before the snapshot is built, so nothing is missed; an
         event may repeat what the snapshot already shows (apply them idempotently).
+        ``?history=1`` adds each trial's earlier results (numeric columns of its
+        progress.csv, as far as it was flushed; thinned out for long runs) to the snapshot.
         """
         subscription = self._controller.events.subscribe(STREAM_BUFFER)
         response = web.StreamResponse(headers={
@@ -269,9 +274,9 @@ class TuneServer:
         self._streams[scope] = done
         try:
             with scope:
-                snapshot = await self._snapshot()
+                snapshot = await self._snapshot(request.query.get("history") == "1")
                 await response.prepare(request)
-                await response.write(_sse("snapshot", snapshot))
+                await response.write(await _encoded_sse("snapshot", snapshot))
                 await _forward(subscription, response)
         except ConnectionError:
             pass  # the client left
@@ -281,12 +286,17 @@ class TuneServer:
             done.set()
         return response
 
-    async def _snapshot(self) -> dict:
-        trials = await _encode_each(list(self._controller.trial_views), _plain_info)
+    async def _snapshot(self, with_history: bool) -> dict:
+        views = list(self._controller.trial_views)
         experiment = self._controller.s
-        return {"name": experiment.experiments[0].name, "trials": trials,
-                "metric": experiment.metric, "mode": experiment.mode,
-                "ended": self._controller.events.ended is not None}
+        snapshot = {"name": experiment.experiments[0].name,
+                    "trials": await _encode_each(views, _plain_info),
+                    "metric": experiment.metric, "mode": experiment.mode,
+                    "ended": self._controller.events.ended is not None}
+        if with_history:  # files: read in a worker thread
+            logdirs = {view.trial_id: view.logdir for view in views}
+            snapshot["history"] = await anyio.to_thread.run_sync(_read_histories, logdirs)
+        return snapshot
 
     async def _end_streams(self, app: web.Application) -> None:
         """Closing: streams that are ending send their last events, the rest are cut."""
@@ -334,6 +344,46 @@ async def _forward(subscription: Any, response: web.StreamResponse) -> None:
 
 def _sse(kind: str, data: Any) -> bytes:
     return f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode()
+
+
+async def _encoded_sse(kind: str, data: dict) -> bytes:
+    """A large snapshot is encoded in a worker thread (it is built already)."""
+    if len(data["trials"]) > ENCODE_IN_THREAD_ABOVE or data.get("history"):
+        return await anyio.to_thread.run_sync(_sse, kind, data)
+    return _sse(kind, data)
+
+
+def _read_histories(logdirs: dict[str, str | None]) -> dict[str, list[dict]]:
+    """Each trial's recorded results from its progress.csv (in a worker thread)."""
+    per_trial = max(10, MAX_HISTORY_POINTS // max(1, len(logdirs)))
+    histories = {}
+    for trial_id, logdir in logdirs.items():
+        rows = _progress_rows(os.path.join(logdir, "progress.csv")) if logdir else []
+        stride = math.ceil(len(rows) / per_trial) if rows else 1
+        histories[trial_id] = rows[::stride] + ([rows[-1]] if (len(rows) - 1) % stride else [])
+    return histories
+
+
+def _progress_rows(path: str) -> list[dict]:
+    """The numeric, non-config columns of each complete row (the file may be mid-write)."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            complete = (row for row in csv.DictReader(f) if None not in row.values())
+            return [row for row in map(_numeric_row, complete) if "training_iteration" in row]
+    except (OSError, csv.Error):
+        return []
+
+
+def _numeric_row(row: dict) -> dict:
+    numbers = {}
+    for key, text in row.items():
+        if key is None or key.startswith("config/") or not text:
+            continue
+        with contextlib.suppress(ValueError, TypeError):
+            value = float(text)
+            if math.isfinite(value):
+                numbers[key] = value
+    return numbers
 
 
 def _event_data(event: Any) -> dict:
@@ -595,15 +645,17 @@ class TuneClient:
         return await self._arequest("PUT", "/stop_experiment")
 
     @contextlib.asynccontextmanager
-    async def events(self) -> AsyncIterator[AsyncIterator[Any]]:
+    async def events(self, history: bool = False) -> AsyncIterator[AsyncIterator[Any]]:
         """The server's event stream: ``async with client.events() as stream:
         async for event in stream`` gives a ``{"trials": [...]}`` snapshot dict first,
-        then event records (``tune.TrialResult``...), ending after ``ExperimentEnded``."""
+        then event records (``tune.TrialResult``...), ending after ``ExperimentEnded``.
+        ``history=True``: the snapshot's ``"history"`` has each trial's earlier results."""
         import aiohttp
 
+        url = self._path + "/events" + ("?history=1" if history else "")
         async with aiohttp.ClientSession(headers=self._headers(),
                                          timeout=aiohttp.ClientTimeout(sock_connect=30)) \
-                as session, session.get(self._path + "/events") as response:
+                as session, session.get(url) as response:
             await _raise_for_status_async(response)
             yield _read_events(response)
 
