@@ -262,6 +262,26 @@ async def test_grid_spec_adds_one_trial_per_variant(tmp_path):
     assert added == [3.0, 3.0, 4.0, 4.0]
 
 
+async def test_put_trials_stops_every_unfinished_trial(tmp_path):
+    async with scripted(tmp_path, {"x": tune.grid_search([1.0, 2.0]), "steps": 1000,
+                                   "pause": 0.01}) as (exp, _, port):
+        status, text, _ = await request("PUT", f"http://127.0.0.1:{port}/trials?format=json")
+        assert status == 200
+        assert {t["id"] for t in json.loads(text)["trials"]} == {t.trial_id for t in exp.trials}
+        analysis = await exp.wait()
+    assert [t.status for t in analysis.trials] == ["TERMINATED", "TERMINATED"]
+    assert all(t.last_result.get("training_iteration", 0) < 1000 for t in analysis.trials)
+
+
+async def test_a_bad_format_adds_nothing(tmp_path):
+    async with scripted(tmp_path, {"x": 1.0, "steps": 1000, "pause": 0.01}) as (exp, client, port):
+        status, _, _ = await request("POST", f"http://127.0.0.1:{port}/trials?format=xml",
+                                     json={"name": "x", "spec": {"config": {"x": 2.0}}})
+        assert status == 400 and len(exp.trials) == 1
+        await client.astop_experiment()
+        await exp.wait()
+
+
 async def test_unknown_trial_is_a_404_with_a_message(tmp_path):
     async with scripted(tmp_path, {"x": 1.0, "steps": 100, "pause": 0.02}) as (exp, client, _):
         with pytest.raises(TuneClientError) as missing:

@@ -8,6 +8,7 @@
 ``GET /trials``        ``{"trials": [info, ...]}``
 ``GET /trials/<id>``   ``{"trial": info}`` (404 for an unknown id)
 ``PUT /trials/<id>``   stop the trial; ``{"trial": info}`` once it is TERMINATED
+``PUT /trials``        stop every unfinished trial; ``{"trials": [info, ...]}``
 ``POST /trials``       ``{"name": str, "spec": {...}}`` adds trials; 201 ``{"trials": [...]}``
 ``PUT /stop_experiment``  stop every trial and end the experiment
 ``GET /events``        server-sent events: a ``snapshot``, then the controller's events
@@ -188,6 +189,7 @@ class TuneServer:
         app.router.add_get("/", self._page)
         app.router.add_get("/trials", self._list_trials)
         app.router.add_post("/trials", self._add_trials)
+        app.router.add_put("/trials", self._stop_trials)
         app.router.add_get("/trials/{trial_id}", self._get_trial)
         app.router.add_put("/trials/{trial_id}", self._stop_trial)
         app.router.add_put("/stop_experiment", self._stop_experiment)
@@ -219,14 +221,28 @@ class TuneServer:
 
     # ---- steering ---------------------------------------------------------------------
     async def _stop_trial(self, request: web.Request) -> web.Response:
+        encode = _info_encoder(request)
         trial = self._trial_or_404(request.match_info["trial_id"])
         if trial.status.is_finished:
             raise _http_error(web.HTTPConflict, f"Trial {trial.trial_id} has already "
                                                 f"finished ({trial.status.value})")
-        await self._command(StopTrialCommand(trial.trial_id, _future()))
-        return await _json_response({"trial": _info_encoder(request)(trial)})
+        # (A ValueError now: it finished while the command waited its turn.)
+        await self._command(StopTrialCommand(trial.trial_id, _future()), web.HTTPConflict)
+        return await _json_response({"trial": encode(trial)})
+
+    async def _stop_trials(self, request: web.Request) -> web.Response:
+        """1.x's PUT /trials: stop every trial that has not finished."""
+        encode = _info_encoder(request)
+        unfinished = [t for t in self._controller.trial_views if not t.status.is_finished]
+        for trial in unfinished:
+            with contextlib.suppress(web.HTTPConflict):  # it finished meanwhile
+                await self._command(StopTrialCommand(trial.trial_id, _future()),
+                                    web.HTTPConflict)
+        infos = await _encode_each(unfinished, encode)
+        return await _json_response({"trials": infos}, many=len(infos))
 
     async def _add_trials(self, request: web.Request) -> web.Response:
+        encode = _info_encoder(request)
         body = await _json_body(request)
         spec = _trial_spec(body, self._controller.s.experiments[0].run_identifier)
         configs = _expand_configs(spec.get("config", {}), spec.get("num_samples", 1))
@@ -236,7 +252,7 @@ class TuneServer:
             trial_id = await self._command(
                 AddTrialCommand(config, spec.get("stop"), resources, _future()))
             added.append(TrialView(self._controller.trial_by_id[trial_id]))
-        infos = await _encode_each(added, _info_encoder(request))
+        infos = await _encode_each(added, encode)
         location = f"/trials/{added[0].trial_id}" if added else "/trials/"
         return await _json_response({"trials": infos}, status=201, many=len(infos),
                                     headers={"Location": location})
@@ -247,12 +263,13 @@ class TuneServer:
         self._controller._post(StopAll("stopped through the TuneServer"))
         return await _json_response({})
 
-    async def _command(self, command: Any) -> Any:
+    async def _command(self, command: Any,
+                       refused: type[web.HTTPException] = web.HTTPBadRequest) -> Any:
         """Hand a command to the controller; its refusal becomes a 4xx."""
         try:
             return await self._controller.submit(command)
         except (ValueError, TypeError) as exc:  # a bad config, stop or resources
-            raise _http_error(web.HTTPBadRequest, str(exc)) from None
+            raise _http_error(refused, str(exc)) from None
         except TuneError as exc:  # the experiment is stopping or has ended
             raise _http_error(web.HTTPConflict, str(exc)) from None
 
