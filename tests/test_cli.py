@@ -12,6 +12,8 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 
 import pandas as pd
 import pytest
@@ -209,3 +211,34 @@ def test_the_1x_module_functions(project, capsys):
         scripts.cli(["ls", os.path.join(project, "sweep"), "-o", "json"])
     assert exit_info.value.code == 0
     assert len(json.loads(capsys.readouterr().out)) == 3
+
+
+def _waits_for_release(config):
+    tune.report(loss=0.5)
+    deadline = time.monotonic() + 120
+    while not os.path.exists(config["release"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    tune.report(loss=0.25)
+
+
+def test_ls_watches_a_running_experiment(tmp_path):
+    release = tmp_path / "release"
+    exp_dir = str(tmp_path / "live")
+    runner = threading.Thread(target=tune.run, args=(_waits_for_release,), kwargs={
+        "config": {"release": str(release)}, "local_dir": str(tmp_path), "name": "live",
+        "trial_executor": "local", "verbose": 0})
+    runner.start()
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            proc = run_cli("ls", exp_dir, "-o", "json")
+            rows = json.loads(proc.stdout) if proc.returncode == 0 else []
+            if rows and rows[0]["status"] == "RUNNING" and rows[0].get("loss") == 0.5:
+                break
+            assert time.monotonic() < deadline, (proc.stdout, proc.stderr)
+            time.sleep(0.5)
+    finally:
+        release.touch()
+        runner.join(120)
+    rows = json.loads(ok("ls", exp_dir, "-o", "json"))
+    assert rows[0]["status"] == "TERMINATED" and rows[0]["loss"] == 0.25
