@@ -142,13 +142,16 @@ async def test_wrong_or_missing_token_is_refused(tmp_path, monkeypatch):
 def bad_requests(base: str, finished_id: str, token: str) -> list:
     """(method, path, kwargs, expected status): every kind of bad request we refuse."""
     auth = {"headers": {"Authorization": f"Bearer {token}"}}
+    json_auth = {"headers": {**auth["headers"], "Content-Type": "application/json"}}
     return [
         ("GET", "/trials/no_such_trial", auth, 404),
         ("PUT", "/trials/no_such_trial", auth, 404),
         ("PUT", f"/trials/{finished_id}", auth, 409),
-        ("POST", "/trials", {**auth, "data": b"{not json"}, 400),
+        ("POST", "/trials", {**json_auth, "data": b"{not json"}, 400),
+        ("POST", "/trials", {**auth, "data": b'{"name": "x", "spec": {}}'}, 415),
         ("POST", "/trials", {**auth, "json": [1, 2]}, 400),
-        ("POST", "/trials", {**auth, "data": b"[" * 100_000}, 400),
+        ("POST", "/trials", {**json_auth, "data": b"[" * 100_000}, 400),
+        ("GET", "/trials", {"headers": {**auth["headers"], "Host": "evil.example"}}, 403),
         ("POST", "/trials", {**auth, "json": {"name": "x", "spec": {"config": {}, "bogus": 1}}},
          400),
         ("POST", "/trials", {**auth, "json": {"name": "x", "spec": {"run": "another"}}}, 400),
@@ -421,3 +424,23 @@ def test_a_long_history_is_thinned_to_the_budget(tmp_path, monkeypatch):
     iterations = [row["training_iteration"] for row in history]
     assert len(history) <= 101 and iterations[0] == 1 and iterations[-1] == 1000
     assert history[0] == {"training_iteration": 1.0, "loss": 99.0}
+
+
+async def test_only_loopback_host_names_reach_a_loopback_server(tmp_path):
+    async with scripted(tmp_path, {"x": 1.0, "steps": 1000, "pause": 0.01}) as (exp, client, port):
+        url = f"http://127.0.0.1:{port}/trials"
+        for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}", "localhost"):
+            assert (await request("GET", url, headers={"Host": host}))[0] == 200
+        for host in (f"evil.example:{port}", "evil.example", f"127.0.0.1.evil.example:{port}"):
+            status, body, _ = await request("GET", url, headers={"Host": host})
+            assert status == 403 and "loopback" in json.loads(body)["error"]
+        await client.astop_experiment()
+        await exp.wait()
+
+
+def test_host_header_names():
+    from tune_async.web_server import _host_name
+
+    assert _host_name("[::1]:80") == "::1"
+    assert _host_name("localhost:4321") == "localhost"
+    assert _host_name("127.0.0.1") == "127.0.0.1"

@@ -183,7 +183,7 @@ class TuneServer:
                 await self.close()
 
     def _app(self) -> web.Application:
-        app = web.Application(middlewares=[_json_errors, _require_token])
+        app = web.Application(middlewares=[_json_errors, _local_names_only, _require_token])
         app[_SERVER] = self
         app.on_shutdown.append(self._end_streams)
         app.router.add_get("/", self._page)
@@ -468,6 +468,11 @@ def _plain(value: Any) -> Any:
 
 # ---- requests -------------------------------------------------------------------------
 async def _json_body(request: web.Request) -> dict:
+    # Only JSON: a web page elsewhere can make a browser POST text/plain here without
+    # asking first (CORS preflight), never application/json.
+    if request.content_type != "application/json":
+        raise _http_error(web.HTTPUnsupportedMediaType, "The body must be JSON, sent with "
+                                                        "Content-Type: application/json")
     text = await request.text()
     try:
         body = json.loads(text)
@@ -567,6 +572,27 @@ async def _require_token(request: web.Request, handler: Any) -> web.StreamRespon
                                                 "'Authorization: Bearer <token>' or ?token=",
                           headers={"WWW-Authenticate": 'Bearer realm="tune"'})
     return await handler(request)
+
+
+_LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+@web.middleware
+async def _local_names_only(request: web.Request, handler: Any) -> web.StreamResponse:
+    """On a loopback address, requests must name a loopback host: a web page whose own
+    domain was made to resolve to 127.0.0.1 (DNS rebinding) cannot read the server."""
+    host = request.app[_SERVER].options.host
+    if host in _LOOPBACK_NAMES and _host_name(request.host) not in _LOOPBACK_NAMES:
+        raise _http_error(web.HTTPForbidden, f"Host {request.host!r} is not this machine's "
+                                             "loopback name (use 127.0.0.1 or localhost)")
+    return await handler(request)
+
+
+def _host_name(host_header: str) -> str:
+    """``"[::1]:4321"`` -> ``"::1"``, ``"localhost:4321"`` -> ``"localhost"``."""
+    if host_header.startswith("["):
+        return host_header[1:].partition("]")[0]
+    return host_header.rpartition(":")[0] if host_header.count(":") == 1 else host_header
 
 
 def _carries_token(request: web.Request, token: str) -> bool:
