@@ -213,8 +213,8 @@ async def _interrupted_run(local_dir, sync_config, runs_dir):
                         sync_config=sync_config, callbacks=[OnFirstComplete()],
                         config={"x": tune.grid_search([0, 1, 2]), "runs": runs_dir,
                                 "steps": tune.sample_from(
-                                    lambda spec: 1 if spec.config.x == 0 else 40),
-                                "sleep": 0.1},
+                                    lambda spec: 1 if spec.config.x == 0 else 15),
+                                "sleep": 0.2},
                         resources_per_trial={"cpu": 1})
 
     async with anyio.create_task_group() as tg:
@@ -251,7 +251,7 @@ async def test_s3_upload_then_resume_remote_after_the_local_copy_is_gone(
     assert _runs(runs_dir, 0) == 1  # finished before: not run again
     assert _runs(runs_dir, 1) == 2 and _runs(runs_dir, 2) == 2  # interrupted: continued
     for trial in analysis.trials:
-        assert trial.last_result["training_iteration"] == (1 if trial.config["x"] == 0 else 40)
+        assert trial.last_result["training_iteration"] == (1 if trial.config["x"] == 0 else 15)
     assert bucket_files(f"{upload_dir}/exp") == local_files(local)
 
 

@@ -14,6 +14,7 @@ thread (``PluginContext.run_sync``), never on the event loop.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import shlex
@@ -77,8 +78,37 @@ def get_storage(spec: str | Callable[[str, str], Any], **storage_options: Any) -
             raise ValueError(f"A sync command template needs both {{source}} and {{target}}, "
                              f"got {spec!r}")
         return CommandStorage(spec)
-    filesystem_for(spec, storage_options)  # fail now on a missing package, not mid-run
+    check_backend(spec)  # fail now on a missing package, not mid-run
     return FsspecStorage(storage_options)
+
+
+def check_backend(url: str) -> None:
+    """Raise now if ``url``'s fsspec backend is unknown or not installed.
+
+    Cheap on purpose (no import: s3fs pulls in botocore, ~1 s): ``tune.arun`` builds the
+    run on the event loop; the backend is imported at the first upload, in a thread.
+    """
+    from fsspec.core import split_protocol
+    from fsspec.registry import known_implementations, registry
+
+    protocol = split_protocol(url)[0] or "file"
+    if protocol in registry:
+        return  # imported already
+    implementation = known_implementations.get(protocol)
+    if implementation is None:
+        raise ValueError(f"Unknown storage protocol {protocol}:// in {url!r} "
+                         "(not an fsspec protocol)")
+    module = implementation["class"].split(".", 1)[0]
+    if importlib.util.find_spec(module) is None:
+        raise _missing_backend(url, protocol, implementation.get("err", module))
+
+
+def _missing_backend(url: str, protocol: str, detail: Any) -> ImportError:
+    extra = _EXTRAS.get(protocol)
+    hint = (f"pip install 'tune_async[{extra}]'" if extra
+            else f"install the fsspec package for {protocol}://")
+    return ImportError(f"Syncing to {url!r} needs an fsspec backend for {protocol}://: "
+                       f"{hint} ({detail})")
 
 
 def filesystem_for(url: str, storage_options: dict | None = None) -> tuple[Any, str]:
@@ -89,11 +119,7 @@ def filesystem_for(url: str, storage_options: dict | None = None) -> tuple[Any, 
         return fsspec.core.url_to_fs(url, **(storage_options or {}))
     except ImportError as exc:
         protocol = url.split("://", 1)[0] if "://" in url else "file"
-        extra = _EXTRAS.get(protocol)
-        hint = (f"pip install 'tune_async[{extra}]'" if extra
-                else f"install the fsspec package for {protocol}://")
-        raise ImportError(f"Syncing to {url!r} needs an fsspec backend for {protocol}://: "
-                          f"{hint} ({exc})") from exc
+        raise _missing_backend(url, protocol, exc) from exc
 
 
 # ---- the incremental manifest ------------------------------------------------------------
