@@ -444,3 +444,17 @@ def test_host_header_names():
     assert _host_name("[::1]:80") == "::1"
     assert _host_name("localhost:4321") == "localhost"
     assert _host_name("127.0.0.1") == "127.0.0.1"
+
+
+def fails(config):
+    time.sleep(0.2)
+    raise ValueError("boom")
+
+
+async def test_the_runs_own_error_comes_through_unwrapped(tmp_path):
+    port = free_port()
+    with pytest.raises(ValueError, match="boom"):
+        await tune.arun(fails, config={"x": 1}, fail_fast="raise", server_port=port,
+                        local_dir=str(tmp_path), verbose=0, trial_executor=ScriptedExecutor())
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()

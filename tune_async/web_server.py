@@ -331,17 +331,20 @@ async def serve_during(controller: Any, port: int | None) -> list:
     all) when the run ends, fails or is cancelled.
     """
     server = TuneServer(controller, port)
+    error: BaseException | None = None
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(server.serve_while_running)
             try:
                 trials = await controller.run()
+            except Exception as exc:  # the run's own error: re-raised as is, below
+                error = exc
             finally:
                 tg.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from None
-        raise
+    except BaseExceptionGroup as group:  # the server could not start
+        error = group.exceptions[0] if len(group.exceptions) == 1 else group
+    if error is not None:
+        raise error  # (outside the handler: its traceback and cause stay the run's own)
     return trials
 
 
