@@ -242,3 +242,14 @@ def test_ls_watches_a_running_experiment(tmp_path):
         runner.join(120)
     rows = json.loads(ok("ls", exp_dir, "-o", "json"))
     assert rows[0]["status"] == "TERMINATED" and rows[0]["loss"] == 0.25
+
+
+@pytest.mark.parametrize("desc", [["--desc"], ["--desc", "True"], ["--desc=true"],
+                                  ["--desc", "False"], []])
+def test_desc_as_a_flag_or_with_1x_value(project, desc):
+    sweep = os.path.join(project, "sweep")
+    # A bare --desc may come before the path: it never takes the path as its value.
+    out = ok("ls", "--sort", "config/x", *desc, sweep, "--columns", "config/x", "-o", "csv")
+    descending = desc in (["--desc"], ["--desc", "True"], ["--desc=true"])
+    xs = pd.read_csv(io.StringIO(out))["config/x"].tolist()
+    assert xs == ([3.0, 1.0, 0.2] if descending else [0.2, 1.0, 3.0])

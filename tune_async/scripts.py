@@ -18,14 +18,30 @@ from collections.abc import Sequence
 
 from tune_async import commands
 
+_TRUE, _FALSE = ("1", "true", "yes", "y"), ("0", "false", "no", "n")
 
-def _bool(text: str) -> bool:
-    lowered = text.lower()
-    if lowered in ("1", "true", "yes", "y"):
-        return True
-    if lowered in ("0", "false", "no", "n"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+def _normalize_desc(argv: Sequence[str]) -> list[str]:
+    """1.x spelled it ``--desc True``; a bare ``--desc`` works too, also before the path."""
+    out: list[str] = []
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        value = None
+        if arg.startswith("--desc="):
+            value = arg.split("=", 1)[1]
+        elif arg == "--desc" and i + 1 < len(args) and args[i + 1].lower() in _TRUE + _FALSE:
+            value = args[i + 1]
+            i += 1
+        if value is None:
+            out.append(arg)
+        elif value.lower() in _TRUE:
+            out.append("--desc")
+        elif value.lower() not in _FALSE:
+            out.append(arg)  # argparse reports it
+        i += 1
+    return out
 
 
 def _csv_list(text: str) -> list[str]:
@@ -35,9 +51,8 @@ def _csv_list(text: str) -> list[str]:
 def _add_listing_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--sort", type=_csv_list, default=None,
                         help="Column(s) to sort on, comma-separated.")
-    # 1.x took a value (--desc True); a bare --desc works too.
-    parser.add_argument("--desc", type=_bool, nargs="?", const=True, default=False,
-                        help="Sort descending.")
+    parser.add_argument("--desc", action="store_true",
+                        help="Sort descending (1.x's --desc True works too).")
     parser.add_argument("--filter", dest="filter_op", action="append", default=None,
                         metavar="'<column> <operator> <value>'",
                         help='Keep rows where this holds, e.g. "loss < 0.5" (operators '
@@ -105,7 +120,8 @@ def _ask(question: str) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser().parse_args(_normalize_desc(argv))
     try:
         code = args.run(args)
     except commands.CommandError as exc:
