@@ -40,11 +40,26 @@ def train(config, checkpoint_dir=None):
             f.write(f"{step}\n")
         with open(config["ledger"], "a") as f:
             f.write(json.dumps({"trial": tune.get_trial_id(), "step": step, "node": node}) + "\n")
+        if step == config.get("wait_for_driver_at"):
+            wait_for_driver_copy(config["ledger"])
         if step % config["every"] == 0:
             with tune.checkpoint_dir(step=step) as d:
                 with open(os.path.join(d, "state.json"), "w") as f:
                     json.dump({"step": step}, f)
         tune.report(step=step)
+
+
+def wait_for_driver_copy(ledger, timeout_s=90):
+    """Until the driver's copy of this trial's artifact exists (the driver's directory is
+    on this machine too): a periodic pull must bring it while the trial still runs."""
+    from tune_async.sync.node import to_driver_path
+
+    driver_copy = os.path.join(to_driver_path(tune.get_trial_dir()), "artifact.txt")
+    deadline = time.monotonic() + timeout_s
+    while not os.path.exists(driver_copy) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    with open(ledger, "a") as f:
+        f.write(json.dumps({"arrived_during_run": os.path.exists(driver_copy)}) + "\n")
 
 
 class Probe(tune.Callback):
@@ -66,13 +81,15 @@ class Probe(tune.Callback):
             self.on_result(trial, result)
 
 
-def run(work, name, probe, steps=6, sleep=0.2, every=2, num=1, pin=None, **kwargs):
+def run(work, name, probe, steps=6, sleep=0.2, every=2, num=1, pin=None,
+        wait_for_driver_at=None, **kwargs):
     resources = {"cpu": 1}
     if pin:
         resources["custom_resources"] = {pin: 1}
     analysis = tune.run(
         train, name=name, local_dir=os.path.join(work, "results"), verbose=0,
-        config={"steps": steps, "sleep": sleep, "every": every, "n": tune.grid_search(
+        config={"steps": steps, "sleep": sleep, "every": every,
+                "wait_for_driver_at": wait_for_driver_at, "n": tune.grid_search(
             list(range(num))), "ledger": os.path.join(work, f"{name}.ledger")},
         resources_per_trial=resources, callbacks=[probe], raise_on_failed_trial=False,
         **kwargs)
@@ -96,10 +113,12 @@ def scenarios(work, cluster, worker_nodes):
     report = {}
     long = tune.SyncConfig(node_sync_period=300, sync_on_checkpoint=False)
     report["long_period"] = run(work, "long_period", Probe(), num=2, sync_config=long)
-    report["short_period"] = run(work, "short_period", Probe(), steps=12, sleep=0.4, pin="a",
-                                 every=100,
+    report["short_period"] = run(work, "short_period", Probe(), steps=5, pin="a", every=100,
+                                 wait_for_driver_at=3,
                                  sync_config=tune.SyncConfig(node_sync_period=0.3))
     report["on_checkpoint"] = run(work, "on_checkpoint", Probe(), pin="b")
+    report["pruned"] = run(work, "pruned", Probe(), steps=5, every=1, pin="b",
+                           keep_checkpoints_num=2)
     report["function"] = run(work, "function", Probe(), pin="a", sync_config=tune.SyncConfig(
         sync_to_driver=copy_from_node, sync_on_checkpoint=False))
     template = (f"{sys.executable} -c \"import sys, shutil; shutil.copytree("

@@ -82,9 +82,13 @@ def test_a_short_node_sync_period_brings_files_during_the_run(cluster):
     run = cluster["short_period"]
     (trial,) = run["trials"]
     assert trial["status"] == "TERMINATED"
+    # The trainable waited at step 3 until its artifact was on the driver: it arrived.
+    with open(os.path.join(cluster["work"], "short_period.ledger")) as f:
+        waits = [json.loads(line) for line in f if "arrived_during_run" in line]
+    assert waits == [{"arrived_during_run": True}]
     during = [s["step"] for s in run["seen"] if s["artifact"]]
-    assert during and min(during) < 12, run["seen"]  # before the trial ended
-    assert artifact_steps(trial["logdir"]) == list(range(1, 13))
+    assert during and min(during) <= 4, run["seen"]  # before the trial ended
+    assert artifact_steps(trial["logdir"]) == list(range(1, 6))
 
 
 def test_sync_on_checkpoint_puts_each_checkpoint_on_the_driver_before_the_next_step(cluster):
@@ -94,6 +98,14 @@ def test_sync_on_checkpoint_puts_each_checkpoint_on_the_driver_before_the_next_s
     for seen in run["seen"]:
         taken_before = [f"checkpoint_{i:06d}" for i in range(2, seen["step"], 2)]
         assert seen["checkpoints"] == taken_before, seen
+
+
+def test_pruned_checkpoints_are_deleted_on_the_node_too(cluster):
+    (trial,) = cluster["pruned"]["trials"]
+    assert trial["status"] == "TERMINATED"
+    kept = ["checkpoint_000004", "checkpoint_000005"]  # keep_checkpoints_num=2
+    assert checkpoints_in(trial["logdir"]) == kept
+    assert checkpoints_in(on_node(cluster, trial)) == kept
 
 
 @pytest.mark.parametrize("name", ["function", "template"])

@@ -46,6 +46,8 @@ logger = logging.getLogger(__name__)
 NODE_ROOT_ENV = "TUNE_ASYNC_NODE_ROOT"
 # The experiment's end waits this long at most for the final pulls.
 FINAL_SYNC_TIMEOUT_S = 120.0
+# node_sync_period=0 (1.x: at every result) pulls continuously, but not more often than this.
+MIN_PERIOD_S = 0.5
 
 Manifest = dict[str, tuple[int, int]]  # relative path -> (size, mtime_ns)
 
@@ -152,6 +154,27 @@ def node_root_ref(node_id: str) -> Any:
     return _ROOT_REMOTE.options(**_on_node(node_id)).remote()
 
 
+def delete_on_node(directories: list[str]) -> None:
+    """Remove pruned checkpoint directories (driver paths) from this node's disk."""
+    import shutil
+
+    for directory in directories:
+        shutil.rmtree(to_node_path(directory), ignore_errors=True)
+
+
+def delete_ref(node_id: str, directories: list[str]) -> Any:
+    """Start :func:`delete_on_node` on node ``node_id`` (blocking Ray call: off the loop)."""
+    global _DELETE_REMOTE
+    if _DELETE_REMOTE is None:
+        import ray
+
+        _DELETE_REMOTE = ray.remote(num_cpus=0, max_retries=0)(delete_on_node)
+    return _DELETE_REMOTE.options(**_on_node(node_id)).remote(directories)
+
+
+_DELETE_REMOTE: Any = None
+
+
 def localize_checkpoint(path: str, driver_node_id: str | None) -> str:
     """This node's copy of the driver's checkpoint ``path``, pulled from the driver's node
     first when it is not here (a trial restored on another node than its checkpoint's).
@@ -210,6 +233,8 @@ class _TrialSync:
     last_pull: float = 0.0
     seen: dict[str, Manifest] = attrs.field(factory=dict)  # node id -> files pulled from it
     live: bool = True
+    # Checkpoint directories taken on other nodes: dir -> node id (pruned there too).
+    on_nodes: dict[str, str] = attrs.field(factory=dict)
     # The hold on its newest checkpoint that reached the driver (pruning keeps it).
     release_restorable: Any = None
 
@@ -252,7 +277,7 @@ class NodeSyncer(Callback):
     def setup(self, context: Any = None, **info: Any) -> None:
         self.context = context
         self.driver_node = current_node_id()  # None off Ray (local executors): nothing to do
-        if self.enabled and context is not None and 0 < self.period < float("inf"):
+        if self.enabled and context is not None and self.period < float("inf"):
             context.start_soon(self._pull_periodically, name="node sync")
 
     def on_trial_start(self, trial: Any, **info: Any) -> None:
@@ -263,12 +288,18 @@ class NodeSyncer(Callback):
             entry.live = True
 
     def on_checkpoint(self, trial: Any, checkpoint: Any, **info: Any) -> None:
-        if not (self.enabled and self.sync_on_checkpoint and self._is_remote(trial)):
+        if not (self.enabled and self._is_remote(trial)):
             return
         if getattr(checkpoint, "dir", None) is None:
             return  # a memory checkpoint: nothing on disk
-        transit = _begin_transit(self.context, trial.trial_id, checkpoint)
-        self._start(self._pull_checkpoint, trial, checkpoint, transit)
+        entry = self._entry(trial)
+        entry.on_nodes[checkpoint.dir] = trial.extra["node_id"]
+        if self.sync_on_checkpoint:
+            transit = _begin_transit(self.context, trial.trial_id, checkpoint)
+            self._start(self._pull_checkpoint, trial, checkpoint, transit)
+        pruned = self._pruned_on_nodes(trial, entry)
+        if pruned:
+            self._start(self._delete_on_nodes, trial, pruned)
 
     def on_trial_complete(self, trial: Any, **info: Any) -> None:
         self._final_pull(trial)
@@ -277,6 +308,9 @@ class NodeSyncer(Callback):
         self._final_pull(trial)
 
     async def on_experiment_end(self, **info: Any) -> None:
+        for entry in self._trials.values():  # interrupted trials (Ctrl+C): their files too
+            if entry.live:
+                self._final_pull(entry.trial)
         with anyio.move_on_after(FINAL_SYNC_TIMEOUT_S):
             await self._idle.wait()
         if self._pending:
@@ -294,12 +328,13 @@ class NodeSyncer(Callback):
             entry.drop_restorable()
 
     async def _pull_periodically(self) -> None:
+        period = max(self.period, MIN_PERIOD_S)
         while True:
-            await anyio.sleep(self.period)
+            await anyio.sleep(period)
             now = time.monotonic()
             for entry in list(self._trials.values()):
                 if (entry.live and not entry.lock.locked() and self._is_remote(entry.trial)
-                        and now - entry.last_pull >= self.period):
+                        and now - entry.last_pull >= period):
                     self._start(self._pull_trial, entry.trial)
 
     def _is_remote(self, trial: Any) -> bool:
@@ -318,6 +353,28 @@ class NodeSyncer(Callback):
             self._pending -= 1
             if self._pending == 0:
                 self._idle.set()
+
+    def _pruned_on_nodes(self, trial: Any, entry: _TrialSync) -> dict[str, list[str]]:
+        """Checkpoints that keep_checkpoints_num dropped, by the node that still has them
+        (1.x deleted a pruned checkpoint where it was taken, too)."""
+        kept = {c.dir for c in trial.checkpoint_manager.checkpoints}
+        pruned: dict[str, list[str]] = {}
+        for directory in [d for d in entry.on_nodes if d not in kept]:
+            pruned.setdefault(entry.on_nodes.pop(directory), []).append(directory)
+        return pruned
+
+    async def _delete_on_nodes(self, trial: Any, pruned: dict[str, list[str]]) -> None:
+        entry = self._entry(trial)
+        async with entry.lock:  # after a pull in flight, which may still be reading them
+            for node, directories in pruned.items():
+                seen = entry.seen.get(node, {})
+                for rel in [r for r in seen
+                            if any(_under(os.path.join(trial.logdir, r), d) for d in directories)]:
+                    del seen[rel]
+                try:
+                    await (await self.context.run_sync(delete_ref, node, directories))
+                except Exception as exc:  # noqa: BLE001 - a lost node took them already
+                    logger.debug("Could not delete %s on node %s: %s", directories, node, exc)
 
     # ---- pulling ---------------------------------------------------------------------------
     def _entry(self, trial: Any) -> _TrialSync:
@@ -378,6 +435,11 @@ class NodeSyncer(Callback):
             source = f"{node_ip or ''}:{to_node_path(logdir, root).rstrip(os.sep)}{os.sep}"
             await self.context.run_sync(run_custom_syncer, self.syncer, source,
                                         logdir.rstrip(os.sep) + os.sep)
+
+
+def _under(path: str, directory: str) -> bool:
+    return os.path.commonpath([os.path.abspath(path), os.path.abspath(directory)]) == (
+        os.path.abspath(directory))
 
 
 # ---- checkpoint transits (the controller's side lives on the plugin context) ---------------
