@@ -13,10 +13,13 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import anyio
 import pytest
 
+import tune_async as tune
+from tests.scripted_executor import ScriptedExecutor
 from tune_async.checkpoint import Checkpoint
 from tune_async.sync.node import pack_changes, to_driver_path, to_node_path, unpack
 from tune_async.sync.transit import CheckpointTransits
@@ -202,3 +205,60 @@ def test_a_checkpoint_in_transit_is_restorable_only_once_it_arrived():
         assert transits.newest_arrived("t") is first
 
     anyio.run(scenario)
+
+
+# ---- the controller's side of transits (in-process executor, no Ray) ----------------------
+class Courier(tune.Callback):
+    """Plays a syncer: each checkpoint is in transit until a background task settles it
+    (``delay_s`` later); the iterations in ``lose`` never arrive."""
+
+    def __init__(self, lose=(), delay_s=0.0):
+        self.lose, self.delay_s = set(lose), delay_s
+        self.settled_at: dict[int, float] = {}
+
+    def setup(self, context=None, **info):
+        self.context = context
+
+    def on_checkpoint(self, trial, checkpoint, **info):
+        transit = self.context.checkpoint_in_transit(trial.trial_id, checkpoint)
+        self.context.start_soon(self._deliver, transit, checkpoint.iteration)
+
+    async def _deliver(self, transit, iteration):
+        await anyio.sleep(self.delay_s)
+        self.settled_at[iteration] = time.monotonic()
+        transit.settle(iteration not in self.lose)
+
+
+def test_a_failed_trial_restarts_from_its_newest_checkpoint_that_arrived(results_dir, tmp_path):
+    from tests.test_checkpointing_run import Counter, read_lines, result_lines
+
+    log = tmp_path / "loads.log"
+    config = {"fail_at": 5, "marker": str(tmp_path / "failed"), "log": str(log)}
+    analysis = tune.run(Counter, trial_executor=ScriptedExecutor(), config=config,
+                        checkpoint_freq=2, max_failures=1, stop={"training_iteration": 7},
+                        callbacks=[Courier(lose={4})], local_dir=results_dir, verbose=0)
+    trial = analysis.trials[0]
+    assert trial.status == "TERMINATED" and trial.num_failures == 1
+    assert read_lines(log) == ["path 2"]  # checkpoint 4 never reached the driver
+    assert [r["training_iteration"] for r in result_lines(trial.logdir)] == list(range(1, 8))
+    assert [r["count"] for r in result_lines(trial.logdir)] == list(range(1, 8))
+
+
+def test_a_trial_takes_no_step_while_its_checkpoint_is_in_transit(results_dir):
+    steps: list[tuple[int, float]] = []
+
+    def train(config, checkpoint_dir=None):
+        for i in range(1, 5):
+            steps.append((i, time.monotonic()))
+            if i == 2:
+                with tune.checkpoint_dir(step=i) as d:
+                    open(os.path.join(d, "state"), "w").close()
+            tune.report(i=i)
+
+    courier = Courier(delay_s=0.5)
+    analysis = tune.run(train, trial_executor=ScriptedExecutor(), callbacks=[courier],
+                        local_dir=results_dir, verbose=0)
+    assert analysis.trials[0].status == "TERMINATED"
+    assert [i for i, _ in steps] == [1, 2, 3, 4]
+    started_3 = dict(steps)[3]
+    assert started_3 >= courier.settled_at[2]  # step 3 waited for checkpoint 2
