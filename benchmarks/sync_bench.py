@@ -62,10 +62,11 @@ def point_s3fs_at(port: int) -> None:
                       AWS_ENDPOINT_URL_S3=f"http://127.0.0.1:{port}")
 
 
-def cpu_s(pid: int | None = None) -> float:
-    """CPU seconds (user + system) of this process, or of process ``pid`` (Linux /proc)."""
+def cpu_s(pid: int | None = None, who: int = resource.RUSAGE_SELF) -> float:
+    """CPU seconds (user + system) of this process (``who``: or of its ended children),
+    or of process ``pid`` (Linux /proc)."""
     if pid is None:
-        usage = resource.getrusage(resource.RUSAGE_SELF)
+        usage = resource.getrusage(who)
         return usage.ru_utime + usage.ru_stime
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
@@ -109,6 +110,7 @@ async def one_run(args: argparse.Namespace, local_dir: str, upload_dir: str | No
                   moto_pid: int) -> dict:
     ends = EndTimes()
     cpu0, moto0 = cpu_s(), cpu_s(moto_pid)
+    children0 = cpu_s(who=resource.RUSAGE_CHILDREN)  # the upload worker, once it ended
     sync_config = tune.SyncConfig(upload_dir=upload_dir) if upload_dir else None
 
     async def work():
@@ -120,6 +122,7 @@ async def one_run(args: argparse.Namespace, local_dir: str, upload_dir: str | No
     analysis, wall, late = await _beside_heartbeat(work)
     row = {
         "driver_cpu_s": cpu_s() - cpu0, "server_cpu_s": cpu_s(moto_pid) - moto0,
+        "worker_cpu_s": cpu_s(who=resource.RUSAGE_CHILDREN) - children0,
         "wall_s": wall,
         "trial_s": statistics.mean(t.last_result["time_total_s"] for t in analysis.trials),
         "final_sync_s": (ends.ended - ends.began) if upload_dir else None,
@@ -186,12 +189,14 @@ def main() -> None:
     print(f"\n{args.trials} trials x {args.checkpoints} checkpoints x {args.mb} MB "
           f"({total_mb} MB) on Ray, 2 CPUs; moto S3 server on localhost\n")
     print("| run | wall s | trial time s (mean) | final sync s | uploaded MB | complete "
-          "| driver CPU s | S3 server CPU s | heartbeat p99 ms | heartbeat max ms |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "| driver CPU s | upload worker CPU s | S3 server CPU s | heartbeat p99 ms "
+          "| heartbeat max ms |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for label, r in rows:
         print(f"| {label} | {fmt(r['wall_s'])} | {fmt(r['trial_s'])} | "
               f"{fmt(r['final_sync_s'])} | {fmt(r.get('uploaded_mb'), '.0f')} | "
               f"{fmt(r.get('complete'))} | {fmt(r['driver_cpu_s'], '.1f')} | "
+              f"{fmt(r['worker_cpu_s'], '.1f')} | "
               f"{fmt(r['server_cpu_s'], '.1f')} | {fmt(r['late_p99_ms'], '.1f')} | "
               f"{fmt(r['late_max_ms'], '.1f')} |")
 

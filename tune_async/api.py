@@ -499,8 +499,13 @@ async def _download_to_resume(settings: ControllerSettings, cloud: Any) -> None:
         cloud.storage.download_dir(url, settings.experiment_dir)
         return newest_state_file(settings.experiment_dir)
 
-    settings.resume_path = await anyio.to_thread.run_sync(download)
+    try:
+        settings.resume_path = await anyio.to_thread.run_sync(download)
+    except BaseException:
+        await cloud.close_storage()  # the run will not start: nothing else ends it
+        raise
     if settings.resume_path is None:
+        await cloud.close_storage()
         raise ValueError(f"Called resume from remote, but {cloud.remote_url} holds no "
                          "experiment state (experiment_state-*.json).")
 

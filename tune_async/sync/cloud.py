@@ -18,6 +18,7 @@ the experiment's :class:`~tune_async.plugin_context.PluginContext`:
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable
@@ -26,7 +27,7 @@ from typing import Any
 import anyio
 
 from tune_async.callback import Callback
-from tune_async.sync.storage import FsspecStorage, Storage, get_storage
+from tune_async.sync.storage import Storage, get_storage, in_worker_process
 
 logger = logging.getLogger(__name__)
 
@@ -52,18 +53,19 @@ def remote_experiment_url(upload_dir: str, experiment_dir: str) -> str:
     return upload_dir.rstrip("/") + "/" + name
 
 
-def storage_for(sync_config: Any) -> Storage:
+def storage_for(sync_config: Any, upload_dir: str) -> Storage:
     """The storage a SyncConfig asks for: ``sync_to_cloud`` if given, else ``upload_dir``'s
-    fsspec filesystem."""
-    return get_storage(sync_config.sync_to_cloud or sync_config.upload_dir)
+    fsspec filesystem (working in a process of its own for a network store)."""
+    if sync_config.sync_to_cloud:
+        return get_storage(sync_config.sync_to_cloud)
+    return in_worker_process(get_storage(upload_dir), upload_dir)
 
 
 def not_uploaded(storage: Storage, local_dir: str, remote_url: str) -> list[str] | None:
     """Files of ``local_dir`` the last uploads did not send (None when unknowable:
     a command or function storage keeps no manifest)."""
-    if isinstance(storage, FsspecStorage):
-        return storage.pending(local_dir, remote_url)
-    return None
+    pending = getattr(storage, "pending", None)
+    return pending(local_dir, remote_url) if pending is not None else None
 
 
 class CloudSyncer(Callback):
@@ -97,12 +99,13 @@ class CloudSyncer(Callback):
         self._next_done = anyio.Event()
         self._idle = anyio.Event()  # set while no sync runs
         self._idle.set()
+        self._finished = False  # the final sync began
 
     @classmethod
     def from_config(cls, sync_config: Any, experiment_dir: str,
                     upload_dir: str) -> CloudSyncer:
         return cls(experiment_dir, remote_experiment_url(upload_dir, experiment_dir),
-                   storage_for(sync_config), sync_config.cloud_sync_period,
+                   storage_for(sync_config, upload_dir), sync_config.cloud_sync_period,
                    sync_config.sync_on_checkpoint)
 
     # ---- plugin hooks ----------------------------------------------------------------
@@ -125,6 +128,12 @@ class CloudSyncer(Callback):
         """
         if on_done is not None:
             self._on_done.append(on_done)
+        if self._finished:  # after the final sync: nothing more goes up
+            for release in self._take_on_done():
+                release()
+            done = anyio.Event()
+            done.set()
+            return done
         self._requested = True
         done = self._next_done
         if not self._running:
@@ -153,8 +162,12 @@ class CloudSyncer(Callback):
         finally:
             self._end()
 
-    async def _sync_once(self) -> None:
+    def _take_on_done(self) -> list[Callable[[], None]]:
         on_done, self._on_done = self._on_done, []
+        return on_done
+
+    async def _sync_once(self) -> None:
+        on_done = self._take_on_done()
         done, self._next_done = self._next_done, anyio.Event()
         try:
             await self._upload_with_retries()
@@ -198,6 +211,7 @@ class CloudSyncer(Callback):
     async def _final_sync(self) -> None:
         # Inline, not a task: when the run was cancelled, the context's tasks are too.
         began = anyio.current_time()
+        self._finished = True
         with anyio.move_on_after(self.end_timeout_s) as scope:
             while self._running:  # one sync of the directory at a time
                 await self._idle.wait()
@@ -207,12 +221,21 @@ class CloudSyncer(Callback):
             finally:
                 self._end()
         self.final_sync_s = anyio.current_time() - began
+        await self.close_storage(kill=scope.cancelled_caught)
         if scope.cancelled_caught:
             logger.warning(
                 "The final cloud sync of %s to %s did not finish within %.0f s "
                 "(TUNE_SYNC_END_TIMEOUT_S); the local files are kept, a later sync "
                 "(tune_async.sync.upload_experiment or a resumed run) completes it.",
                 self.local_dir, self.remote_url, self.end_timeout_s)
+
+    async def close_storage(self, kill: bool = False) -> None:
+        """End the storage's worker process, if it has one (off the loop); ``kill``:
+        without waiting for an upload still in flight."""
+        close = getattr(self.storage, "close", None)
+        if close is not None:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(functools.partial(close, kill=kill))
 
 
 def _describe(exc: BaseException | None) -> str:
