@@ -458,3 +458,16 @@ async def test_the_runs_own_error_comes_through_unwrapped(tmp_path):
                         local_dir=str(tmp_path), verbose=0, trial_executor=ScriptedExecutor())
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=5).close()
+
+
+async def test_the_client_reads_a_snapshot_bigger_than_aiohttps_line_limit(tmp_path):
+    # 60 trials whose configs hold 20 KB each: the snapshot line is over 1 MB.
+    config = {"x": tune.grid_search([float(i) for i in range(60)]), "blob": "b" * 20_000,
+              "steps": 1000, "pause": 0.01}
+    async with scripted(tmp_path, config) as (exp, client, _):
+        async with client.events() as stream:
+            snapshot = await anext(aiter(stream))
+        assert len(snapshot["trials"]) == 60
+        assert {t["config"]["blob"] for t in snapshot["trials"]} == {"b" * 20_000}
+        await client.astop_experiment()
+        await exp.wait()

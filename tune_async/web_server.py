@@ -75,8 +75,6 @@ KEEPALIVE_S = 15.0
 STREAM_GRACE_S = 1.0
 # Building a large response yields to the loop after this much work in one go.
 YIELD_AFTER_S = 0.002
-# Responses for more trials than this are JSON-encoded in a worker thread.
-ENCODE_IN_THREAD_ABOVE = 200
 # The page's history (GET /events?history=1) sends at most about this many results in all.
 MAX_HISTORY_POINTS = 50_000
 
@@ -206,7 +204,7 @@ class TuneServer:
     async def _list_trials(self, request: web.Request) -> web.Response:
         encode = _info_encoder(request)
         infos = await _encode_each(list(self._controller.trial_views), encode)
-        return await _json_response({"trials": infos}, many=len(infos))
+        return await _json_response({"trials": infos})
 
     async def _get_trial(self, request: web.Request) -> web.Response:
         trial = self._trial_or_404(request.match_info["trial_id"])
@@ -239,7 +237,7 @@ class TuneServer:
                 await self._command(StopTrialCommand(trial.trial_id, _future()),
                                     web.HTTPConflict)
         infos = await _encode_each(unfinished, encode)
-        return await _json_response({"trials": infos}, many=len(infos))
+        return await _json_response({"trials": infos})
 
     async def _add_trials(self, request: web.Request) -> web.Response:
         encode = _info_encoder(request)
@@ -254,7 +252,7 @@ class TuneServer:
             added.append(TrialView(self._controller.trial_by_id[trial_id]))
         infos = await _encode_each(added, encode)
         location = f"/trials/{added[0].trial_id}" if added else "/trials/"
-        return await _json_response({"trials": infos}, status=201, many=len(infos),
+        return await _json_response({"trials": infos}, status=201,
                                     headers={"Location": location})
 
     async def _stop_experiment(self, request: web.Request) -> web.Response:
@@ -293,7 +291,9 @@ class TuneServer:
             with scope:
                 snapshot = await self._snapshot(request.query.get("history") == "1")
                 await response.prepare(request)
-                await response.write(await _encoded_sse("snapshot", snapshot))
+                # (trials, then their fields and each history row: encoded in pieces)
+                data = await _dumps_in_pieces(snapshot, depth=3)
+                await response.write(f"event: snapshot\ndata: {data}\n\n".encode())
                 await _forward(subscription, response)
         except ConnectionError:
             pass  # the client left
@@ -366,13 +366,6 @@ def _sse(kind: str, data: Any) -> bytes:
     return f"event: {kind}\ndata: {json.dumps(data)}\n\n".encode()
 
 
-async def _encoded_sse(kind: str, data: dict) -> bytes:
-    """A large snapshot is encoded in a worker thread (it is built already)."""
-    if len(data["trials"]) > ENCODE_IN_THREAD_ABOVE or data.get("history"):
-        return await anyio.to_thread.run_sync(_sse, kind, data)
-    return _sse(kind, data)
-
-
 def _read_histories(logdirs: dict[str, str | None]) -> dict[str, list[dict]]:
     """Each trial's recorded results from its progress.csv (in a worker thread)."""
     per_trial = max(10, MAX_HISTORY_POINTS // max(1, len(logdirs)))
@@ -443,13 +436,50 @@ def _info_encoder(request: web.Request) -> Any:
 async def _encode_each(trials: list, encode: Any) -> list:
     """``encode`` each trial, yielding to the loop now and then (many trials)."""
     infos = []
-    since = time.perf_counter()
+    pause = _Pacer()
     for trial in trials:
         infos.append(encode(trial))
-        if time.perf_counter() - since > YIELD_AFTER_S:
-            await asyncio.sleep(0)
-            since = time.perf_counter()
+        await pause.now_and_then()
     return infos
+
+
+class _Pacer:
+    """Yields to the loop once a piece of work has held it for YIELD_AFTER_S."""
+
+    def __init__(self) -> None:
+        self._since = time.perf_counter()
+
+    async def now_and_then(self) -> None:
+        if time.perf_counter() - self._since > YIELD_AFTER_S:
+            await asyncio.sleep(0)
+            self._since = time.perf_counter()
+
+
+async def _dumps_in_pieces(value: Any, depth: int) -> str:
+    """``json.dumps(value)``, the containers of the first ``depth`` levels taken apart.
+
+    One json.dumps of a big body holds the loop (and, in a worker thread, the GIL) for
+    its whole length; encoded item by item, the loop gets a turn every few ms.
+    """
+    parts: list[str] = []
+    pause = _Pacer()
+
+    async def encode(item: Any, levels: int) -> None:
+        if levels == 0 or not isinstance(item, (dict, list)) or not item:
+            parts.append(json.dumps(item))
+            await pause.now_and_then()
+            return
+        pairs = item.items() if isinstance(item, dict) else enumerate(item)
+        parts.append("{" if isinstance(item, dict) else "[")
+        for index, (key, element) in enumerate(pairs):
+            parts.append("," if index else "")
+            if isinstance(item, dict):
+                parts.append(json.dumps(str(key)) + ":")
+            await encode(element, levels - 1)
+        parts.append("}" if isinstance(item, dict) else "]")
+
+    await encode(value, depth)
+    return "".join(parts)
 
 
 def _plain(value: Any) -> Any:
@@ -557,12 +587,9 @@ def _http_error(kind: type[web.HTTPException], message: str, **kwargs: Any) -> w
     return kind(text=json.dumps({"error": message}), content_type="application/json", **kwargs)
 
 
-async def _json_response(body: Any, status: int = 200, many: int = 0,
+async def _json_response(body: dict, status: int = 200,
                          headers: dict | None = None) -> web.Response:
-    if many > ENCODE_IN_THREAD_ABOVE:  # a long list: encoded off the loop
-        text = await anyio.to_thread.run_sync(json.dumps, body)
-    else:
-        text = json.dumps(body)
+    text = await _dumps_in_pieces(body, depth=2)  # {"trials": [info, ...]}: info by info
     return web.Response(text=text, status=status, content_type="application/json",
                         headers=headers)
 
@@ -756,8 +783,8 @@ async def _raise_for_status_async(response: Any) -> None:
 async def _read_events(response: Any) -> AsyncIterator[Any]:
     """Server-sent events as records: the snapshot (a dict), then tune_async events."""
     kind, data = None, []
-    async for raw in response.content:
-        line = raw.decode().rstrip("\r\n")
+    async for raw in _lines(response.content):
+        line = raw.decode().rstrip("\r")
         if line.startswith("event:"):
             kind = line[6:].strip()
         elif line.startswith("data:"):
@@ -768,6 +795,20 @@ async def _read_events(response: Any) -> AsyncIterator[Any]:
             yield event
             if isinstance(event, ev.ExperimentEnded):
                 return
+
+
+async def _lines(content: Any) -> AsyncIterator[bytes]:
+    """The stream's lines, however long (aiohttp's own line reader stops at 512 KiB, and
+    a snapshot of many trials is one line)."""
+    pending = bytearray()
+    async for chunk in content.iter_any():
+        start = 0
+        while (end := chunk.find(b"\n", start)) != -1:
+            pending += chunk[start:end]
+            yield bytes(pending)
+            pending.clear()
+            start = end + 1
+        pending += chunk[start:]
 
 
 def _event_record(kind: str, fields: dict) -> Any:
