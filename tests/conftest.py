@@ -14,6 +14,9 @@ def ray_session():
 
     if not ray.is_initialized():
         ray.init(
+            # Always a fresh instance of our own: a cluster someone started on this
+            # machine (`ray start`, a multi-node test's Cluster) is never joined.
+            address="local",
             num_cpus=2,
             include_dashboard=False,
             log_to_driver=True,

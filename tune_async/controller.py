@@ -10,6 +10,7 @@ cancelling ``arun`` safe.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import itertools
 import logging
@@ -105,6 +106,10 @@ class Released:
 @attrs.frozen
 class Tick:
     pass
+
+
+class CapacityFreed:
+    """Another experiment on this Ray instance freed resources: try to fill again."""
 
 
 @attrs.frozen
@@ -318,6 +323,9 @@ class Controller:
 
     async def _set_up(self) -> None:
         await self.executor.setup()
+        if callable(getattr(self.executor, "set_wakeup", None)):
+            self.executor.set_wakeup(self._wake_threadsafe(),
+                                     lambda: self.queue.first() is not None)
         await self.callbacks.setup(context=self.plugin_context)
         state = await self._resume_state()
         if state is not None:
@@ -369,8 +377,8 @@ class Controller:
             await self._on_results(event.trial, event.results)  # one step per result
         elif isinstance(event, Suggested):
             await self._on_suggested(event)
-        elif isinstance(event, LaneIdle):
-            pass  # only wakes the consumer: the run may be finished now
+        elif isinstance(event, (LaneIdle, CapacityFreed)):
+            pass  # only wakes the consumer: it may be finished, or trials may fit now
         else:
             await self._begin_step()
             await self._handle(event)
@@ -554,6 +562,9 @@ class Controller:
                     f"waited (e.g. {waiting}). Check its choose_trial_to_run()."
                 )
             return
+        waits_for_others = getattr(self.executor, "waits_for_others", None)
+        if waiting is not None and waits_for_others is not None and waits_for_others():
+            return  # experiments beside this one hold the room; they wake it when they free it
         if waiting is not None and not self.s.queue_trials:
             raise TuneError(
                 f"Insufficient cluster resources to launch trial {waiting}: nothing is running "
@@ -713,6 +724,29 @@ class Controller:
                 await self.executor.stop_trial(launch, in_flight=in_flight, failed=failed)
         finally:
             self._post(Released(trial))
+
+    def _wake_threadsafe(self) -> Callable[[], None]:
+        """A wake-up the executor may call from any thread (other experiments free room);
+        wake-ups that arrive while one is pending coalesce into it."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        pending = False
+
+        def post() -> None:
+            nonlocal pending
+            pending = False
+            if self._send is not None:
+                with contextlib.suppress(anyio.ClosedResourceError):  # the run just ended
+                    self._post(CapacityFreed())
+
+        def wake() -> None:
+            nonlocal pending
+            if not pending:
+                pending = True
+                with contextlib.suppress(RuntimeError):  # its loop is closed: nobody waits
+                    loop.call_soon_threadsafe(post)
+        return wake
 
     def _post(self, event: Any) -> None:
         self._send.send_nowait(event)

@@ -13,6 +13,7 @@ import attrs
 
 from tune_async.error import TuneError
 from tune_async.execution.base import BatchLimits, TrialFailure, launch_key
+from tune_async.execution.ledger import LEDGER
 from tune_async.resources import Resources
 from tune_async.trial import Trial
 from tune_async.utils.placement_groups import PlacementGroupFactory
@@ -135,6 +136,7 @@ class RayExecutor:
         self._driver_sys_path = _driver_sys_path()
         self._driver_node_id = ray.get_runtime_context().get_node_id()
         await self.refresh_capacity()
+        LEDGER.join(self)  # experiments beside this one see what it reserves
 
     async def refresh_capacity(self) -> None:
         """Re-read the cluster's capacity (Ray's synchronous API: in a worker thread)."""
@@ -155,18 +157,45 @@ class RayExecutor:
         )
 
     def has_resources_for_trial(self, trial: Trial) -> bool:
-        request = request_of(trial)
-        return all(self._used.get(k, 0.0) + v <= self._total.get(k, 0.0) + _EPS
-                   for k, v in request.items())
+        return LEDGER.grants(self, request_of(trial), self._total)
+
+    def set_wakeup(self, wake: Any, still_waiting: Any) -> None:
+        """``wake()`` when another experiment on this Ray instance frees resources."""
+        LEDGER.set_wakeup(self, wake, still_waiting)
+
+    def waits_for_others(self) -> bool:
+        """A trial that does not fit now may fit once other experiments free resources."""
+        return LEDGER.others_hold_or_wait(self)
+
+    # What the ledger reads of each of its tenants.
+    def reserved_resources(self) -> dict[str, float]:
+        return self._used
+
+    def idle_resources(self) -> dict[str, float]:
+        held: dict[str, float] = {}
+        for worker in self._idle:
+            for k, v in worker.request.items():
+                held[k] = held.get(k, 0.0) + v
+        return held
+
+    def has_idle_workers(self) -> bool:
+        return bool(self._idle)
+
+    def give_up_idle_worker(self) -> _Worker:
+        """Another experiment needs the room: it takes this idle worker (and kills it)."""
+        return self._idle.pop(0)
 
     def reserve(self, trial: Trial) -> None:
         request = self._reserved[launch_key(trial)] = request_of(trial)
         for k, v in request.items():
             self._used[k] = self._used.get(k, 0.0) + v
+        LEDGER.reserved(self)
 
     def _unreserve(self, request: dict[str, float]) -> None:
         for k, v in request.items():
             self._used[k] = self._used.get(k, 0.0) - v
+        if request:
+            LEDGER.freed(self)
 
     def resource_summary(self) -> str:
         cpu = f"{self._used.get('CPU', 0):g}/{self._total.get('CPU', 0):g} CPUs"
@@ -219,15 +248,6 @@ class RayExecutor:
         except BaseException as exc:
             raise _as_failure(exc) from None
 
-    async def export_model(self, trial: Trial, export_formats: list[str]) -> dict:
-        """The trainable's ``export_model(export_formats)`` into the trial dir."""
-        worker = self._running[launch_key(trial)]
-        try:
-            await self._send_pending_setup(worker)
-            return await worker.actor.export_model.remote(list(export_formats))
-        except BaseException as exc:
-            raise _as_failure(exc) from None
-
     @staticmethod
     async def _node_of(worker: _Worker) -> str:
         if worker.node_id is None:
@@ -236,6 +256,15 @@ class RayExecutor:
             except BaseException as exc:
                 raise _as_failure(exc) from None
         return worker.node_id
+
+    async def export_model(self, trial: Trial, export_formats: list[str]) -> dict:
+        """The trainable's ``export_model(export_formats)`` into the trial dir."""
+        worker = self._running[launch_key(trial)]
+        try:
+            await self._send_pending_setup(worker)
+            return await worker.actor.export_model.remote(list(export_formats))
+        except BaseException as exc:
+            raise _as_failure(exc) from None
 
     @staticmethod
     async def _send_pending_setup(worker: _Worker) -> None:
@@ -268,6 +297,12 @@ class RayExecutor:
             self._idle.append(worker)
 
     async def shutdown(self) -> None:
+        try:
+            await self._shut_down()
+        finally:
+            LEDGER.leave(self)  # its resources are free for the experiments beside it
+
+    async def _shut_down(self) -> None:
         # Let the last trials' cleanup() finish before their workers go away; an instance
         # kept for reuse is stopped for good now, so its cleanup() runs too.
         with anyio.move_on_after(10):
@@ -318,19 +353,20 @@ class RayExecutor:
             return False
 
     def _make_room(self, request: dict[str, float]) -> list[_Worker]:
-        """Idle workers of other sizes to kill so the new one fits beside the running ones."""
-        def held() -> dict[str, float]:
-            total = dict(self._used)  # includes the new trial's reservation
-            for w in self._idle:
-                for k, v in w.request.items():
-                    total[k] = total.get(k, 0.0) + v
-            return total
+        """Idle workers (of other sizes, or other experiments') to kill so the new one fits
+        beside the running ones."""
+        def too_full() -> bool:
+            held = dict(self._used)  # includes the new trial's reservation
+            for more in (self.idle_resources(), LEDGER.used_by_others(self),
+                         LEDGER.idle_held_by_others(self)):
+                for k, v in more.items():
+                    held[k] = held.get(k, 0.0) + v
+            return not all(v <= self._total.get(k, 0.0) + _EPS for k, v in held.items())
 
         evicted = []
-        while self._idle and not all(v <= self._total.get(k, 0.0) + _EPS
-                                     for k, v in held().items()):
+        while self._idle and too_full():
             evicted.append(self._idle.pop(0))
-        return evicted
+        return evicted + LEDGER.take_idle_from_others(self, too_full)
 
     async def _new_worker(self, trial: Trial, key: tuple) -> _Worker:
         res = trial.resources
