@@ -471,3 +471,30 @@ async def test_the_client_reads_a_snapshot_bigger_than_aiohttps_line_limit(tmp_p
         assert {t["config"]["blob"] for t in snapshot["trials"]} == {"b" * 20_000}
         await client.astop_experiment()
         await exp.wait()
+
+
+async def test_the_sync_run_serves_too(tmp_path):
+    """tune.run (its own event loop, here in a worker thread) serves the same way."""
+    port = free_port()
+    analyses = []
+
+    def run():
+        analyses.append(tune.run(steps, config={"x": 1.0, "steps": 1000, "pause": 0.01},
+                                 server_port=port, local_dir=str(tmp_path), verbose=0,
+                                 trial_executor=ScriptedExecutor()))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(anyio.to_thread.run_sync, run)
+        client = TuneClient("localhost", port)
+        with anyio.fail_after(60):
+            while True:
+                try:
+                    trials = (await client.aget_all_trials())["trials"]
+                    break
+                except aiohttp.ClientConnectionError:
+                    await anyio.sleep(0.05)
+        assert [t["config"] for t in trials] == [{"x": 1.0, "steps": 1000, "pause": 0.01}]
+        await client.astop_experiment()
+    (analysis,) = analyses
+    assert analysis.trials[0].status == "TERMINATED"
+    assert analysis.trials[0].last_result.get("training_iteration", 0) < 1000
