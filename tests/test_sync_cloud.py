@@ -253,6 +253,8 @@ async def test_s3_upload_then_resume_remote_after_the_local_copy_is_gone(
     for trial in analysis.trials:
         assert trial.last_result["training_iteration"] == (1 if trial.config["x"] == 0 else 15)
     assert bucket_files(f"{upload_dir}/exp") == local_files(local)
+    from_bucket = await anyio.to_thread.run_sync(tune.ExperimentAnalysis, f"{upload_dir}/exp")
+    assert sorted(t.status for t in from_bucket.trials) == ["TERMINATED"] * 3
 
 
 @pytest.mark.ray
@@ -278,3 +280,21 @@ def test_s3_server_gone_mid_run_then_a_later_sync_completes(results_dir, s3, cap
     assert bucket_files(f"{upload_dir}/exp") != local_files(local)
     upload_experiment(local, upload_dir)
     assert bucket_files(f"{upload_dir}/exp") == local_files(local)
+
+
+def test_a_virtual_clock_does_not_speed_up_periodic_syncs(results_dir, tmp_path):
+    from tests.test_simulated_executor import curve
+
+    copy = SlowCopy(delay=0.0)
+    simulated = tune.SimulatedExecutor(curve, slots=2)
+    began = time.monotonic()
+    analysis = tune.run(simulated.trainable, config={"i": tune.grid_search(list(range(6))),
+                                                     "secs": 600.0},
+                        stop={"training_iteration": 20}, trial_executor=simulated,
+                        local_dir=results_dir, verbose=0,
+                        sync_config=tune.SyncConfig(upload_dir=str(tmp_path / "remote"),
+                                                    sync_to_cloud=copy,
+                                                    cloud_sync_period=1))
+    real_s = time.monotonic() - began
+    assert [t.status for t in analysis.trials] == ["TERMINATED"] * 6  # 20 virtual hours
+    assert copy.calls <= real_s + 2  # periods of real time, plus the final sync
