@@ -298,3 +298,25 @@ def test_a_virtual_clock_does_not_speed_up_periodic_syncs(results_dir, tmp_path)
     real_s = time.monotonic() - began
     assert [t.status for t in analysis.trials] == ["TERMINATED"] * 6  # 20 virtual hours
     assert copy.calls <= real_s + 2  # periods of real time, plus the final sync
+
+
+def test_the_final_sync_is_bounded(results_dir, tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("TUNE_SYNC_END_TIMEOUT_S", "0.5")
+    release = threading.Event()
+    calls = []
+
+    def hangs_at_the_end(source, target):
+        calls.append(source)
+        release.wait(10)  # a store that stopped answering
+
+    caplog.set_level(logging.WARNING, logger="tune_async.sync.cloud")
+    began = time.monotonic()
+    try:
+        run_local(results_dir, tune.SyncConfig(upload_dir=str(tmp_path / "remote"),
+                                               sync_to_cloud=hangs_at_the_end,
+                                               sync_on_checkpoint=False),
+                  config={"x": 1, "steps": 1})
+    finally:
+        release.set()
+    assert time.monotonic() - began < 8
+    assert "final cloud sync" in caplog.text and "did not finish within 0.5 s" in caplog.text

@@ -182,3 +182,28 @@ def test_s3_upload_to_a_stopped_server_fails_then_completes(s3, tmp_path):  # no
     s3_server.start()
     storage.upload_dir(local, url)
     assert bucket_files(url) == local_files(local)
+
+
+def test_s3_in_a_worker_process_keeps_its_manifest_and_reports_errors(s3, tmp_path):  # noqa: F811
+    from tune_async.sync.storage import ProcessStorage, in_worker_process
+
+    local = make_tree(tmp_path / "local")
+    url = f"s3://{s3}/exp/name"
+    storage = in_worker_process(get_storage(url), url)
+    assert isinstance(storage, ProcessStorage)
+    assert in_worker_process(get_storage("memory://x"), "memory://x").__class__ is FsspecStorage
+    try:
+        storage.upload_dir(local, url)
+        assert bucket_files(url) == local_files(local)
+        assert storage.pending(local, url) == []  # the worker remembers what it sent
+        with open(os.path.join(local, "new.txt"), "w") as f:
+            f.write("new")
+        assert storage.pending(local, url) == ["new.txt"]
+        s3_server.stop()
+        with pytest.raises(SyncError, match="EndpointConnectionError: Could not connect"):
+            storage.upload_dir(local, url)
+        s3_server.start()
+        storage.upload_dir(local, url)
+        assert bucket_files(url) == local_files(local)
+    finally:
+        storage.close()

@@ -166,21 +166,24 @@ class CloudSyncer(Callback):
         on_done, self._on_done = self._on_done, []
         return on_done
 
-    async def _sync_once(self) -> None:
+    async def _sync_once(self, final: bool = False) -> None:
         on_done = self._take_on_done()
         done, self._next_done = self._next_done, anyio.Event()
         try:
-            await self._upload_with_retries()
+            await self._upload_with_retries(final)
         finally:
             for release in on_done:
                 release()
             done.set()
 
-    async def _upload_with_retries(self) -> None:
+    async def _upload_with_retries(self, final: bool = False) -> None:
+        upload = functools.partial(self.storage.upload_dir, self.local_dir, self.remote_url)
         for attempt in range(self.tries):
             try:
-                await self.context.run_sync(self.storage.upload_dir, self.local_dir,
-                                            self.remote_url)
+                # The final upload is bounded: past its time the thread is left behind
+                # (a worker process is killed then). Others finish before their task ends,
+                # so two uploads of the directory never overlap.
+                await anyio.to_thread.run_sync(upload, abandon_on_cancel=final)
             except Exception as exc:  # noqa: BLE001 - any storage error: retried, reported
                 self.last_error = exc
                 if attempt + 1 < self.tries:
@@ -217,14 +220,14 @@ class CloudSyncer(Callback):
                 await self._idle.wait()
             self._begin()
             try:
-                await self._sync_once()
+                await self._sync_once(final=True)
             finally:
                 self._end()
         self.final_sync_s = anyio.current_time() - began
         await self.close_storage(kill=scope.cancelled_caught)
         if scope.cancelled_caught:
             logger.warning(
-                "The final cloud sync of %s to %s did not finish within %.0f s "
+                "The final cloud sync of %s to %s did not finish within %g s "
                 "(TUNE_SYNC_END_TIMEOUT_S); the local files are kept, a later sync "
                 "(tune_async.sync.upload_experiment or a resumed run) completes it.",
                 self.local_dir, self.remote_url, self.end_timeout_s)
