@@ -25,7 +25,10 @@ INTEGRATIONS = {
 def test_missing_library_names_the_extra_to_install(name, monkeypatch):
     libraries, extra = INTEGRATIONS[name]
     for library in libraries:
-        monkeypatch.setitem(sys.modules, library, None)  # None in sys.modules: not importable
+        # None in sys.modules: not importable; an imported submodule would still be found.
+        for loaded in [m for m in sys.modules if m.startswith(f"{library}.")]:
+            monkeypatch.delitem(sys.modules, loaded)
+        monkeypatch.setitem(sys.modules, library, None)
     monkeypatch.delitem(sys.modules, f"tune_async.integration.{name}", raising=False)
     with pytest.raises(ImportError, match=rf'pip install "tune_async\[{extra}\]"'):
         importlib.import_module(f"tune_async.integration.{name}")

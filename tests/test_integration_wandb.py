@@ -11,6 +11,7 @@ import glob
 import json
 import os
 import struct
+import time
 
 import pytest
 
@@ -55,12 +56,7 @@ def _key(item) -> str:
     return item.key or "/".join(item.nested_key)
 
 
-def read_offline_run(wandb_dir: str, run_id: str) -> dict:
-    """The run's start record, config updates, history rows and exit code."""
-    [path] = glob.glob(os.path.join(wandb_dir, "wandb", f"offline-run-*-{run_id}",
-                                    f"run-{run_id}.wandb"))
-    with open(path, "rb") as f:
-        data = f.read()
+def _parse_run(data: bytes) -> dict:
     run = {"config": {}, "history": [], "exit_code": None}
     for payload in _frames(data):
         record = wandb_internal_pb2.Record()
@@ -77,6 +73,24 @@ def read_offline_run(wandb_dir: str, run_id: str) -> dict:
         elif kind == "exit":
             run["exit_code"] = record.exit.exit_code
     return run
+
+
+def read_offline_run(wandb_dir: str, run_id: str, timeout_s: float = 30.0) -> dict:
+    """The run's start record, config updates, history rows and exit code.
+
+    W&B's service process writes the file behind ``run.finish()`` (seen: only the
+    header right after it returned, all records a moment later), so this waits for
+    the exit record.
+    """
+    [path] = glob.glob(os.path.join(wandb_dir, "wandb", f"offline-run-*-{run_id}",
+                                    f"run-{run_id}.wandb"))
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with open(path, "rb") as f:
+            run = _parse_run(f.read())
+        if run["exit_code"] is not None or time.monotonic() > deadline:
+            return run
+        time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
