@@ -106,3 +106,28 @@ def test_the_newest_checkpoint_survives_a_worse_score_and_a_retry_restores_it(
     assert trial.status == "TERMINATED" and trial.num_failures == 1
     assert read_lines(log) == ["path 4"]  # the newest before the failure, not the best (1)
     assert checkpoint_iterations(trial.logdir) == [1, 6]  # the best and the newest
+
+
+def test_a_checkpoint_is_deleted_only_once_the_state_on_disk_names_a_newer_one(
+        results_dir, monkeypatch):
+    # A crash at any moment resumes from the state on disk (snapshot + journal): the
+    # checkpoint it names must still exist, so pruning waits for the journal line.
+    import tune_async.checkpoint as checkpoint_module
+    from tune_async.state import load_state, newest_state_file, trials_from_state
+
+    named_when_deleted = []
+    delete = checkpoint_module.delete_checkpoint
+
+    def checking_delete(checkpoint):
+        experiment_dir = os.path.dirname(os.path.dirname(checkpoint.dir))
+        (trial,) = trials_from_state(load_state(newest_state_file(experiment_dir)))
+        on_disk = trial.checkpoint.dir if trial.checkpoint is not None else None
+        named_when_deleted.append(on_disk == checkpoint.dir)
+        delete(checkpoint)
+
+    monkeypatch.setattr(checkpoint_module, "delete_checkpoint", checking_delete)
+    analysis = tune.run(Counter, checkpoint_freq=1, keep_checkpoints_num=1,
+                        stop={"training_iteration": 6}, trial_executor=ScriptedExecutor(),
+                        local_dir=results_dir, verbose=0)
+    assert checkpoint_iterations(analysis.trials[0].logdir) == [6]
+    assert len(named_when_deleted) == 5 and not any(named_when_deleted)

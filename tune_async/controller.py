@@ -242,6 +242,7 @@ class Controller:
         self._send: Any = None
         self._tg: Any = None
         self.plugin_context: PluginContext | None = None
+        self._unjournaled: list[Callable[[], None]] = []  # holds on pruned checkpoints
         self._start_time = 0.0
         self._deadline: float | None = None
         self._busy_since = 0.0
@@ -388,6 +389,10 @@ class Controller:
             await self._stop_all("stopper")
         await self._fill()
         self.persistence.journal_survivors()
+        if self._unjournaled:
+            releases, self._unjournaled = self._unjournaled, []
+            self.plugin_context.start_soon(self._release_once_written, releases,
+                                           name="prune after the journal")
 
     async def _handle(self, event: Any) -> None:
         if isinstance(event, TrialFailed):
@@ -1021,6 +1026,9 @@ class Controller:
         holds.keep(checkpoint)  # saved again in a pruned one's place: keep the new files
         dropped = manager.on_checkpoint(checkpoint, delete=False)
         if dropped:  # deleted off the loop; a checkpoint being copied, at its last release
+            # Held until this step's journal line (naming the new one) is on disk: a crash
+            # before it resumes from a dropped one.
+            self._unjournaled += [holds.hold(cp.dir) for cp in dropped if cp.dir]
             holds.delete_or_defer(dropped, manager.delete)
         trial.checkpoint = trial.checkpoint_manager.newest_checkpoint
         await self.callbacks.on_checkpoint(iteration=self.iteration, trials=self.trial_views,
@@ -1030,6 +1038,11 @@ class Controller:
         if self.events:
             self.events.publish(ev.TrialCheckpointed(trial.trial_id, path))
         self.persistence.must_survive(trial)  # a crash now must resume from this checkpoint
+
+    async def _release_once_written(self, releases: list[Callable[[], None]]) -> None:
+        await self.persistence.flush()  # everything queued so far, this step's journal too
+        for release in releases:  # (not when cancelled: a leftover dir is safe, a gap not)
+            release()
 
     async def _notify_paused(self, trial: Trial) -> None:
         self.lane.notify("on_pause", trial.trial_id)
