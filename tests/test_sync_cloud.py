@@ -320,3 +320,12 @@ def test_the_final_sync_is_bounded(results_dir, tmp_path, monkeypatch, caplog):
         release.set()
     assert time.monotonic() - began < 8
     assert "final cloud sync" in caplog.text and "did not finish within 0.5 s" in caplog.text
+
+
+def test_an_experiments_own_upload_dir_is_used(results_dir, tmp_path):
+    experiment = tune.Experiment("exp", checkpointing, local_dir=results_dir,
+                                 upload_dir=f"file://{tmp_path}/remote",
+                                 config={"x": tune.grid_search([1, 2])})
+    tune.run_experiments(experiment, trial_executor="local", verbose=0)
+    assert local_files(str(tmp_path / "remote" / "exp")) == local_files(
+        os.path.join(results_dir, "exp"))
