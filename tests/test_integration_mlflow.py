@@ -213,3 +213,45 @@ def test_params_and_metrics_conversion():
     assert params_of({"a": 1, "b": {"c": [1, 2]}}) == {"a": "1", "b/c": "[1, 2]"}
     result = {"loss": 1, "done": True, "info": {"lr": 0.5}, "config": {"x": 1}, "host": "h"}
     assert metrics_of(result) == {"loss": 1.0, "done": 1.0, "info/lr": 0.5}
+
+
+def report_five(config):
+    for i in range(5):
+        tune.report(loss=float(i))
+
+
+async def test_a_slow_tracking_server_never_stalls_the_event_loop(
+        tracking_uri, results_dir, monkeypatch):
+    real_log_batch = MlflowClient.log_batch
+
+    def slow_log_batch(self, *args, **kwargs):
+        time.sleep(0.3)  # a tracking server taking 300 ms per request
+        return real_log_batch(self, *args, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "log_batch", slow_log_batch)
+    lateness: list[float] = []
+
+    async def heartbeat():
+        while True:
+            start = time.monotonic()
+            await asyncio.sleep(0.02)
+            lateness.append(time.monotonic() - start - 0.02)
+
+    beat = asyncio.create_task(heartbeat())
+    try:
+        analysis = await tune.arun(
+            report_five, config={"x": 1}, local_dir=results_dir, verbose=0,
+            trial_executor="local",
+            callbacks=[MLflowLoggerCallback(tracking_uri=tracking_uri,
+                                            experiment_name="slow-exp")])
+    finally:
+        beat.cancel()
+    # Six requests (params, five results) took >= 1.8 s, none of it on the loop...
+    assert max(lateness) < 0.25
+    # ...and the run's end waited for them: every result is in MLflow.
+    client = MlflowClient(tracking_uri)
+    [run] = client.search_runs([client.get_experiment_by_name("slow-exp").experiment_id])
+    history = client.get_metric_history(run.info.run_id, "loss")
+    assert [m.value for m in history] == [0.0, 1.0, 2.0, 3.0, 4.0]
+    assert run.info.status == "FINISHED"
+    assert str(analysis.trials[0]) == run.data.tags["trial_name"]
