@@ -189,6 +189,9 @@ class CloudSyncer(Callback):
                 if attempt + 1 < self.tries:
                     await anyio.sleep(self.backoff_s * 2 ** attempt)
             else:
+                if self.last_error is not None:
+                    logger.info("Cloud sync of %s to %s succeeded again; what was missing "
+                                "is uploaded.", self.local_dir, self.remote_url)
                 self.last_error = None
                 self.syncs_done += 1
                 return
