@@ -2,11 +2,16 @@
 
 Each trial's trainable lives in this process and its calls run in worker threads,
 one call at a time per trainable (as a Ray actor runs its methods), so the event
-loop stays free while a step trains. For API-bound tuning, debugging and fast tests.
+loop stays free while a step trains. An async trainable's code (``async def``
+functions and generators, ``async def step``...) runs as tasks on the driver's own
+event loop instead: the worker thread only waits for it there, so many I/O-bound
+trials share the loop. For API-bound tuning, debugging and fast tests.
 """
 
 from __future__ import annotations
 
+import inspect
+import math
 import os
 import threading
 import traceback
@@ -19,6 +24,7 @@ from tune_async.error import TuneError
 from tune_async.execution.actor import restore_into, run_batch
 from tune_async.execution.base import BatchLimits, TrialFailure, launch_key
 from tune_async.execution.ray_executor import FETCH_WINDOW_S, request_of
+from tune_async.trainable.aio import LoopHost, hosted_by
 from tune_async.trial import Trial
 
 _EPS = 1e-9
@@ -31,11 +37,17 @@ class _Run:
 
     trainable: Any
     cls: type
+    host: LoopHost | None = None  # the driver's loop, where its coroutines run
     reusable: bool = False  # started with ``reuse``: kept warm for the next trial
     lock: threading.Lock = attrs.field(factory=threading.Lock)
 
+    @property
+    def on_loop(self) -> bool:
+        """Its code runs on the driver's loop: a call's thread only waits for it there."""
+        return runs_on_loop(self.cls)
+
     def call(self, fn: Any, *args: Any) -> Any:
-        with self.lock:
+        with self.lock, hosted_by(self.host):
             return fn(*args)
 
 
@@ -47,6 +59,14 @@ class LocalExecutor:
     they ask for (API-bound trials barely use this process's CPUs). There are no
     GPUs unless ``gpus`` says so. A trainable that changes the working
     directory or other process-global state affects every trial here.
+
+    Async trainables run as tasks on the driver's own event loop (the application's,
+    under ``arun``): they must not block it. Blocking work in an ``async def``
+    trainable (a long computation, a synchronous client) stalls the experiment and
+    the whole application; move it to a thread (``await asyncio.to_thread(...)``)
+    and report with ``await tune.areport(...)`` (a plain ``tune.report`` there is
+    refused: waiting for the driver would block the loop). Stopping a trial cancels
+    its task, so its ``finally`` blocks run.
     """
 
     connects_ray = False
@@ -63,13 +83,17 @@ class LocalExecutor:
         self._runs: dict[Any, _Run] = {}  # launch key -> its trainable
         self._idle: list[_Run] = []  # kept for reuse (start_trial's ``reuse``)
         self._late_stops: list[threading.Thread] = []
+        self._host: LoopHost | None = None  # the driver's loop, lent to async trainables
+        # A call into an async trainable holds a thread that only waits for the loop:
+        # the trials' own limits bound those, not the CPU count.
+        self._waiting = anyio.CapacityLimiter(math.inf)
         # Steps hold a thread each: more trials than anyio's default 40 threads may run.
         most = max_concurrent or int(self._total["CPU"])
         self._limiter = anyio.CapacityLimiter(max(40, 2 * most))
 
     # ---- capacity -----------------------------------------------------------
     async def setup(self) -> None:
-        pass
+        self._loop_host()
 
     def check_feasible(self, trial: Trial) -> None:
         _refuse_log_to_file(trial)
@@ -132,7 +156,7 @@ class LocalExecutor:
             # Cancelled (the trial is released mid-step), the step finishes unobserved.
             return await anyio.to_thread.run_sync(
                 run.call, run_batch, run.trainable, limits, FETCH_WINDOW_S,
-                abandon_on_cancel=True, limiter=self._limiter)
+                abandon_on_cancel=True, limiter=self._limiter_for(run))
         except Exception as exc:  # noqa: BLE001 - the trainable raised
             raise _failure(exc) from None
 
@@ -158,23 +182,27 @@ class LocalExecutor:
         if run is None:
             return
         if in_flight:
-            # A thread cannot be killed: the stop follows the running step, off the loop.
+            # An async step or function is cancelled now (its finally runs); a thread
+            # cannot be killed: the stop follows the running step, off the loop.
+            _quiet_cancel(run)
             late = threading.Thread(target=_quiet_stop, args=(run,), daemon=True)
             late.start()
             self._late_stops.append(late)
         elif run.reusable and not failed:
             self._idle.append(run)  # stopped when another class needs it or at shutdown
         else:
-            await anyio.to_thread.run_sync(_quiet_stop, run, limiter=self._limiter)
+            await anyio.to_thread.run_sync(_quiet_stop, run, limiter=self._limiter_for(run))
 
     async def shutdown(self) -> None:
         idle, self._idle = self._idle, []
         for run in idle:
-            await anyio.to_thread.run_sync(_quiet_stop, run, limiter=self._limiter)
+            await anyio.to_thread.run_sync(_quiet_stop, run, limiter=self._limiter_for(run))
         late, self._late_stops = self._late_stops, []
         with anyio.move_on_after(LATE_STOP_WAIT_S):
             for thread in late:
                 await anyio.to_thread.run_sync(thread.join, abandon_on_cancel=True)
+        if self._host is not None:  # no task of a trainable outlives the executor
+            await self._host.aclose()
         self._runs.clear()
         self._reserved.clear()
         self._used.clear()
@@ -191,11 +219,16 @@ class LocalExecutor:
     async def _construct(self, cls: type, config: dict, info: Any) -> _Run:
         """A new trainable (its ``setup`` in a thread); stopped if the launch was cancelled."""
         made: list[_Run] = []
+        host = self._loop_host()
+
+        def construct() -> None:
+            with hosted_by(host):
+                made.append(_Run(trainable=cls(config=config, trial_info=info), cls=cls,
+                                 host=host))
+
         try:
             await anyio.to_thread.run_sync(
-                lambda: made.append(_Run(trainable=cls(config=config, trial_info=info),
-                                         cls=cls)),
-                limiter=self._limiter)
+                construct, limiter=self._waiting if runs_on_loop(cls) else self._limiter)
         except BaseException:
             if made:  # nobody will receive it: let it clean up off the loop
                 threading.Thread(target=_quiet_stop, args=(made[0],), daemon=True).start()
@@ -209,7 +242,17 @@ class LocalExecutor:
         return None
 
     async def _in_thread(self, run: _Run, fn: Any, *args: Any) -> Any:
-        return await anyio.to_thread.run_sync(run.call, fn, *args, limiter=self._limiter)
+        return await anyio.to_thread.run_sync(run.call, fn, *args,
+                                              limiter=self._limiter_for(run))
+
+    def _limiter_for(self, run: _Run) -> anyio.CapacityLimiter:
+        return self._waiting if run.on_loop else self._limiter
+
+    def _loop_host(self) -> LoopHost:
+        """The driver's loop (the one this executor is used on), lent to async trainables."""
+        if self._host is None:
+            self._host = LoopHost()
+        return self._host
 
     async def _guarded(self, run: _Run, fn: Any) -> Any:
         try:
@@ -226,6 +269,28 @@ def _refuse_log_to_file(trial: Trial) -> None:
             "LocalExecutor runs trials inside the driver's process, where redirecting "
             "stdout/stderr would capture the driver and every other trial too. Drop "
             "log_to_file or use the default executor.")
+
+
+_ASYNC_METHODS = ("setup", "step", "save_checkpoint", "load_checkpoint", "reset_config",
+                  "cleanup")
+
+
+def runs_on_loop(cls: type) -> bool:
+    """Whether ``cls`` is an async trainable: an async function's, or one with ``async def``
+    methods (their coroutines run on the driver's loop here)."""
+    from tune_async.trainable.function_trainable import AsyncFunctionTrainable
+
+    if issubclass(cls, AsyncFunctionTrainable):
+        return True
+    return any(inspect.iscoroutinefunction(getattr(cls, name, None)) for name in _ASYNC_METHODS)
+
+
+def _quiet_cancel(run: _Run) -> None:
+    """``trainable.cancel()`` (thread-safe, beside the running step): an async one stops now."""
+    try:
+        run.trainable.cancel()
+    except Exception:  # noqa: BLE001 - the stop that follows still ends the trial
+        traceback.print_exc()
 
 
 def _quiet_stop(run: _Run) -> None:

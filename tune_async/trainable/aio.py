@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
+import contextvars
 import inspect
 import threading
-from collections.abc import Coroutine
+import weakref
+from collections.abc import Coroutine, Iterator
 from typing import Any
 
 
@@ -111,6 +114,165 @@ class EventLoopThread:
             pass
         loop.call_soon_threadsafe(loop.stop)
         thread.join(timeout_s)
+
+
+class LoopHost:
+    """The application's own running loop, lent to async trainables (the in-process executor).
+
+    Tune's calls into a trainable keep their synchronous interface and run in worker
+    threads; the coroutines they meet (``async def step``, an async function's task)
+    run as tasks on this loop, and the calling thread waits for them. The host owns
+    every task it started: :meth:`aclose` cancels and awaits those still running.
+    Built on the loop's own thread.
+    """
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.thread_id = threading.get_ident()
+        self.tasks: set[asyncio.Task] = set()
+        _hosted_loops.add(self.loop)
+
+    def runner(self) -> HostedLoop:
+        """A trainable's view of this loop (its ``close`` ends only that trainable's tasks)."""
+        return HostedLoop(self)
+
+    def in_loop_thread(self) -> bool:
+        return threading.get_ident() == self.thread_id
+
+    async def aclose(self, timeout_s: float = 5.0) -> None:
+        """Cancel the tasks still running here and wait (bounded) until they have ended."""
+        tasks = [task for task in self.tasks if not task.done()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout_s)
+
+
+class HostedLoop:
+    """:class:`EventLoopThread`'s interface over a :class:`LoopHost`: one per trainable."""
+
+    def __init__(self, host: LoopHost) -> None:
+        self._host = host
+        self._futures: set[concurrent.futures.Future] = set()  # submitted, not finished
+        self._task_of: dict[concurrent.futures.Future, asyncio.Task] = {}
+        self._running: set[concurrent.futures.Future] = set()  # what run() waits for
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._host.loop
+
+    def in_loop_thread(self) -> bool:
+        return self._host.in_loop_thread()
+
+    def submit(self, coro: Coroutine) -> concurrent.futures.Future:
+        """Start ``coro`` as a task on the host's loop (from any thread); its future."""
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self._futures.add(future)
+        future.add_done_callback(self._futures.discard)
+        if self.in_loop_thread():
+            self._start(coro, future)
+        else:
+            try:
+                self.loop.call_soon_threadsafe(self._start, coro, future)
+            except RuntimeError:  # the application's loop has closed
+                coro.close()
+                future.cancel()
+        return future
+
+    def _start(self, coro: Coroutine, future: concurrent.futures.Future) -> None:
+        if not future.set_running_or_notify_cancel():  # cancelled before it started
+            coro.close()
+            return
+        task = self.loop.create_task(coro)
+        self._task_of[future] = task
+        self._host.tasks.add(task)
+        task.add_done_callback(lambda done: self._finished(done, future))
+
+    def _finished(self, task: asyncio.Task, future: concurrent.futures.Future) -> None:
+        self._host.tasks.discard(task)
+        self._task_of.pop(future, None)
+        if task.cancelled():
+            future.set_exception(asyncio.CancelledError())
+        elif task.exception() is not None:
+            future.set_exception(task.exception())
+        else:
+            future.set_result(task.result())
+
+    def run(self, awaitable: Any) -> Any:
+        """Run ``awaitable`` on the host's loop; block the calling (worker) thread until done."""
+        if self.in_loop_thread():
+            raise RuntimeError("Waiting for a coroutine on the application's own event loop "
+                               "from that loop's thread would stall it.")
+        future = self.submit(_as_coroutine(awaitable))
+        self._running.add(future)
+        try:
+            return future.result()
+        except concurrent.futures.CancelledError:
+            raise asyncio.CancelledError() from None
+        finally:
+            self._running.discard(future)
+
+    def resolve(self, value: Any) -> Any:
+        return self.run(value) if inspect.isawaitable(value) else value
+
+    def cancel_running(self) -> None:
+        """Cancel whatever :meth:`run` calls are waiting for (thread-safe)."""
+        self._cancel(list(self._running))
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Cancel this trainable's tasks; off the loop's thread, wait (bounded) for them."""
+        futures = list(self._futures)
+        self._cancel(futures)
+        if not self.in_loop_thread():
+            concurrent.futures.wait(futures, timeout_s)
+
+    def _cancel(self, futures: list[concurrent.futures.Future]) -> None:
+        started = [future for future in futures if not future.cancel()]
+        if not started:
+            return
+        if self.in_loop_thread():
+            self._cancel_tasks(started)
+        else:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nothing runs
+                self.loop.call_soon_threadsafe(self._cancel_tasks, started)
+
+    def _cancel_tasks(self, futures: list[concurrent.futures.Future]) -> None:
+        for future in futures:
+            task = self._task_of.get(future)
+            if task is not None:
+                task.cancel()
+
+
+_hosted_loops: weakref.WeakSet = weakref.WeakSet()
+_host: contextvars.ContextVar[LoopHost | None] = contextvars.ContextVar(
+    "tune_async_loop_host", default=None)
+
+
+@contextlib.contextmanager
+def hosted_by(host: LoopHost | None) -> Iterator[None]:
+    """Within: async trainables made or driven by this thread run on ``host``'s loop."""
+    token = _host.set(host)
+    try:
+        yield
+    finally:
+        _host.reset(token)
+
+
+def loop_runner(name: str) -> EventLoopThread | HostedLoop:
+    """Where a trainable's coroutines run: a host's loop when one is lent (in-process),
+    otherwise a loop in a thread of the trainable's own."""
+    host = _host.get()
+    return host.runner() if host is not None else EventLoopThread(name=name)
+
+
+def blocks_hosted_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    """Whether waiting in this thread would block ``loop``, an application's lent loop."""
+    if loop not in _hosted_loops:
+        return False
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
 
 
 async def _as_coroutine(awaitable: Any) -> Any:

@@ -32,7 +32,7 @@ from tune_async.result import (
     TIME_THIS_ITER_S,
 )
 from tune_async.trainable import session as _sess
-from tune_async.trainable.aio import EventLoopThread, is_async_callable
+from tune_async.trainable.aio import EventLoopThread, is_async_callable, loop_runner
 from tune_async.trainable.batching import ends_batch
 from tune_async.trainable.session import (
     CHECKPOINT_MARKER,
@@ -435,7 +435,8 @@ class AsyncFunctionTrainable(FunctionTrainable):
 
     def setup(self, config: dict) -> None:
         super().setup(config)
-        self._aio = EventLoopThread(name=f"tune-async-{self.trial_name}")
+        # In-process (LocalExecutor): the driver's own loop.
+        self._aio = loop_runner(f"tune-async-{self.trial_name}")
 
     def _launch(self) -> tuple[TrialSession, Any]:
         session = AsyncTrialSession(self.trial_name, self.trial_id, self.logdir, self._aio.loop)

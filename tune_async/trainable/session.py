@@ -24,12 +24,14 @@ from collections.abc import Callable, Iterator
 from numbers import Number
 from typing import Any
 
+from tune_async.error import TuneError
 from tune_async.result import (  # noqa: F401 - CHECKPOINT_PATH re-exported
     CHECKPOINT_PATH,
     DEFAULT_METRIC,
     SHOULD_CHECKPOINT,
     TIME_THIS_ITER_S,
 )
+from tune_async.trainable.aio import blocks_hosted_loop
 from tune_async.trainable.batching import ends_batch
 
 # Marker file written into every checkpoint directory (1.x layout).
@@ -181,6 +183,12 @@ class AsyncTrialSession(TrialSession):
         return asyncio.CancelledError()
 
     def _wait_for_credit(self) -> None:
+        if blocks_hosted_loop(self.loop):
+            raise TuneError(
+                "tune.report in an async trainable run in-process (LocalExecutor) would "
+                "block the application's event loop, which the trainable shares, until "
+                "the driver asks for the next result: use `await tune.areport(...)` (or "
+                "yield results from an async generator).")
         self._blocked_sync = True
         try:
             while self.credits <= 0 and not self.stopping:

@@ -45,7 +45,7 @@ from tune_async.result import (
     TRAINING_ITERATION,
     default_results_dir,
 )
-from tune_async.trainable.aio import EventLoopThread
+from tune_async.trainable.aio import EventLoopThread, HostedLoop, loop_runner
 from tune_async.trainable.batching import ends_batch
 from tune_async.utils.util import date_str
 
@@ -134,7 +134,7 @@ class Trainable:
         self._last_ts = -1
         self._last_date = ""
         self._pending_error: BaseException | None = None
-        self._aio: EventLoopThread | None = None
+        self._aio: EventLoopThread | HostedLoop | None = None
         start = time.time()
         self._resolve(self.setup(copy.deepcopy(self.config)))
         setup_time = time.time() - start
@@ -168,7 +168,7 @@ class Trainable:
         if not inspect.isawaitable(value):
             return value
         if self._aio is None:
-            self._aio = EventLoopThread(name=f"tune-async-{self.trial_name}")
+            self._aio = loop_runner(f"tune-async-{self.trial_name}")
         return self._aio.run(value)
 
     def cancel(self) -> None:
