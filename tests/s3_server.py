@@ -15,8 +15,13 @@ import socket
 
 import pytest
 
-moto_server = pytest.importorskip("moto.server", reason="the test extra installs moto[server]")
-s3fs = pytest.importorskip("s3fs", reason="the s3 extra installs s3fs")
+
+def _moto_server():
+    return pytest.importorskip("moto.server", reason="the test extra installs moto[server]")
+
+
+def _s3fs():
+    return pytest.importorskip("s3fs", reason="the s3 extra installs s3fs")
 
 _server = None
 _port: int | None = None
@@ -39,7 +44,7 @@ def start() -> str:
         return endpoint()
     if _port is None:
         _port = _free_port()
-    _server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=_port, verbose=False)
+    _server = _moto_server().ThreadedMotoServer(ip_address="127.0.0.1", port=_port, verbose=False)
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request
     _server.start()
     return endpoint()
@@ -60,11 +65,11 @@ def configure_env(monkeypatch) -> None:
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", endpoint())
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # a stopped server fails fast
-    s3fs.S3FileSystem.clear_instance_cache()  # instances read the environment once
+    _s3fs().S3FileSystem.clear_instance_cache()  # instances read the environment once
 
 
 def make_bucket(name: str) -> None:
-    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint()}, key="testing",
+    fs = _s3fs().S3FileSystem(client_kwargs={"endpoint_url": endpoint()}, key="testing",
                            secret="testing", skip_instance_cache=True)
     if not fs.exists(name):
         fs.mkdir(name)
@@ -72,7 +77,7 @@ def make_bucket(name: str) -> None:
 
 def bucket_files(url: str) -> dict[str, int]:
     """``{relative path: size}`` of every object under ``url`` (``s3://bucket/prefix``)."""
-    fs = s3fs.S3FileSystem(client_kwargs={"endpoint_url": endpoint()}, key="testing",
+    fs = _s3fs().S3FileSystem(client_kwargs={"endpoint_url": endpoint()}, key="testing",
                            secret="testing", skip_instance_cache=True)
     root = url[len("s3://"):].rstrip("/")
     return {path[len(root) + 1:]: info["size"]
@@ -90,7 +95,11 @@ def local_files(directory: str) -> dict[str, int]:
 
 @pytest.fixture
 def s3(monkeypatch):
-    """The local S3 server, running, with s3fs pointed at it; yields a fresh bucket name."""
+    """The local S3 server, running, with s3fs pointed at it; yields a fresh bucket name.
+
+    Skips (only) the tests that use it when moto or s3fs is not installed."""
+    _moto_server()
+    _s3fs()
     start()
     configure_env(monkeypatch)
     bucket = f"bucket-{_free_port()}"
