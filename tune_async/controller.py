@@ -264,6 +264,7 @@ class Controller:
     def request_stop(self) -> None:
         """Stop gracefully (Ctrl+C): running trials are interrupted (resumable), state saved."""
         self.interrupted = True
+        self.events.unblock()  # a subscriber's back-pressure must not hold up the stop
         if self._send is not None:
             self._send.send_nowait(StopAll("interrupted"))
 
@@ -277,6 +278,7 @@ class Controller:
             raise TuneError("The experiment is not running: it takes no commands")
         self._pending_commands.add(command)
         self._post(command)
+        self.events.wake()  # decided even while a subscriber holds the stream back
         return await command.reply
 
     async def run(self) -> list[Trial]:
@@ -362,9 +364,18 @@ class Controller:
         await self._fill()
         self.persistence.journal_survivors()
         while not self._is_finished():
+            await self._wait_for_blocking_subscribers()
             event = await receive.receive()
             self._busy_since = time.perf_counter()
             await self._step(event)
+
+    async def _wait_for_blocking_subscribers(self) -> None:
+        """Back-pressure, for subscribers that asked for it (``overflow="block"``): while
+        one's buffer is full, take no new event. Results wait in the stream (nothing is
+        lost) and their trials are not fetched again meanwhile. A command that someone
+        awaits still goes through: its caller may be that very subscriber."""
+        while self.events.full() and not self._pending_commands:
+            await self.events.wait_for_room()
 
     async def _yield_if_busy(self) -> None:
         """Let the loop serve others once this event's work has taken a while."""
@@ -754,6 +765,8 @@ class Controller:
         return wake
 
     def _post(self, event: Any) -> None:
+        if isinstance(event, StopAll):  # the stop is decided whatever subscribers read
+            self.events.unblock()
         self._send.send_nowait(event)
 
     def _limits(self, trial: Trial) -> BatchLimits:

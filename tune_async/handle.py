@@ -34,14 +34,19 @@ class ExperimentHandle:
         self._task: asyncio.Task | None = None
 
     # ---- watching --------------------------------------------------------------------
-    def events(self, buffer: int = 10_000) -> Subscription:
+    def events(self, buffer: int = 10_000, overflow: str = "drop") -> Subscription:
         """An async iterator of the events decided from now on, ending with ExperimentEnded.
 
-        ``buffer``: how many undelivered events it keeps for a slow consumer; beyond that
-        it gets an ``EventsDropped(count)`` where the lost ones were (trials never wait).
+        ``buffer``: how many undelivered events it keeps for a slow consumer.
+        ``overflow``: what happens when they are that many. ``"drop"`` (default): it
+        gets an ``EventsDropped(count)`` where the lost ones were, and trials never
+        wait. ``"block"``: back-pressure, nothing is lost; the controller takes no new
+        result until this consumer has read, so the experiment runs at its pace (its
+        commands, ``stop_trial``/``add_trial``/``stop``, still go through). Close it
+        (``close()``, ``async with``, or drop it, as ``break`` does) when you stop reading.
         Subscribe before your first ``await`` after :func:`start` to see every event.
         """
-        return self._controller.events.subscribe(buffer)
+        return self._controller.events.subscribe(buffer, overflow)
 
     @property
     def trials(self) -> list[TrialView]:
@@ -122,7 +127,7 @@ class ExperimentHandle:
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await asyncio.wait([task])
-        if not task.cancelled():
+        if task.done() and not task.cancelled():
             task.exception()  # retrieved: an error the body did not ask for is not logged
 
 
@@ -144,14 +149,15 @@ async def start(run_or_experiment: Any, **kwargs: Any) -> AsyncIterator[Experime
         await handle._close()
 
 
-async def astream(run_or_experiment: Any, buffer: int = 10_000,
+async def astream(run_or_experiment: Any, buffer: int = 10_000, overflow: str = "drop",
                   **kwargs: Any) -> AsyncIterator[Any]:
     """The experiment's events as an async iterator (``start`` without the block).
 
-    Ends after ``ExperimentEnded``; then raises the experiment's error, if any.
-    Breaking out of the loop stops the experiment.
+    ``buffer`` and ``overflow`` as in :meth:`ExperimentHandle.events` (``"block"``:
+    every event, at the pace of this loop). Ends after ``ExperimentEnded``; then
+    raises the experiment's error, if any. Breaking out of the loop stops the experiment.
     """
     async with start(run_or_experiment, **kwargs) as experiment:
-        async for event in experiment.events(buffer):
+        async for event in experiment.events(buffer, overflow):
             yield event
         await experiment.wait()
