@@ -23,6 +23,7 @@ from tune_async import (  # noqa: F401 - attributes for 1.x code, not names of _
 from tune_async.analysis import Analysis, ExperimentAnalysis
 from tune_async.api import arun, arun_experiments, run, run_experiments
 from tune_async.callback import Callback
+from tune_async.durable_trainable import DurableTrainable, durable
 from tune_async.error import TuneError
 from tune_async.events import (
     EventsDropped,
@@ -81,6 +82,7 @@ __all__ = [
     "Analysis",
     "CLIReporter",
     "Callback",
+    "DurableTrainable",
     "EarlyStopping",
     "EventsDropped",
     "ExperimentEnded",
@@ -111,6 +113,7 @@ __all__ = [
     "choice",
     "create_scheduler",
     "create_searcher",
+    "durable",
     "function",
     "get_trial_dir",
     "get_trial_id",

@@ -277,6 +277,7 @@ def _prepare_run(**kwargs: Any) -> _Job:
     if a._remote:
         raise _not_yet("_remote")
     experiments = _experiments_of(a)
+    durable_pruner = _prepare_durable(experiments, a.sync_config)
     if fail_fast and any(e.max_failures != 0 for e in experiments):
         raise ValueError("max_failures must be 0 if fail_fast=True.")
     metric, mode = a.metric, a.mode
@@ -286,6 +287,8 @@ def _prepare_run(**kwargs: Any) -> _Job:
     reporter = _build_reporter(a.progress_reporter, verbose, metric, mode)
     callback_list = _build_callbacks(a.callbacks, a.loggers, metric, verbose)
     callback_list = _with_node_syncer(callback_list, a.sync_config, executor)
+    if durable_pruner is not None:
+        callback_list = type(callback_list)([*callback_list, durable_pruner])
     experiment_dir = experiments[0].checkpoint_dir
     cloud = _cloud_syncer(a.sync_config, experiments, experiment_dir)
     if cloud is not None:  # last: it uploads what the loggers and node syncs wrote
@@ -467,6 +470,14 @@ def _validate_sync(resume: Any, sync_config: Any) -> None:
         )
     if sync_config is not None and not isinstance(sync_config, SyncConfig):
         raise ValueError(f"sync_config must be a tune.SyncConfig, got {sync_config!r}")
+
+
+def _prepare_durable(experiments: list, sync_config: Any) -> Any:
+    """Durable trainables need an upload_dir (1.x's ValueError, before any trial starts);
+    they get it, and a plugin that deletes their pruned checkpoints there."""
+    from tune_async.durable_trainable import prepare_durable_experiments
+
+    return prepare_durable_experiments(experiments, sync_config)
 
 
 def _cloud_syncer(sync_config: Any, experiments: list, experiment_dir: str) -> Any:

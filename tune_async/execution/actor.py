@@ -74,8 +74,15 @@ class TrialActor:
             self._discard_trainable()
             self._trainable = cls(config=config, trial_info=trial_info)
         if checkpoint is not None and checkpoint[0] == "path":
-            checkpoint = ("path", localize_checkpoint(checkpoint[1], self._driver_node_id))
+            checkpoint = ("path", self._local_checkpoint(checkpoint[1]))
         restore_into(self._trainable, checkpoint)
+
+    def _local_checkpoint(self, path: str) -> str:
+        """Where this node reads checkpoint ``path``: pulled from the driver's node when
+        missing, unless the trainable fetches it from upload_dir itself (durable)."""
+        if getattr(self._trainable, "restores_from_upload_dir", False):
+            return to_node_path(path)
+        return localize_checkpoint(path, self._driver_node_id)
 
     def train_batch(self, limits: Any, window_s: float) -> list[dict]:
         try:

@@ -185,7 +185,7 @@ class FsspecStorage:
             with self._lock:  # a retry after a failure sends only what is left
                 manifest.uploaded.update({rel: current[rel] for rel in batch})
         if gone:
-            fs.rm([_join(root, rel) for rel in gone])
+            _remove_files(fs, [_join(root, rel) for rel in gone])
             with self._lock:
                 for rel in gone:
                     manifest.uploaded.pop(rel, None)
@@ -239,6 +239,19 @@ def _relative(root: str, path: str) -> str:
     prefix = root.rstrip("/") + "/"
     rel = path[len(prefix):] if path.startswith(prefix) else os.path.basename(path)
     return rel.replace("/", os.sep)
+
+
+def _remove_files(fs: Any, paths: list[str]) -> None:
+    """Remove remote files; one gone already is fine (a durable trainable deletes the
+    checkpoints it pruned itself, and local stores raise for a missing file)."""
+    try:
+        fs.rm(paths)
+    except FileNotFoundError:
+        for path in paths:
+            try:
+                fs.rm_file(path)
+            except FileNotFoundError:
+                pass
 
 
 def _put_files(fs: Any, local_dir: str, root: str, rels: list[str]) -> None:

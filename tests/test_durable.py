@@ -1,0 +1,270 @@
+"""DurableTrainable and tune.durable for real: checkpoints uploaded by the trainable itself
+(file://, memory://, a local S3 server), restored from there when the local copy is gone,
+pruned there too; refused without an upload_dir."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+
+import fsspec
+import pytest
+
+import tune_async as tune
+from tests.s3_server import bucket_files, s3  # noqa: F401 - the fixture
+from tune_async.durable_trainable import NO_UPLOAD_DIR
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+def remote_files(url: str) -> dict[str, int]:
+    """``{relative path: size}`` under an fsspec URL (s3:// through the test server)."""
+    if url.startswith("s3://"):
+        return bucket_files(url)
+    fs, root = fsspec.core.url_to_fs(url)
+    root = root.rstrip("/")
+    if not fs.exists(root):
+        return {}
+    return {p[len(root) + 1:]: info["size"] for p, info in fs.find(root, detail=True).items()}
+
+
+def checkpoint_dirs(files: dict[str, int]) -> set[str]:
+    return {rel.split("/")[0] for rel in files if rel.startswith("checkpoint_")}
+
+
+def lose_local_checkpoints(logdir: str) -> None:
+    """What a node that lost its disk leaves: no checkpoint directories."""
+    for name in os.listdir(logdir):
+        if name.startswith("checkpoint_"):
+            shutil.rmtree(os.path.join(logdir, name))
+
+
+def first_time(marks: str, name: str) -> bool:
+    """True once per ``name`` (a file in ``marks`` remembers it across retries)."""
+    path = os.path.join(marks, name)
+    if os.path.exists(path):
+        return False
+    open(path, "w").close()
+    return True
+
+
+class Counter(tune.DurableTrainable):
+    """Counts; the count lives in its checkpoints. At ``fail_at`` (first time only) it
+    loses its local checkpoints and fails."""
+
+    def setup(self, config):
+        os.environ.update(config.get("env", {}))  # the S3 server's settings, in the actor
+        self.value = 0
+        self.restored_from = None
+
+    def step(self):
+        self.value += 1
+        if self.iteration + 1 == self.config.get("fail_at") and first_time(
+                self.config["marks"], self.trial_id):
+            lose_local_checkpoints(self.logdir)
+            raise RuntimeError("the node lost its disk")
+        return {"value": self.value, "restored_from": self.restored_from}
+
+    def save_checkpoint(self, checkpoint_dir):
+        with open(os.path.join(checkpoint_dir, "value"), "w") as f:
+            f.write(str(self.value))
+        return checkpoint_dir
+
+    def load_checkpoint(self, checkpoint):
+        with open(os.path.join(checkpoint, "value")) as f:
+            self.value = int(f.read())
+        self.restored_from = os.path.basename(os.path.normpath(checkpoint))
+
+
+def counting(config, checkpoint_dir=None):
+    """The function form of Counter (tune.durable(counting))."""
+    value, restored_from = 0, None
+    if checkpoint_dir:
+        with open(os.path.join(checkpoint_dir, "value")) as f:
+            value = int(f.read())
+        restored_from = os.path.basename(os.path.normpath(checkpoint_dir))
+    while value < config["steps"]:
+        value += 1
+        if value == config.get("fail_at") and first_time(config["marks"], "fail"):
+            lose_local_checkpoints(tune.get_trial_dir())
+            raise RuntimeError("the node lost its disk")
+        with tune.checkpoint_dir(step=value) as d:
+            with open(os.path.join(d, "value"), "w") as f:
+                f.write(str(value))
+        tune.report(value=value, restored_from=restored_from)
+
+
+class SeesRemote(tune.Callback):
+    """Notes what upload_dir holds of each checkpoint when the driver registers it."""
+
+    def __init__(self, upload_dir: str) -> None:
+        self.upload_dir = upload_dir
+        self.seen: dict[str, dict[str, int]] = {}
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+        name = os.path.basename(checkpoint.dir)
+        self.seen[name] = remote_files(
+            f"{self.upload_dir}/exp/{os.path.basename(trial.logdir)}/{name}")
+
+
+def only_at_end(upload_dir: str) -> tune.SyncConfig:
+    """The driver's own upload of the experiment only at the end: what upload_dir holds
+    during the run is the trainable's doing."""
+    return tune.SyncConfig(upload_dir=upload_dir, sync_on_checkpoint=False,
+                           cloud_sync_period=3600)
+
+
+# ---- class trainables on Ray ------------------------------------------------------------------
+@pytest.mark.ray
+def test_checkpoints_are_uploaded_as_taken_and_pruned_ones_deleted_there(results_dir, tmp_path):
+    upload_dir = f"file://{tmp_path / 'store'}"
+    sees = SeesRemote(upload_dir)
+    analysis = tune.run(Counter, name="exp", local_dir=results_dir, verbose=0,
+                        stop={"training_iteration": 4}, checkpoint_freq=1,
+                        keep_checkpoints_num=1, callbacks=[sees],
+                        sync_config=only_at_end(upload_dir))
+    [trial] = analysis.trials
+    assert trial.status == "TERMINATED"
+    # Each checkpoint was in upload_dir when the driver first heard of it.
+    assert sorted(sees.seen) == [f"checkpoint_00000{i}" for i in range(1, 5)]
+    for files in sees.seen.values():
+        assert {"value", ".is_checkpoint", ".tune_metadata"} <= set(files)
+    remote_trial = remote_files(f"{upload_dir}/exp/{os.path.basename(trial.logdir)}")
+    # The pruned ones were deleted there (the driver's final upload never had them).
+    assert checkpoint_dirs(remote_trial) == {"checkpoint_000004"}
+    assert checkpoint_dirs(dict.fromkeys(os.listdir(trial.logdir))) == {"checkpoint_000004"}
+
+
+@pytest.mark.ray
+def test_a_trial_that_lost_its_local_checkpoints_restores_from_upload_dir(results_dir,
+                                                                          tmp_path):
+    upload_dir = f"file://{tmp_path / 'store'}"
+    analysis = tune.run(Counter, name="exp", local_dir=results_dir, verbose=0,
+                        config={"fail_at": 3, "marks": str(tmp_path)},
+                        stop={"training_iteration": 5}, checkpoint_freq=1, max_failures=1,
+                        sync_config=only_at_end(upload_dir))
+    [trial] = analysis.trials
+    assert trial.status == "TERMINATED" and trial.num_failures == 1
+    # Restored from checkpoint_000002 (downloaded again), counting on from its state.
+    assert trial.last_result["value"] == 5
+    assert trial.last_result["restored_from"] == "checkpoint_000002"
+    assert os.path.exists(os.path.join(trial.logdir, "checkpoint_000002", "value"))
+
+
+@pytest.mark.ray
+def test_with_the_default_sync_config_the_driver_upload_and_pruning_agree(results_dir,
+                                                                          tmp_path, caplog):
+    """The driver mirrors the experiment too (sync_on_checkpoint): a checkpoint both put
+    in upload_dir and pruned is deleted once, without failed syncs."""
+    upload_dir = f"file://{tmp_path / 'store'}"
+    caplog.set_level(logging.WARNING)
+    analysis = tune.run(Counter, name="exp", local_dir=results_dir, verbose=0,
+                        stop={"training_iteration": 4}, checkpoint_freq=1,
+                        keep_checkpoints_num=2, sync_config=tune.SyncConfig(
+                            upload_dir=upload_dir, cloud_sync_period=0))
+    [trial] = analysis.trials
+    remote = remote_files(f"{upload_dir}/exp")
+    local = remote_files(f"file://{results_dir}/exp")
+    assert remote == local  # the whole experiment, the kept checkpoints only
+    assert checkpoint_dirs(remote_files(f"{upload_dir}/exp/{os.path.basename(trial.logdir)}")
+                           ) == {"checkpoint_000003", "checkpoint_000004"}
+    assert not [r.getMessage() for r in caplog.records if r.name.startswith("tune_async")]
+
+
+# ---- tune.durable(function) in process, memory:// ---------------------------------------------
+def test_durable_function_uploads_and_restores_from_memory_store(results_dir, tmp_path):
+    upload_dir = f"memory://durable/{tmp_path.name}"
+    sees = SeesRemote(upload_dir)
+    analysis = tune.run(tune.durable(counting), name="exp", local_dir=results_dir, verbose=0,
+                        config={"steps": 5, "fail_at": 4, "marks": str(tmp_path)},
+                        max_failures=1, keep_checkpoints_num=2, callbacks=[sees],
+                        trial_executor="local", sync_config=only_at_end(upload_dir))
+    [trial] = analysis.trials
+    assert trial.status == "TERMINATED" and trial.num_failures == 1
+    assert trial.last_result["value"] == 5
+    assert trial.last_result["restored_from"] == "checkpoint_000003"
+    assert set(sees.seen) == {f"checkpoint_00000{i}" for i in range(1, 6)}
+    assert all("value" in files for files in sees.seen.values())
+    remote_trial = remote_files(f"{upload_dir}/exp/{os.path.basename(trial.logdir)}")
+    assert checkpoint_dirs(remote_trial) == {"checkpoint_000004", "checkpoint_000005"}
+
+
+def test_durable_keeps_the_function_name_and_refuses_non_trainables():
+    trainable = tune.durable(counting)
+    assert issubclass(trainable, tune.DurableTrainable) and trainable.__name__ == "counting"
+    assert tune.durable(Counter) is Counter  # durable already
+    with pytest.raises(ValueError, match="does not inherit from `Trainable`"):
+        tune.durable(dict)
+    with pytest.raises(ValueError, match="sync_function"):
+        tune.durable(counting, sync_function="cp -r only-a-source {source}")
+    from tune_async import durable_trainable
+
+    assert durable_trainable.DurableTrainable is tune.DurableTrainable
+
+
+# ---- no upload_dir --------------------------------------------------------------------------------
+@pytest.mark.parametrize("trainable", [Counter, tune.durable(counting)])
+def test_a_durable_trainable_without_upload_dir_is_refused_before_any_trial(results_dir,
+                                                                            trainable):
+    with pytest.raises(ValueError) as caught:
+        tune.run(trainable, name="exp", local_dir=results_dir, verbose=0,
+                 config={"steps": 1}, trial_executor="local")
+    assert str(caught.value) == NO_UPLOAD_DIR
+    assert not os.path.exists(os.path.join(results_dir, "exp"))  # nothing started
+
+
+def test_an_experiment_upload_dir_is_enough(results_dir, tmp_path):
+    upload_dir = f"file://{tmp_path / 'store'}"
+    experiment = tune.Experiment("exp", tune.durable(counting), config={"steps": 2},
+                                 local_dir=results_dir, upload_dir=upload_dir)
+    analysis = tune.run(experiment, verbose=0, trial_executor="local")
+    [trial] = analysis.trials
+    remote = remote_files(f"{upload_dir}/exp/{os.path.basename(trial.logdir)}")
+    assert checkpoint_dirs(remote) == {"checkpoint_000001", "checkpoint_000002"}
+
+
+# ---- the class on its own -------------------------------------------------------------------------
+def test_save_restore_and_delete_through_remote_storage(results_dir, tmp_path):
+    remote = f"memory://durable-unit/{tmp_path.name}/trial"
+    first = Counter(config={}, remote_checkpoint_dir=remote)
+    first.train()
+    first.train()
+    path = first.save()
+    assert checkpoint_dirs(remote_files(remote)) == {"checkpoint_000002"}
+    lose_local_checkpoints(first.logdir)
+
+    second = Counter(config={}, remote_checkpoint_dir=remote,
+                     trial_info=tune.trainable.TrialInfo(logdir=first.logdir))
+    second.restore(path)
+    assert second.value == 2 and second.iteration == 2
+    second.delete_checkpoint(path)
+    assert remote_files(remote) == {} and not os.path.exists(path)
+    with pytest.raises(FileNotFoundError, match="neither here nor in remote storage"):
+        Counter(config={}, remote_checkpoint_dir=remote,
+                trial_info=tune.trainable.TrialInfo(logdir=first.logdir)).restore(path)
+    with pytest.raises(ValueError, match="must be `self.logdir`, or a sub-directory"):
+        first.save(str(tmp_path))
+
+
+# ---- a local S3 server -----------------------------------------------------------------------------
+@pytest.mark.ray
+def test_s3_checkpoints_uploaded_as_taken_and_restored_after_loss(results_dir, tmp_path,
+                                                                  s3):  # noqa: F811
+    upload_dir = f"s3://{s3}/durable"
+    env = {k: os.environ[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                                      "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL_S3",
+                                      "AWS_MAX_ATTEMPTS")}
+    sees = SeesRemote(upload_dir)
+    analysis = tune.run(Counter, name="exp", local_dir=results_dir, verbose=0,
+                        config={"env": env, "fail_at": 3, "marks": str(tmp_path)},
+                        stop={"training_iteration": 4}, checkpoint_freq=1, max_failures=1,
+                        keep_checkpoints_num=2, callbacks=[sees],
+                        sync_config=only_at_end(upload_dir))
+    [trial] = analysis.trials
+    assert trial.status == "TERMINATED" and trial.num_failures == 1
+    assert trial.last_result["value"] == 4
+    assert trial.last_result["restored_from"] == "checkpoint_000002"
+    assert all("value" in sees.seen[f"checkpoint_00000{i}"] for i in range(1, 5))
+    in_bucket = bucket_files(f"{upload_dir}/exp/{os.path.basename(trial.logdir)}")
+    assert checkpoint_dirs(in_bucket) == {"checkpoint_000003", "checkpoint_000004"}
