@@ -7,6 +7,7 @@ transaction log format: a 7-byte ``:W&B`` header, then LevelDB-log framed record
 
 from __future__ import annotations
 
+import asyncio
 import glob
 import json
 import os
@@ -213,3 +214,32 @@ def test_split_result_routes_keys():
     log, config = split_result(result, ["done", "config"], ["trial_id"])
     assert log == {"loss": 1.5, "info/lr": 0.1}
     assert config == {"trial_id": "t1"}
+
+
+async def test_slow_wandb_writes_never_stall_the_event_loop(offline_wandb, results_dir,
+                                                            monkeypatch):
+    real_log = wandb.sdk.wandb_run.Run.log
+
+    def slow_log(self, *args, **kwargs):
+        time.sleep(0.3)  # W&B taking 300 ms per row
+        return real_log(self, *args, **kwargs)
+
+    monkeypatch.setattr(wandb.sdk.wandb_run.Run, "log", slow_log)
+    lateness: list[float] = []
+
+    async def heartbeat():
+        while True:
+            start = time.monotonic()
+            await asyncio.sleep(0.02)
+            lateness.append(time.monotonic() - start - 0.02)
+
+    beat = asyncio.create_task(heartbeat())
+    try:
+        analysis = await tune.arun(train_fn, config={"x": 7}, local_dir=results_dir, verbose=0,
+                                   trial_executor="local",
+                                   callbacks=[WandbLoggerCallback(project="slow")])
+    finally:
+        beat.cancel()
+    assert max(lateness) < 0.25  # three rows took >= 0.9 s, none of it on the loop
+    run = read_offline_run(offline_wandb, analysis.trials[0].trial_id)
+    assert [row["loss"] for row in run["history"]] == [7, 14, 21]
