@@ -4,10 +4,13 @@ pruned there too; refused without an upload_dir."""
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
+import time
 
+import anyio
 import fsspec
 import pytest
 
@@ -85,6 +88,7 @@ def counting(config, checkpoint_dir=None):
             value = int(f.read())
         restored_from = os.path.basename(os.path.normpath(checkpoint_dir))
     while value < config["steps"]:
+        time.sleep(config.get("sleep", 0))
         value += 1
         if value == config.get("fail_at") and first_time(config["marks"], "fail"):
             lose_local_checkpoints(tune.get_trial_dir())
@@ -201,6 +205,51 @@ def test_durable_keeps_the_function_name_and_refuses_non_trainables():
     from tune_async import durable_trainable
 
     assert durable_trainable.DurableTrainable is tune.DurableTrainable
+
+
+async def test_resume_after_the_local_checkpoints_are_gone_restores_from_upload_dir(
+        results_dir, tmp_path):
+    upload_dir = f"file://{tmp_path / 'store'}"
+    two_taken = anyio.Event()
+
+    class AfterTwo(tune.Callback):
+        def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+            if checkpoint.iteration >= 2:
+                two_taken.set()
+
+    run = functools.partial(
+        tune.arun, tune.durable(counting), name="exp", local_dir=results_dir, verbose=0,
+        config={"steps": 40, "sleep": 0.05}, trial_executor="local",
+        sync_config=only_at_end(upload_dir))
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(functools.partial(run, callbacks=[AfterTwo()]))
+        await two_taken.wait()
+        tg.cancel_scope.cancel()  # interrupted: resume=True continues it
+    [logdir] = [e.path for e in os.scandir(os.path.join(results_dir, "exp")) if e.is_dir()]
+    lose_local_checkpoints(logdir)
+
+    analysis = await run(resume=True)
+    [trial] = analysis.trials
+    assert trial.status == "TERMINATED" and trial.last_result["value"] == 40
+    restored_from = trial.last_result["restored_from"]
+    assert restored_from is not None and restored_from >= "checkpoint_000002"
+    assert os.path.isdir(os.path.join(logdir, restored_from))  # downloaded again
+
+
+def test_a_sync_function_moves_the_checkpoints(results_dir, tmp_path):
+    store = tmp_path / "store"
+    trainable = tune.durable(Counter, sync_function="mkdir -p {target} && cp -r {source}/. {target}")
+    analysis = tune.run(trainable, name="exp", local_dir=results_dir, verbose=0,
+                        config={"fail_at": 3, "marks": str(tmp_path)},
+                        stop={"training_iteration": 4}, checkpoint_freq=1, max_failures=1,
+                        keep_checkpoints_num=1, trial_executor="local",
+                        sync_config=only_at_end(str(store)))
+    [trial] = analysis.trials
+    assert trial.last_result["value"] == 4
+    assert trial.last_result["restored_from"] == "checkpoint_000002"  # copied back by cp
+    remote_trial = store / "exp" / os.path.basename(trial.logdir)
+    # Pruned ones deleted (through fsspec: a command only copies).
+    assert checkpoint_dirs(dict.fromkeys(os.listdir(remote_trial))) == {"checkpoint_000004"}
 
 
 # ---- no upload_dir --------------------------------------------------------------------------------
