@@ -229,3 +229,15 @@ def test_pause_saves_and_resumes_exactly(kind, tmp_path, results_dir):
     assert trial.status == "TERMINATED"
     assert trial.last_result["training_iteration"] == 6
     assert [s for s in executed(log) if s != "cancelled"] == [1, 2, 3, 4, 5, 6]
+
+
+def test_one_executor_serves_runs_on_different_loops(tmp_path, results_dir):
+    """tune.run makes a loop per call: each run lends its own loop to its trials."""
+    executor = tune.LocalExecutor()
+    for name in ("one", "two"):
+        log = str(tmp_path / f"{name}.log")
+        analysis = tune.run(KINDS["areport"], config={"log": log}, name=name, verbose=0,
+                            stop={"training_iteration": 3}, trial_executor=executor,
+                            local_dir=results_dir)
+        assert analysis.trials[0].last_result["training_iteration"] == 3
+        assert [s for s in executed(log) if s != "cancelled"] == [1, 2, 3]

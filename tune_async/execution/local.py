@@ -40,11 +40,9 @@ class _Run:
     host: LoopHost | None = None  # the driver's loop, where its coroutines run
     reusable: bool = False  # started with ``reuse``: kept warm for the next trial
     lock: threading.Lock = attrs.field(factory=threading.Lock)
-
-    @property
-    def on_loop(self) -> bool:
-        """Its code runs on the driver's loop: a call's thread only waits for it there."""
-        return runs_on_loop(self.cls)
+    # Its code runs on the driver's loop: a call's thread only waits for it there.
+    on_loop: bool = attrs.field(default=attrs.Factory(lambda run: runs_on_loop(run.cls),
+                                                      takes_self=True))
 
     def call(self, fn: Any, *args: Any) -> Any:
         with self.lock, hosted_by(self.host):
@@ -93,6 +91,7 @@ class LocalExecutor:
 
     # ---- capacity -----------------------------------------------------------
     async def setup(self) -> None:
+        self._host = None  # a run of its own (tune.run makes a new loop each time)
         self._loop_host()
 
     def check_feasible(self, trial: Trial) -> None:
@@ -201,8 +200,9 @@ class LocalExecutor:
         with anyio.move_on_after(LATE_STOP_WAIT_S):
             for thread in late:
                 await anyio.to_thread.run_sync(thread.join, abandon_on_cancel=True)
-        if self._host is not None:  # no task of a trainable outlives the executor
-            await self._host.aclose()
+        host, self._host = self._host, None
+        if host is not None:  # no task of a trainable outlives the executor
+            await host.aclose()
         self._runs.clear()
         self._reserved.clear()
         self._used.clear()
