@@ -165,6 +165,19 @@ class DurableTrainable(Trainable):
                 self.upload_checkpoint(path)
         return results
 
+    async def atrain_batch(self, max_results: int, window_s: float,
+                           stop: dict | None = None) -> list[dict]:
+        """The same for a trial on a shared event loop: uploads run in a worker thread,
+        so the loop's other trials go on meanwhile."""
+        import asyncio
+
+        results = await super().atrain_batch(max_results, window_s, stop)  # type: ignore[misc]
+        for result in results:
+            path = result.get(CHECKPOINT_PATH)
+            if path:
+                await asyncio.to_thread(self.upload_checkpoint, path)
+        return results
+
     def restore(self, checkpoint_path: str) -> None:
         """Restore from ``checkpoint_path``, downloading it first if it is not here."""
         self.download_checkpoint(checkpoint_path)
