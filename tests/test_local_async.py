@@ -241,3 +241,20 @@ def test_one_executor_serves_runs_on_different_loops(tmp_path, results_dir):
                             local_dir=results_dir)
         assert analysis.trials[0].last_result["training_iteration"] == 3
         assert [s for s in executed(log) if s != "cancelled"] == [1, 2, 3]
+
+
+async def test_a_trial_kept_warm_for_reuse_ends_its_function_at_once(tmp_path, results_dir):
+    """reuse_actors keeps the trainable, not the finished trial's task (its finally runs)."""
+    done_log, hanging_log = str(tmp_path / "done.log"), str(tmp_path / "hanging.log")
+    config = {"log": tune.grid_search([done_log, hanging_log]),
+              "hang_at": tune.sample_from(lambda spec: 2 if "hanging" in spec.config.log
+                                          else None)}
+    async with tune.start(KINDS["areport"], config=config, stop={"training_iteration": 3},
+                          reuse_actors=True, trial_executor=tune.LocalExecutor(max_concurrent=2),
+                          local_dir=results_dir, verbose=0) as exp:
+        await wait_for(done_log + ".finally")  # while the other trial still runs
+        assert not os.path.exists(hanging_log + ".finally")
+        assert executed(done_log) == [1, 2, 3, "cancelled"]
+        analysis = await exp.stop()
+    assert {t.status for t in analysis.trials} == {"TERMINATED"}
+    assert os.path.exists(hanging_log + ".finally")

@@ -188,6 +188,10 @@ class LocalExecutor:
             late.start()
             self._late_stops.append(late)
         elif run.reusable and not failed:
+            # Kept warm, but this trial is over: its function ends now (an async one is
+            # cancelled, its finally runs), not at the next trial's reset.
+            await anyio.to_thread.run_sync(_quiet_end_function, run,
+                                           limiter=self._limiter_for(run))
             self._idle.append(run)  # stopped when another class needs it or at shutdown
         else:
             await anyio.to_thread.run_sync(_quiet_stop, run, limiter=self._limiter_for(run))
@@ -291,6 +295,15 @@ def _quiet_cancel(run: _Run) -> None:
         run.trainable.cancel()
     except Exception:  # noqa: BLE001 - the stop that follows still ends the trial
         traceback.print_exc()
+
+
+def _quiet_end_function(run: _Run) -> None:
+    """A function trainable's ``stop_function()``: its trial ended, the instance stays."""
+    if hasattr(run.trainable, "stop_function"):
+        try:
+            run.call(run.trainable.stop_function)
+        except Exception:  # noqa: BLE001 - the next reset or the final stop cleans up
+            traceback.print_exc()
 
 
 def _quiet_stop(run: _Run) -> None:
