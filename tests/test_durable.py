@@ -5,9 +5,13 @@ pruned there too; refused without an upload_dir."""
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import shutil
+import subprocess
+import sys
+import threading
 import time
 
 import anyio
@@ -317,3 +321,95 @@ def test_s3_checkpoints_uploaded_as_taken_and_restored_after_loss(results_dir, t
     assert all("value" in sees.seen[f"checkpoint_00000{i}"] for i in range(1, 5))
     in_bucket = bucket_files(f"{upload_dir}/exp/{os.path.basename(trial.logdir)}")
     assert checkpoint_dirs(in_bucket) == {"checkpoint_000003", "checkpoint_000004"}
+
+
+# ---- a node lost on a real multi-node cluster -------------------------------------------------
+def ledgered(config, checkpoint_dir=None):
+    """Notes each step and its node in a ledger outside the trial directory; checkpoints
+    every 2 steps."""
+    import ray
+
+    step = 0
+    if checkpoint_dir:
+        with open(os.path.join(checkpoint_dir, "value")) as f:
+            step = int(f.read())
+    node = ray.get_runtime_context().get_node_id()
+    while step < config["steps"]:
+        time.sleep(config["sleep"])
+        step += 1
+        with open(config["ledger"], "a") as f:
+            f.write(json.dumps({"step": step, "node": node}) + "\n")
+        if step % 2 == 0:
+            with tune.checkpoint_dir(step=step) as d:
+                with open(os.path.join(d, "value"), "w") as f:
+                    f.write(str(step))
+        tune.report(step=step)
+
+
+def _cluster_scenario(work: str) -> None:
+    """Run by the test below in a process of its own: a head without CPUs and two worker
+    nodes, each keeping trial directories under its own root (as separate machines); the
+    trial's node is removed after its checkpoint at step 4; sync_to_driver=False."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 0, "include_dashboard": False,
+        "_system_config": {"health_check_period_ms": 1000, "health_check_failure_threshold": 3,
+                           "health_check_initial_delay_ms": 0}})
+    nodes = [cluster.add_node(num_cpus=1, env_vars={
+        "TUNE_ASYNC_NODE_ROOT": os.path.join(work, f"node_{x}")}) for x in "ab"]
+    ray.init(address=cluster.address, include_dashboard=False, configure_logging=False)
+    removed: dict = {}
+
+    class RemoveItsNode(tune.Callback):
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            if result["step"] == 5 and not removed:
+                removed["node"] = trial.extra["node_id"]
+                node = next(n for n in nodes if n.node_id == removed["node"])
+                threading.Thread(target=cluster.remove_node, args=(node,), daemon=True).start()
+
+    try:
+        analysis = tune.run(
+            tune.durable(ledgered), name="exp", local_dir=os.path.join(work, "results"),
+            verbose=0, config={"steps": 10, "sleep": 0.4, "ledger": os.path.join(work, "ledger")},
+            max_failures=1, callbacks=[RemoveItsNode()], raise_on_failed_trial=False,
+            sync_config=tune.SyncConfig(upload_dir=f"file://{work}/store",
+                                        sync_to_driver=False))
+        [trial] = analysis.trials
+        report = {"status": trial.status, "num_failures": trial.num_failures,
+                  "logdir": trial.logdir, "removed": removed.get("node"),
+                  "last_step": trial.last_result.get("step")}
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    with open(os.path.join(work, "report.json"), "w") as f:
+        json.dump(report, f)
+
+
+def test_a_trial_whose_node_is_lost_restores_on_another_from_upload_dir(tmp_path):
+    work = str(tmp_path)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")])
+    done = subprocess.run([sys.executable, "-m", "tests.test_durable", work], cwd=root,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-6000:]
+    with open(os.path.join(work, "report.json")) as f:
+        report = json.load(f)
+    assert report["status"] == "TERMINATED" and report["num_failures"] == 1
+    assert report["last_step"] == 10
+    with open(os.path.join(work, "ledger")) as f:
+        ledger = [json.loads(line) for line in f]
+    lost = [e["step"] for e in ledger if e["node"] == report["removed"]]
+    after = [e["step"] for e in ledger if e["node"] != report["removed"]]
+    assert lost[:5] == [1, 2, 3, 4, 5]
+    assert after == list(range(5, 11))  # on the other node, from checkpoint_000004
+    # That checkpoint never was on the driver nor on the new node: it came from upload_dir.
+    assert not [n for n in os.listdir(report["logdir"]) if n.startswith("checkpoint_")]
+    remote = remote_files(f"file://{work}/store/exp/{os.path.basename(report['logdir'])}")
+    assert {"checkpoint_000004", "checkpoint_000010"} <= checkpoint_dirs(remote)
+
+
+if __name__ == "__main__":
+    _cluster_scenario(sys.argv[1])
