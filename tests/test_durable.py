@@ -202,6 +202,9 @@ def test_durable_keeps_the_function_name_and_refuses_non_trainables():
     trainable = tune.durable(counting)
     assert issubclass(trainable, tune.DurableTrainable) and trainable.__name__ == "counting"
     assert tune.durable(Counter) is Counter  # durable already
+    assert tune.durable(lambda config: None)._name == "lambda"  # the plain one's name (1.x)
+    tune.register_trainable("registered_counting", counting)
+    assert tune.durable("registered_counting")._name == "registered_counting"
     with pytest.raises(ValueError, match="does not inherit from `Trainable`"):
         tune.durable(dict)
     with pytest.raises(ValueError, match="sync_function"):

@@ -235,11 +235,13 @@ def durable(trainable: str | type | Callable, sync_function: Any = None) -> type
     Raises:
         ValueError: ``trainable`` is a class that does not inherit from Trainable.
     """
-    from tune_async.registry import get_trainable_cls
+    from tune_async.registry import _name_of, get_trainable_cls
     from tune_async.trainable.function_trainable import wrap_function
 
-    cls = get_trainable_cls(trainable) if isinstance(trainable, str) else trainable
-    name = getattr(cls, "__name__", "durable_trainable")
+    if isinstance(trainable, str):
+        registered, cls = trainable, get_trainable_cls(trainable)
+    else:  # registered under the name the plain trainable would have had (1.x)
+        registered, cls = _name_of(trainable), trainable
     if not inspect.isclass(cls):
         cls = wrap_function(cls)
     elif not issubclass(cls, Trainable):
@@ -248,13 +250,13 @@ def durable(trainable: str | type | Callable, sync_function: Any = None) -> type
             f"not inherit from `Trainable`. Please make sure it does. Got: {cls!r}")
     if issubclass(cls, DurableTrainable) and sync_function is None:
         return cls
-    namespace = {"_name": getattr(cls, "_name", name), "__module__": cls.__module__,
-                 "__qualname__": getattr(cls, "__qualname__", name)}
+    name = cls.__name__ if cls.__name__.isidentifier() else "DurableTrainable"
+    namespace = {"_name": registered, "__module__": cls.__module__, "__qualname__": name}
     if sync_function is not None:
         _check_sync_function(sync_function)
         namespace["_sync_function"] = sync_function
     bases = (cls,) if issubclass(cls, DurableTrainable) else (DurableTrainable, cls)
-    return type(name if name.isidentifier() else "DurableTrainable", bases, namespace)
+    return type(name, bases, namespace)
 
 
 def _check_sync_function(sync_function: Any) -> None:
