@@ -22,3 +22,14 @@ class TestRayExecutor(ExecutorConformance):
 
     def make_executor(self) -> RayExecutor:
         return RayExecutor()
+
+
+@pytest.mark.ray
+class TestRayExecutorSharedHosts(ExecutorConformance):
+    """Async trials packed into shared host actors (trials_per_worker > 1)."""
+
+    trials_at_once = 2
+    async_trainables = True
+
+    def make_executor(self) -> RayExecutor:
+        return RayExecutor(trials_per_worker=4)

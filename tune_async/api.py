@@ -69,6 +69,7 @@ async def arun(
     raise_on_failed_trial: bool = True,
     callbacks: Sequence | None = None,
     loggers: Sequence | None = None,
+    trials_per_worker: int = 1,
     ray_auto_init: Any = None,
     run_errored_only: Any = None,
     global_checkpoint_period: Any = None,
@@ -125,6 +126,11 @@ def run(run_or_experiment: Any, **kwargs: Any) -> Any:
             clusters) instead of raising ``TuneError``.
         reuse_actors: Reuse the Trainable instance between trials through
             ``reset_config`` (warm worker processes are always pooled).
+        trials_per_worker: Not in 1.x. Up to this many *async* trials (``async
+            def`` functions, async generators, ``async def step``) share one Ray
+            actor's event loop; each still reserves ``resources_per_trial``, so pair
+            it with a small CPU request, e.g. ``{"cpu": 0.002}`` with 500. Sync
+            trainables keep one actor per trial. Default 1 (one trial per actor).
         trial_executor: Any object implementing ``tune_async.execution.Executor``
             (default: the Ray executor), or ``"local"`` for ``tune.LocalExecutor()``.
         raise_on_failed_trial: Raise ``TuneError`` if any trial ended in ERROR.
@@ -274,6 +280,7 @@ def _prepare_run(**kwargs: Any) -> _Job:
     _validate_server_port(a.server_port)
     _validate_export_formats(a.export_formats)
     _validate_log_to_file(a.log_to_file)
+    _validate_trials_per_worker(a.trials_per_worker, a.log_to_file)
     if a._remote:
         raise _not_yet("_remote")
     experiments = _experiments_of(a)
@@ -283,7 +290,8 @@ def _prepare_run(**kwargs: Any) -> _Job:
     metric, mode = a.metric, a.mode
     search_alg = _build_search_alg(a.search_alg, metric, mode, experiments[0].spec["config"])
     scheduler = _build_scheduler(a.scheduler, metric, mode)
-    executor = _build_executor(a.trial_executor, a.reuse_actors, a.queue_trials)
+    executor = _build_executor(a.trial_executor, a.reuse_actors, a.queue_trials,
+                               a.trials_per_worker)
     reporter = _build_reporter(a.progress_reporter, verbose, metric, mode)
     callback_list = _build_callbacks(a.callbacks, a.loggers, metric, verbose)
     callback_list = _with_node_syncer(callback_list, a.sync_config, executor)
@@ -618,12 +626,25 @@ def _build_scheduler(scheduler: Any, metric: Any, mode: Any) -> Any:
     return scheduler
 
 
-def _build_executor(trial_executor: Any, reuse_actors: bool, queue_trials: bool) -> Any:
+def _validate_trials_per_worker(trials_per_worker: Any, log_to_file: Any) -> None:
+    if (isinstance(trials_per_worker, bool) or not isinstance(trials_per_worker, int)
+            or trials_per_worker < 1):
+        raise ValueError(f"trials_per_worker must be an int >= 1, got {trials_per_worker!r}")
+    if trials_per_worker > 1 and log_to_file not in (False, None):
+        raise ValueError(
+            "log_to_file redirects a process's stdout/stderr, which trials sharing a worker "
+            "(trials_per_worker > 1) cannot each have: drop log_to_file or use "
+            "trials_per_worker=1")
+
+
+def _build_executor(trial_executor: Any, reuse_actors: bool, queue_trials: bool,
+                    trials_per_worker: int = 1) -> Any:
     from tune_async.execution.base import Executor
     from tune_async.execution.ray_executor import RayExecutor
 
     if trial_executor is None:
-        return RayExecutor(reuse_actors=reuse_actors, queue_trials=queue_trials)
+        return RayExecutor(reuse_actors=reuse_actors, queue_trials=queue_trials,
+                           trials_per_worker=trials_per_worker)
     if trial_executor == "local":
         from tune_async.execution.local import LocalExecutor
 

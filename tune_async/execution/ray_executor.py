@@ -13,6 +13,7 @@ import attrs
 
 from tune_async.error import TuneError
 from tune_async.execution.base import BatchLimits, TrialFailure, launch_key
+from tune_async.execution.host import HostPool, shares_host
 from tune_async.execution.ledger import LEDGER
 from tune_async.resources import Resources
 from tune_async.trial import Trial
@@ -101,13 +102,17 @@ class RayExecutor:
     ``reset_config``; otherwise each trial gets a fresh Trainable instance in a
     warm worker process. ``fresh_process_per_trial=True`` restores one process
     per trial (slower; for trainables that leak process-global state).
+    ``trials_per_worker=N`` (N > 1) runs up to N async trials in one actor's event
+    loop (see :mod:`tune_async.execution.host`); sync trials keep one actor each.
     """
 
     connects_ray = True
 
     def __init__(self, reuse_actors: bool = False, queue_trials: bool = False,
-                 fresh_process_per_trial: bool = False) -> None:
+                 fresh_process_per_trial: bool = False, trials_per_worker: int = 1) -> None:
         self.reuse_actors = reuse_actors
+        self.trials_per_worker = 1 if fresh_process_per_trial else trials_per_worker
+        self._hosts = HostPool(self.trials_per_worker, self._new_host_actor)
         self.queue_trials = queue_trials
         self.fresh_process_per_trial = fresh_process_per_trial
         self._total: dict[str, float] = {}
@@ -133,6 +138,9 @@ class RayExecutor:
 
         # A second thread into each actor ("control") lets a stop cancel a running batch.
         self._actor_cls = ray.remote(concurrency_groups={"control": 1})(TrialActor)
+        from tune_async.execution.host import TrialHost
+
+        self._host_cls = ray.remote(TrialHost)  # async methods: Ray runs them concurrently
         self._driver_sys_path = _driver_sys_path()
         self._driver_node_id = ray.get_runtime_context().get_node_id()
         await self.refresh_capacity()
@@ -172,18 +180,18 @@ class RayExecutor:
         return self._used
 
     def idle_resources(self) -> dict[str, float]:
-        held: dict[str, float] = {}
+        held = self._hosts.idle_resources()
         for worker in self._idle:
             for k, v in worker.request.items():
                 held[k] = held.get(k, 0.0) + v
         return held
 
     def has_idle_workers(self) -> bool:
-        return bool(self._idle)
+        return bool(self._idle) or self._hosts.has_idle()
 
     def give_up_idle_worker(self) -> _Worker:
         """Another experiment needs the room: it takes this idle worker (and kills it)."""
-        return self._idle.pop(0)
+        return self._idle.pop(0) if self._idle else self._hosts.give_up_idle()
 
     def reserve(self, trial: Trial) -> None:
         request = self._reserved[launch_key(trial)] = request_of(trial)
@@ -207,6 +215,9 @@ class RayExecutor:
                           checkpoint: Any = None) -> None:
         from tune_async.trainable.trainable import TrialInfo
 
+        if shares_host(self.trials_per_worker, trainable_cls, trial.resources):
+            await self._start_in_host(trial, trainable_cls, reuse, checkpoint)
+            return
         worker = await self._acquire_worker(trial)
         # Where the trial runs, for syncing its directory from that node (tune_async.sync).
         trial.extra["node_id"] = await self._node_of(worker)
@@ -220,7 +231,29 @@ class RayExecutor:
                                 getattr(trial, "log_to_file", False))
         worker.trainable_cls = trainable_cls
 
+    async def _start_in_host(self, trial: Trial, trainable_cls: type, reuse: bool,
+                             checkpoint: Any) -> None:
+        from tune_async.trainable.trainable import TrialInfo
+
+        info = TrialInfo(trial_id=trial.trial_id, trial_name=trial.trial_name,
+                         logdir=trial.logdir or "")
+        setup = (await self._class_ref(trainable_cls), trial.config, info, reuse, checkpoint,
+                 getattr(trial, "log_to_file", False))
+        trial.extra["node_id"] = await self._hosts.start_trial(trial, setup)
+
+    async def _new_host_actor(self, trial: Trial) -> Any:
+        """A host actor for the trial's resources (room made first, as for a worker)."""
+        await _kill_off_loop(self._make_room(request_of(trial)))
+        options = {"max_restarts": 0, **_actor_options(trial.resources),
+                   # Every hosted trial may have a fetch, a cancel and a stop in flight.
+                   "max_concurrency": max(1000, 4 * self.trials_per_worker)}
+        create = functools.partial(self._host_cls.options(**options).remote,
+                                   self._driver_sys_path, self._driver_node_id)
+        return await _in_thread_to_completion(create, discard=lambda made: _kill_now([made], []))
+
     async def fetch_results(self, trial: Trial, limits: BatchLimits) -> list[dict]:
+        if launch_key(trial) in self._hosts:
+            return await self._hosts.fetch_results(trial, limits, FETCH_WINDOW_S)
         worker = self._running[launch_key(trial)]
         setup, worker.pending_setup = worker.pending_setup, None
         if setup is not None:
@@ -233,6 +266,8 @@ class RayExecutor:
             raise _as_failure(exc) from None
 
     async def save(self, trial: Trial) -> str:
+        if launch_key(trial) in self._hosts:
+            return await self._hosts.call(trial, "save")
         worker = self._running[launch_key(trial)]
         try:
             await self._send_pending_setup(worker)
@@ -241,6 +276,8 @@ class RayExecutor:
             raise _as_failure(exc) from None
 
     async def save_to_memory(self, trial: Trial) -> Any:
+        if launch_key(trial) in self._hosts:
+            return await self._hosts.call(trial, "save_to_object")
         worker = self._running[launch_key(trial)]
         try:
             await self._send_pending_setup(worker)
@@ -259,6 +296,8 @@ class RayExecutor:
 
     async def export_model(self, trial: Trial, export_formats: list[str]) -> dict:
         """The trainable's ``export_model(export_formats)`` into the trial dir."""
+        if launch_key(trial) in self._hosts:
+            return await self._hosts.call(trial, "export_model", list(export_formats))
         worker = self._running[launch_key(trial)]
         try:
             await self._send_pending_setup(worker)
@@ -278,6 +317,10 @@ class RayExecutor:
         # Released by trial, not by worker: a launch cancelled before it got a worker
         # still holds its reservation.
         self._unreserve(self._reserved.pop(launch_key(trial), {}))
+        if launch_key(trial) in self._hosts:
+            await _kill_off_loop(await self._hosts.stop_trial(
+                trial, in_flight, failed, self.reuse_actors, CANCEL_GRACE_S))
+            return
         worker = self._running.pop(launch_key(trial), None)
         if worker is None:
             return
@@ -313,7 +356,7 @@ class RayExecutor:
                 if self.reuse_actors and worker.trainable_cls is not None:
                     with contextlib.suppress(Exception):
                         await worker.actor.stop.remote(False)
-        workers = list(self._running.values()) + self._idle
+        workers = list(self._running.values()) + self._idle + await self._hosts.shutdown()
         groups = list(self._unready_groups)
         self._running.clear()
         self._idle.clear()
@@ -366,6 +409,8 @@ class RayExecutor:
         evicted = []
         while self._idle and too_full():
             evicted.append(self._idle.pop(0))
+        while self._hosts.has_idle() and too_full():
+            evicted.append(self._hosts.give_up_idle())
         return evicted + LEDGER.take_idle_from_others(self, too_full)
 
     async def _new_worker(self, trial: Trial, key: tuple) -> _Worker:

@@ -12,12 +12,17 @@ every step they execute to a file, so a test can tell exactly what ran). Subclas
         def make_executor(self):
             return MyExecutor(slots=4)
 
+Set ``async_trainables = True`` to run every test with the ``async`` twins of those
+trainables (``async def step``, an ``async def`` function awaiting ``tune.areport``),
+e.g. for an executor that hosts async trials differently (``trials_per_worker``).
+
 Every test runs under a deadline (``timeout_s``), so an executor that hangs fails
 the test instead of the session. Needs pytest and pytest-asyncio (or anyio's plugin).
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
 import time
@@ -44,7 +49,7 @@ from tune_async.result import (
     TRAINING_ITERATION,
 )
 from tune_async.trainable.function_trainable import wrap_function
-from tune_async.trainable.session import report
+from tune_async.trainable.session import areport, report
 from tune_async.trainable.trainable import Trainable
 from tune_async.trial import Trial
 
@@ -142,7 +147,51 @@ class BlockingTrainable(Trainable):
         return {}
 
 
+class AsyncCountingTrainable(CountingTrainable):
+    """:class:`CountingTrainable` with an ``async def step``."""
+
+    async def step(self) -> dict:
+        await asyncio.sleep(0)
+        return CountingTrainable.step(self)
+
+
+async def async_counting_function(config: dict) -> dict | None:
+    """:func:`counting_function` as an ``async def`` reporting with ``tune.areport``."""
+    total = 0
+    for n in range(1, 10_000):
+        total += n
+        if config.get("return_at") == n:
+            _log_step(config, n)
+            return {"returned": n}
+        await areport(**_counting_result(config, n, total))
+    return None
+
+
+AsyncCountingFunction = wrap_function(async_counting_function)
+
+
+class AsyncFailingSetupTrainable(FailingSetupTrainable):
+    """:class:`FailingSetupTrainable` with an ``async def step``."""
+
+    async def step(self) -> dict:  # pragma: no cover - never set up
+        return {}
+
+
+class AsyncBlockingTrainable(Trainable):
+    """:class:`BlockingTrainable` whose step awaits (a stop cancels it there)."""
+
+    async def step(self) -> dict:
+        open(self.config["started"], "w").close()
+        deadline = time.monotonic() + HOLD_S
+        while not os.path.exists(self.config["release"]) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        return {}
+
+
 TRAINABLES = {"class": CountingTrainable, "function": CountingFunction}
+ASYNC_TWINS = {CountingTrainable: AsyncCountingTrainable, CountingFunction: AsyncCountingFunction,
+               FailingSetupTrainable: AsyncFailingSetupTrainable,
+               BlockingTrainable: AsyncBlockingTrainable}
 
 
 # ---- helpers --------------------------------------------------------------------------
@@ -202,6 +251,11 @@ class ExecutorConformance:
 
     trials_at_once = 2
     timeout_s = 60.0
+    async_trainables = False  # run the tests with the async twins of the trainables
+
+    def trainable_for(self, cls: type) -> type:
+        """The trainable a test runs for ``cls`` (its async twin with ``async_trainables``)."""
+        return ASYNC_TWINS.get(cls, cls) if self.async_trainables else cls
 
     def make_executor(self) -> Any:
         """A fresh executor (override)."""
@@ -234,7 +288,7 @@ class ExecutorConformance:
             f"({executor.resource_summary()})"
         )
         executor.reserve(trial)
-        await executor.start_trial(trial, trainable_cls, reuse, checkpoint)
+        await executor.start_trial(trial, self.trainable_for(trainable_cls), reuse, checkpoint)
         return trial
 
     # ---- setup / shutdown -------------------------------------------------------------
@@ -436,7 +490,7 @@ class ExecutorConformance:
         executor.reserve(broken)
         with pytest.raises(TrialFailure) as info:
             # Either call may report it: an executor may send the setup with the first fetch.
-            await executor.start_trial(broken, FailingSetupTrainable, False)
+            await executor.start_trial(broken, self.trainable_for(FailingSetupTrainable), False)
             await executor.fetch_results(broken, BatchLimits())
         assert SETUP_FAILURE in info.value.traceback
         await executor.stop_trial(broken, failed=True)

@@ -212,6 +212,19 @@ class HostedLoop:
         finally:
             self._running.discard(future)
 
+    async def arun(self, awaitable: Any) -> Any:
+        """:meth:`run` for a caller on the host's loop itself (a Ray trial host's batch):
+        awaits the task; :meth:`cancel_running` cancels it as it cancels ``run``'s."""
+        future = self.submit(_as_coroutine(awaitable))
+        self._running.add(future)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            self._cancel([future])  # the caller was cancelled: so is the step
+            raise
+        finally:
+            self._running.discard(future)
+
     def resolve(self, value: Any) -> Any:
         return self.run(value) if inspect.isawaitable(value) else value
 

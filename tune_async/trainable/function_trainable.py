@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import copy
 import inspect
 import logging
@@ -32,7 +33,7 @@ from tune_async.result import (
     TIME_THIS_ITER_S,
 )
 from tune_async.trainable import session as _sess
-from tune_async.trainable.aio import EventLoopThread, is_async_callable, loop_runner
+from tune_async.trainable.aio import EventLoopThread, HostedLoop, is_async_callable, loop_runner
 from tune_async.trainable.batching import ends_batch
 from tune_async.trainable.session import (
     CHECKPOINT_MARKER,
@@ -433,6 +434,8 @@ class AsyncFunctionTrainable(FunctionTrainable):
     where the function awaits, so its ``finally`` blocks run.
     """
 
+    _tune_async_steps = True  # its trials may share a loop (trials_per_worker)
+
     def setup(self, config: dict) -> None:
         super().setup(config)
         # In-process (LocalExecutor): the driver's own loop.
@@ -441,9 +444,60 @@ class AsyncFunctionTrainable(FunctionTrainable):
     def _launch(self) -> tuple[TrialSession, Any]:
         session = AsyncTrialSession(self.trial_name, self.trial_id, self.logdir, self._aio.loop)
         session.process = self._process_function_result
-        _sess._set_session(session)  # for threads the function starts (run_in_executor)
+        if not isinstance(self._aio, HostedLoop):
+            # For threads the function starts (run_in_executor). Not on a loop hosting
+            # several trials: there a process-wide session would be some other trial's.
+            _sess._set_session(session)
         future = self._aio.submit(self._run_task(session, self._fn_config, self._restore_dir))
         return session, _TaskHandle(future, self._aio)
+
+    async def atrain_batch(self, max_results: int, window_s: float,
+                           stop: dict | None = None) -> list[dict]:
+        """:meth:`train_batch` on a trial host's shared loop: waits without blocking it."""
+        if max_results < 1:
+            raise ValueError(f"train_batch: max_results must be >= 1, got {max_results}.")
+        self._raise_pending_error()
+        if self._finished:
+            raise TuneError(f"The function of trial {self.trial_name} has already finished.")
+        if self._stopped:
+            raise TuneError(f"Trial {self.trial_name} was stopped; its function does not restart.")
+        if self._thread is None:
+            self._start()
+        return self._process_items(await self._atake(max_results, window_s, stop))
+
+    async def _atake(self, max_results: int, window_s: float,
+                     stop: dict | None) -> list[tuple[str, Any]]:
+        """``_take`` for the shared loop: the same credits and batch ends, awaited."""
+        session, task = self._session, self._thread
+        assert isinstance(session, AsyncTrialSession) and task is not None
+        deadline = time.monotonic() + window_s
+        taken: list[tuple[str, Any]] = []
+        with session.cond:
+            session.credits = max_results - len(session.items)
+            session.stop_criteria = stop
+            session.wake()
+        try:
+            while True:
+                with session.cond:
+                    while session.items:
+                        kind, payload = session.items.popleft()
+                        taken.append((kind, payload))
+                        if (kind != ITEM_RESULT or len(taken) >= max_results
+                                or ends_batch(payload, stop) or time.monotonic() >= deadline):
+                            return taken
+                    if session.stopping:
+                        return taken
+                    if not taken and not task.is_alive():
+                        raise TuneError(f"The function task of {self.trial_name} died.")
+                    arrived = session.item_waiter()
+                timeout = deadline - time.monotonic() if taken else self._liveness_wait_s
+                if taken and timeout <= 0:
+                    return taken
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(arrived, timeout)
+        finally:
+            with session.cond:
+                session.credits = 0  # revoke: the function waits while the driver works
 
     async def _run_task(self, session: AsyncTrialSession, config: dict,
                         checkpoint: str | None) -> None:

@@ -173,6 +173,8 @@ class AsyncTrialSession(TrialSession):
                  loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(trial_name, trial_id, logdir)
         self.loop = loop
+        # Batches awaiting results on the loop (a Ray trial host's atrain_batch).
+        self._item_waiters: list[asyncio.Future] = []
         self.task: asyncio.Task | None = None
         self._waiters: list[asyncio.Future] = []
         self._blocked_sync = False  # the task waits inside a plain report()
@@ -182,11 +184,32 @@ class AsyncTrialSession(TrialSession):
         self._cancel_delivered = True
         return asyncio.CancelledError()
 
+    def _hand_over(self, result: dict, now: float) -> None:
+        super()._hand_over(result, now)
+        self._wake_items()
+
+    def finish(self, kind: str, payload: Any) -> None:
+        with self.cond:
+            super().finish(kind, payload)
+            self._wake_items()
+
+    def item_waiter(self) -> asyncio.Future:
+        """A future set when results arrive or the trial stops (call with ``cond`` held)."""
+        waiter = self.loop.create_future()
+        self._item_waiters.append(waiter)
+        return waiter
+
+    def _wake_items(self) -> None:
+        waiters, self._item_waiters = self._item_waiters, []
+        for waiter in waiters:
+            self.loop.call_soon_threadsafe(_release, waiter)
+
     def _wait_for_credit(self) -> None:
         if blocks_hosted_loop(self.loop):
             raise TuneError(
-                "tune.report in an async trainable run in-process (LocalExecutor) would "
-                "block the application's event loop, which the trainable shares, until "
+                "tune.report in an async trainable run in-process (LocalExecutor) or in a "
+                "shared trial host (trials_per_worker > 1) would block the event loop, which "
+                "the trainable shares, until "
                 "the driver asks for the next result: use `await tune.areport(...)` (or "
                 "yield results from an async generator).")
         self._blocked_sync = True
@@ -235,6 +258,7 @@ class AsyncTrialSession(TrialSession):
             # Wakes a batch waiting for results, and a plain report the task waits in
             # (which then raises); a task elsewhere is cancelled on its loop.
             self.cond.notify_all()
+            self._wake_items()
             if not self._blocked_sync and not self.loop.is_closed():
                 self.loop.call_soon_threadsafe(self._cancel_task)
 

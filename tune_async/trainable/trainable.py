@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import functools
 import inspect
@@ -167,9 +168,18 @@ class Trainable:
         """
         if not inspect.isawaitable(value):
             return value
+        return self._runner().run(value)
+
+    def _runner(self) -> EventLoopThread | HostedLoop:
         if self._aio is None:
             self._aio = loop_runner(f"tune-async-{self.trial_name}")
-        return self._aio.run(value)
+        return self._aio
+
+    async def _aresolve(self, value: Any) -> Any:
+        """``_resolve`` for a caller on the trainable's hosted loop (never blocks it)."""
+        if not inspect.isawaitable(value):
+            return value
+        return await self._runner().arun(value)
 
     def cancel(self) -> None:
         """Cancel a running step (thread-safe; called while a batch may be running).
@@ -324,6 +334,40 @@ class Trainable:
             try:
                 results.append(self.train())
             except BaseException as exc:
+                self._pending_error = exc
+                break
+        return results
+
+    async def atrain(self) -> dict:
+        """:meth:`train` on a trial host's shared loop (``async def step``)."""
+        start = time.time()
+        result = await self._aresolve(self.step())
+        if not isinstance(result, dict):
+            raise TypeError(
+                f"{type(self).__name__}.step() must return a dict of metrics, "
+                f"got {type(result).__name__}."
+            )
+        return self._process_result(dict(result), time.time() - start)
+
+    async def atrain_batch(self, max_results: int, window_s: float,
+                           stop: dict | None = None) -> list[dict]:
+        """:meth:`train_batch` on a trial host's shared loop: the same batch rules."""
+        if max_results < 1:
+            raise ValueError(f"train_batch: max_results must be >= 1, got {max_results}.")
+        self._raise_pending_error()
+        deadline = time.monotonic() + window_s
+        results = [await self.atrain()]
+        while not ends_batch(results[-1], stop) and len(results) < max_results:
+            if time.monotonic() >= deadline:
+                break
+            try:
+                results.append(await self.atrain())
+            except asyncio.CancelledError:
+                if _being_cancelled():  # the host call itself is cancelled: let it through
+                    raise
+                self._pending_error = asyncio.CancelledError()
+                break
+            except Exception as exc:
                 self._pending_error = exc
                 break
         return results
@@ -505,6 +549,20 @@ class Trainable:
         """Export the model with ``_export_model``; returns ``{format: path}``."""
         formats = [export_formats] if isinstance(export_formats, str) else list(export_formats)
         return self._export_model(formats, export_dir or self.logdir)
+
+
+def _being_cancelled() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
+
+
+def is_async_trainable(cls: type) -> bool:
+    """Whether ``cls``'s steps are coroutines (an ``async def step`` or an async function):
+    such trials can share one process's event loop (``trials_per_worker``)."""
+    if getattr(cls, "_tune_async_steps", False):
+        return True
+    return isinstance(cls, type) and issubclass(cls, Trainable) and inspect.iscoroutinefunction(
+        getattr(cls, "step", None))
 
 
 def exports_models(cls: type) -> bool:
