@@ -73,6 +73,10 @@ class Counter(tune.DurableTrainable):
             raise RuntimeError("the node lost its disk")
         return {"value": self.value, "restored_from": self.restored_from}
 
+    def reset_config(self, new_config):
+        self.value, self.restored_from = 0, None
+        return True
+
     def save_checkpoint(self, checkpoint_dir):
         with open(os.path.join(checkpoint_dir, "value"), "w") as f:
             f.write(str(self.value))
@@ -108,12 +112,13 @@ class SeesRemote(tune.Callback):
 
     def __init__(self, upload_dir: str) -> None:
         self.upload_dir = upload_dir
-        self.seen: dict[str, dict[str, int]] = {}
+        self.seen: dict[str, dict[str, int]] = {}  # checkpoint name -> files
+        self.by_trial: dict[tuple[str, str], dict[str, int]] = {}  # (trial dir, name) -> files
 
     def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
-        name = os.path.basename(checkpoint.dir)
-        self.seen[name] = remote_files(
-            f"{self.upload_dir}/exp/{os.path.basename(trial.logdir)}/{name}")
+        name, trial_dir = os.path.basename(checkpoint.dir), os.path.basename(trial.logdir)
+        files = remote_files(f"{self.upload_dir}/exp/{trial_dir}/{name}")
+        self.seen[name] = self.by_trial[trial_dir, name] = files
 
 
 def only_at_end(upload_dir: str) -> tune.SyncConfig:
@@ -158,6 +163,19 @@ def test_a_trial_that_lost_its_local_checkpoints_restores_from_upload_dir(result
     assert trial.last_result["value"] == 5
     assert trial.last_result["restored_from"] == "checkpoint_000002"
     assert os.path.exists(os.path.join(trial.logdir, "checkpoint_000002", "value"))
+
+
+@pytest.mark.ray
+def test_a_reused_trainable_uploads_each_trial_to_its_own_directory(results_dir, tmp_path):
+    upload_dir = f"file://{tmp_path / 'store'}"
+    sees = SeesRemote(upload_dir)
+    analysis = tune.run(Counter, name="exp", local_dir=results_dir, verbose=0, num_samples=4,
+                        stop={"training_iteration": 2}, checkpoint_at_end=True,
+                        reuse_actors=True, callbacks=[sees], sync_config=only_at_end(upload_dir))
+    assert len({t.last_result["pid"] for t in analysis.trials}) < 4  # reused
+    assert sorted(sees.by_trial) == sorted((os.path.basename(t.logdir), "checkpoint_000002")
+                                           for t in analysis.trials)
+    assert all(files["value"] == 1 for files in sees.by_trial.values())  # "2", per trial
 
 
 @pytest.mark.ray
