@@ -319,6 +319,7 @@ def test_save_restore_and_delete_through_remote_storage(results_dir, tmp_path):
                 trial_info=tune.trainable.TrialInfo(logdir=first.logdir)).restore(path)
     with pytest.raises(ValueError, match="must be `self.logdir`, or a sub-directory"):
         first.save(str(tmp_path))
+    assert Counter(remote, {}).remote_checkpoint_dir == remote  # 1.x's positional form
 
 
 # ---- a local S3 server -----------------------------------------------------------------------------

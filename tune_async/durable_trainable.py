@@ -72,6 +72,8 @@ class DurableTrainable(Trainable):
 
     def __init__(self, *args: Any, remote_checkpoint_dir: str | None = None,
                  **kwargs: Any) -> None:
+        if args and isinstance(args[0], str):  # 1.x: DurableTrainable(remote_dir, config, ...)
+            remote_checkpoint_dir, args = args[0], args[1:]
         self._remote_dir_given = remote_checkpoint_dir
         self._storage: Any = None
         super().__init__(*args, **kwargs)
@@ -298,7 +300,8 @@ def prepare_durable_experiments(experiments: list, sync_config: Any) -> DurableP
     for exp in experiments:
         if not is_durable(exp.trainable_cls):
             continue
-        upload_dir = exp.spec.get("upload_dir") or getattr(sync_config, "upload_dir", None)
+        # The same precedence as the experiment's own upload (tune_async.api._cloud_syncer).
+        upload_dir = getattr(sync_config, "upload_dir", None) or exp.spec.get("upload_dir")
         if not upload_dir:
             raise ValueError(NO_UPLOAD_DIR)
         sync_to_cloud = getattr(sync_config, "sync_to_cloud", None)
