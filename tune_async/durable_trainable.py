@@ -325,7 +325,7 @@ class DurablePruner(Callback):
 
         self.specs = specs
         self.context: Any = None
-        self._storages: dict[str, Any] = {}  # by upload_dir
+        self._storages: dict[tuple, Any] = {}  # by (upload_dir, spec)
         self._known: dict[str, set[str]] = {}  # trial id -> its checkpoint dirs on record
         self._pending = 0
         self._idle = anyio.Event()
@@ -387,13 +387,14 @@ class DurablePruner(Callback):
     def _storage(self, upload_dir: str, spec: Any) -> Any:
         from tune_async.sync.storage import get_storage, in_worker_process
 
-        if upload_dir not in self._storages:
+        key = (upload_dir, spec if isinstance(spec, str) else id(spec))
+        if key not in self._storages:
             storage = get_storage(spec)
             # A network store's client works in a process of its own (as the cloud
             # syncer's): its CPU work would hold the GIL the event loop needs.
-            self._storages[upload_dir] = (in_worker_process(storage, upload_dir)
-                                          if spec == upload_dir else storage)
-        return self._storages[upload_dir]
+            self._storages[key] = (in_worker_process(storage, upload_dir)
+                                   if spec == upload_dir else storage)
+        return self._storages[key]
 
     async def _close(self) -> None:
         import anyio
