@@ -258,3 +258,22 @@ async def test_a_trial_kept_warm_for_reuse_ends_its_function_at_once(tmp_path, r
         analysis = await exp.stop()
     assert {t.status for t in analysis.trials} == {"TERMINATED"}
     assert os.path.exists(hanging_log + ".finally")
+
+
+def test_a_trainables_own_cancelled_error_fails_only_it(results_dir):
+    """Not a stop: a CancelledError the step raises itself is that trial's failure."""
+
+    class GivesUp(tune.Trainable):
+        async def step(self):
+            await asyncio.sleep(0)
+            if self.config["x"] == 1 and self.iteration == 1:
+                raise asyncio.CancelledError()
+            return {"value": self.iteration}
+
+    analysis = tune.run(GivesUp, config={"x": tune.grid_search([0, 1])}, verbose=0,
+                        stop={"training_iteration": 3}, trial_executor="local",
+                        local_dir=results_dir, raise_on_failed_trial=False)
+    by_x = {t.config["x"]: t for t in analysis.trials}
+    assert by_x[1].status == "ERROR"
+    assert by_x[0].status == "TERMINATED"
+    assert by_x[0].last_result["training_iteration"] == 3

@@ -24,6 +24,12 @@ class TestLocalExecutorConformance(ExecutorConformance):
         return tune.LocalExecutor(cpus=self.trials_at_once)
 
 
+class TestLocalExecutorAsyncConformance(TestLocalExecutorConformance):
+    """The async twins of the suite's trainables: tasks on the test's own loop."""
+
+    async_trainables = True
+
+
 class Counter(tune.Trainable):
     """Adds ``inc`` each step; its state survives checkpoints, pauses and exploits."""
 

@@ -199,16 +199,36 @@ def run_batch(trainable: Any, limits: Any, window_s: float) -> list:
     before any further step, so the checkpoint pairs with exactly that result. A
     result meeting the dict stop criteria ends the batch too (see ``ends_batch``).
     """
+    results = trainable.train_batch(_batch_size(trainable, limits), window_s, limits.stop)
+    if _wants_checkpoint(results, limits):
+        results[-1][CHECKPOINT_PATH] = trainable.save()
+    return results
+
+
+async def arun_batch(trainable: Any, limits: Any, window_s: float, save: Any) -> list:
+    """:func:`run_batch` awaited on the trainable's (shared) loop: its ``atrain_batch``;
+    ``save`` is an async callable taking the checkpoint (off the loop: saving blocks)."""
+    results = await trainable.atrain_batch(_batch_size(trainable, limits), window_s,
+                                           limits.stop)
+    if _wants_checkpoint(results, limits):
+        results[-1][CHECKPOINT_PATH] = await save()
+    return results
+
+
+def _batch_size(trainable: Any, limits: Any) -> int:
+    """The most results before the next decision or the next ``checkpoint_freq`` save."""
     max_results, freq = limits.max_results, limits.checkpoint_freq
     if freq > 0:
         max_results = min(max_results, freq - trainable.iteration % freq)
-    results = trainable.train_batch(max_results, window_s, limits.stop)
+    return max_results
+
+
+def _wants_checkpoint(results: list, limits: Any) -> bool:
+    """Whether the batch's last result is to be paired with a checkpoint taken now."""
     if not results:  # cancelled while waiting (see TrialActor.cancel): nothing to save
-        return results
-    last = results[-1]
+        return False
+    last, freq = results[-1], limits.checkpoint_freq
     wants = last.get(SHOULD_CHECKPOINT) or (
         freq > 0 and last.get(TRAINING_ITERATION, 0) % freq == 0
     )
-    if wants and not last.get(RESULT_DUPLICATE) and CHECKPOINT_PATH not in last:
-        last[CHECKPOINT_PATH] = trainable.save()
-    return results
+    return bool(wants) and not last.get(RESULT_DUPLICATE) and CHECKPOINT_PATH not in last

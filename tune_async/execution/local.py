@@ -4,12 +4,15 @@ Each trial's trainable lives in this process and its calls run in worker threads
 one call at a time per trainable (as a Ray actor runs its methods), so the event
 loop stays free while a step trains. An async trainable's code (``async def``
 functions and generators, ``async def step``...) runs as tasks on the driver's own
-event loop instead: the worker thread only waits for it there, so many I/O-bound
-trials share the loop. For API-bound tuning, debugging and fast tests.
+event loop instead, and its batches are awaited right there (no thread waits for
+them), so many I/O-bound trials share the loop; its blocking calls (setup, save,
+cleanup) still go through a worker thread, which only waits for the loop when they
+are coroutines. For API-bound tuning, debugging and fast tests.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import math
 import os
@@ -21,7 +24,7 @@ import anyio
 import attrs
 
 from tune_async.error import TuneError
-from tune_async.execution.actor import restore_into, run_batch
+from tune_async.execution.actor import arun_batch, restore_into, run_batch
 from tune_async.execution.base import BatchLimits, TrialFailure, launch_key
 from tune_async.execution.ray_executor import FETCH_WINDOW_S, request_of
 from tune_async.trainable.aio import LoopHost, hosted_by
@@ -152,12 +155,26 @@ class LocalExecutor:
     async def fetch_results(self, trial: Trial, limits: BatchLimits) -> list[dict]:
         run = self._runs[launch_key(trial)]
         try:
+            if run.on_loop:
+                return await self._fetch_on_loop(run, limits)
             # Cancelled (the trial is released mid-step), the step finishes unobserved.
             return await anyio.to_thread.run_sync(
                 run.call, run_batch, run.trainable, limits, FETCH_WINDOW_S,
-                abandon_on_cancel=True, limiter=self._limiter_for(run))
+                abandon_on_cancel=True, limiter=self._limiter)
         except Exception as exc:  # noqa: BLE001 - the trainable raised
             raise _failure(exc) from None
+
+    async def _fetch_on_loop(self, run: _Run, limits: BatchLimits) -> list[dict]:
+        """An async trial's batch, awaited here (cancelled with the fetch: a step or the
+        function's wait for credit gets CancelledError where it awaits)."""
+        try:
+            with hosted_by(run.host):
+                return await arun_batch(run.trainable, limits, FETCH_WINDOW_S,
+                                        lambda: self._in_thread(run, run.trainable.save))
+        except asyncio.CancelledError as exc:
+            if _being_cancelled():
+                raise  # the fetch itself is cancelled (the trial is being released)
+            raise _failure(exc) from None  # the trainable's own CancelledError: it failed
 
     async def save(self, trial: Trial) -> str:
         run = self._runs[launch_key(trial)]
@@ -287,6 +304,11 @@ def runs_on_loop(cls: type) -> bool:
     if issubclass(cls, AsyncFunctionTrainable):
         return True
     return any(inspect.iscoroutinefunction(getattr(cls, name, None)) for name in _ASYNC_METHODS)
+
+
+def _being_cancelled() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 def _quiet_cancel(run: _Run) -> None:
