@@ -84,13 +84,25 @@ async def test_200_concurrent_async_trials_share_the_loop(results_dir):
                 running -= 1
             await tune.areport(value=i)
 
-    start = time.perf_counter()
-    analysis = await tune.arun(sleeper, num_samples=200, verbose=0, local_dir=results_dir,
-                               trial_executor=tune.LocalExecutor(max_concurrent=200))
-    elapsed = time.perf_counter() - start
+    late = []
+
+    async def heartbeat():
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(0.005)
+            late.append(time.perf_counter() - before - 0.005)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(heartbeat)
+        start = time.perf_counter()
+        analysis = await tune.arun(sleeper, num_samples=200, verbose=0, local_dir=results_dir,
+                                   trial_executor=tune.LocalExecutor(max_concurrent=200))
+        elapsed = time.perf_counter() - start
+        tg.cancel_scope.cancel()
     assert [t.last_result["training_iteration"] for t in analysis.trials] == [5] * 200
     assert most >= 100, f"only {most} trials awaited at once"
     assert elapsed < 20, f"200 concurrent trials took {elapsed:.1f} s"
+    assert max(late) < 0.5, f"the loop stalled for {max(late):.2f} s"
 
 
 def test_a_plain_report_in_an_async_trainable_is_refused_clearly(tmp_path, results_dir):
