@@ -244,6 +244,11 @@ def test_verbosity_enum_is_accepted(results_dir, capsys):
     assert capsys.readouterr().out == ""
 
 
+def test_verbose_false_is_silent_as_in_1x(results_dir, capsys):
+    runs(results_dir, verbose=False)  # 1.x scripts (pbt_example) pass a bool
+    assert capsys.readouterr().out == ""
+
+
 @pytest.mark.parametrize("param", ["trial_name_creator", "trial_dirname_creator"])
 def test_non_callable_name_creators(results_dir, param):
     rejected(results_dir, ValueError, param, **{param: "my_trial"})

@@ -462,7 +462,9 @@ def _validate_fail_fast(fail_fast: Any, max_failures: Any) -> bool | str:
 
 def _validate_verbose(verbose: Any) -> int:
     value = getattr(verbose, "value", verbose)
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 3:
+    if isinstance(value, bool):  # 1.x scripts pass verbose=False / True (0 / 1 to 1.x)
+        return int(value)
+    if not isinstance(value, int) or not 0 <= value <= 3:
         raise ValueError(f"verbose must be 0, 1, 2 or 3, got {verbose!r}")
     return value
 
