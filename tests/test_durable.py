@@ -4,6 +4,7 @@ pruned there too; refused without an upload_dir."""
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
@@ -107,6 +108,25 @@ def counting(config, checkpoint_dir=None):
         tune.report(value=value, restored_from=restored_from)
 
 
+async def async_counting(config, checkpoint_dir=None):
+    """counting as an async function (it runs on a loop shared with other trials)."""
+    value, restored_from = 0, None
+    if checkpoint_dir:
+        with open(os.path.join(checkpoint_dir, "value")) as f:
+            value = int(f.read())
+        restored_from = os.path.basename(os.path.normpath(checkpoint_dir))
+    while value < config["steps"]:
+        await asyncio.sleep(0.01)
+        value += 1
+        if value == config["fail_at"] and first_time(config["marks"], f"fail-{config['i']}"):
+            lose_local_checkpoints(tune.get_trial_dir())
+            raise RuntimeError("the node lost its disk")
+        with tune.checkpoint_dir(step=value) as d:
+            with open(os.path.join(d, "value"), "w") as f:
+                f.write(str(value))
+        await tune.areport(value=value, restored_from=restored_from)
+
+
 class SeesRemote(tune.Callback):
     """Notes what upload_dir holds of each checkpoint when the driver registers it."""
 
@@ -176,6 +196,27 @@ def test_a_reused_trainable_uploads_each_trial_to_its_own_directory(results_dir,
     assert sorted(sees.by_trial) == sorted((os.path.basename(t.logdir), "checkpoint_000002")
                                            for t in analysis.trials)
     assert all(files["value"] == 1 for files in sees.by_trial.values())  # "2", per trial
+
+
+@pytest.mark.ray
+def test_async_durable_trials_sharing_a_worker_upload_and_restore(results_dir, tmp_path):
+    upload_dir = f"file://{tmp_path / 'store'}"
+    sees = SeesRemote(upload_dir)
+    analysis = tune.run(tune.durable(async_counting), name="exp", local_dir=results_dir,
+                        verbose=0, config={"i": tune.grid_search([0, 1]), "steps": 4,
+                                           "fail_at": 3, "marks": str(tmp_path)},
+                        max_failures=1, trials_per_worker=2, resources_per_trial={"cpu": 0.5},
+                        callbacks=[sees], sync_config=only_at_end(upload_dir))
+    assert len({t.last_result["pid"] for t in analysis.trials}) == 1  # one shared worker
+    for trial in analysis.trials:
+        assert trial.status == "TERMINATED" and trial.num_failures == 1
+        assert trial.last_result["value"] == 4
+        assert trial.last_result["restored_from"] == "checkpoint_000002"
+        trial_dir = os.path.basename(trial.logdir)
+        assert {name for t, name in sees.by_trial if t == trial_dir} == {
+            "checkpoint_000001", "checkpoint_000002", "checkpoint_000003", "checkpoint_000004"}
+        assert all(files.get("value") == 1 for (t, _), files in sees.by_trial.items()
+                   if t == trial_dir)
 
 
 @pytest.mark.ray
@@ -346,32 +387,51 @@ def test_s3_checkpoints_uploaded_as_taken_and_restored_after_loss(results_dir, t
 
 
 # ---- a node lost on a real multi-node cluster -------------------------------------------------
-def ledgered(config, checkpoint_dir=None):
-    """Notes each step and its node in a ledger outside the trial directory; checkpoints
-    every 2 steps."""
+def _ledger_state(config, checkpoint_dir):
     import ray
 
     step = 0
     if checkpoint_dir:
         with open(os.path.join(checkpoint_dir, "value")) as f:
             step = int(f.read())
-    node = ray.get_runtime_context().get_node_id()
+    return step, ray.get_runtime_context().get_node_id()
+
+
+def _ledger_step(config, step, node):
+    """Notes the step and its node in a ledger outside the trial directory; checkpoints
+    every 2 steps."""
+    with open(config["ledger"], "a") as f:
+        f.write(json.dumps({"step": step, "node": node}) + "\n")
+    if step % 2 == 0:
+        with tune.checkpoint_dir(step=step) as d:
+            with open(os.path.join(d, "value"), "w") as f:
+                f.write(str(step))
+
+
+def ledgered(config, checkpoint_dir=None):
+    step, node = _ledger_state(config, checkpoint_dir)
     while step < config["steps"]:
         time.sleep(config["sleep"])
         step += 1
-        with open(config["ledger"], "a") as f:
-            f.write(json.dumps({"step": step, "node": node}) + "\n")
-        if step % 2 == 0:
-            with tune.checkpoint_dir(step=step) as d:
-                with open(os.path.join(d, "value"), "w") as f:
-                    f.write(str(step))
+        _ledger_step(config, step, node)
         tune.report(step=step)
 
 
+async def async_ledgered(config, checkpoint_dir=None):
+    """ledgered on a worker's shared event loop (trials_per_worker)."""
+    step, node = _ledger_state(config, checkpoint_dir)
+    while step < config["steps"]:
+        await asyncio.sleep(config["sleep"])
+        step += 1
+        _ledger_step(config, step, node)
+        await tune.areport(step=step)
+
+
 def _cluster_scenario(work: str) -> None:
-    """Run by the test below in a process of its own: a head without CPUs and two worker
-    nodes, each keeping trial directories under its own root (as separate machines); the
-    trial's node is removed after its checkpoint at step 4; sync_to_driver=False."""
+    """Run by the tests below in a process of its own: a head without CPUs and three
+    worker nodes, each keeping trial directories under its own root (as separate
+    machines). In each run, the trial's node is removed after its checkpoint at step 4;
+    sync_to_driver=False."""
     import ray
     from ray.cluster_utils import Cluster
 
@@ -380,37 +440,47 @@ def _cluster_scenario(work: str) -> None:
         "_system_config": {"health_check_period_ms": 1000, "health_check_failure_threshold": 3,
                            "health_check_initial_delay_ms": 0}})
     nodes = [cluster.add_node(num_cpus=1, env_vars={
-        "TUNE_ASYNC_NODE_ROOT": os.path.join(work, f"node_{x}")}) for x in "ab"]
+        "TUNE_ASYNC_NODE_ROOT": os.path.join(work, f"node_{x}")}) for x in "abc"]
     ray.init(address=cluster.address, include_dashboard=False, configure_logging=False)
-    removed: dict = {}
 
-    class RemoveItsNode(tune.Callback):
-        def on_trial_result(self, iteration, trials, trial, result, **info):
-            if result["step"] == 5 and not removed:
-                removed["node"] = trial.extra["node_id"]
-                node = next(n for n in nodes if n.node_id == removed["node"])
-                threading.Thread(target=cluster.remove_node, args=(node,), daemon=True).start()
+    def run(name, trainable, **kwargs):
+        removed: dict = {}
 
-    try:
+        class RemoveItsNode(tune.Callback):
+            def on_trial_result(self, iteration, trials, trial, result, **info):
+                if result["step"] == 5 and not removed:
+                    removed["node"] = trial.extra["node_id"]
+                    node = next(n for n in nodes if n.node_id == removed["node"])
+                    threading.Thread(target=cluster.remove_node, args=(node,),
+                                     daemon=True).start()
+
         analysis = tune.run(
-            tune.durable(ledgered), name="exp", local_dir=os.path.join(work, "results"),
-            verbose=0, config={"steps": 10, "sleep": 0.4, "ledger": os.path.join(work, "ledger")},
-            max_failures=1, callbacks=[RemoveItsNode()], raise_on_failed_trial=False,
+            tune.durable(trainable), name=name, local_dir=os.path.join(work, "results"),
+            verbose=0, max_failures=1, callbacks=[RemoveItsNode()],
+            raise_on_failed_trial=False,
+            config={"steps": 10, "sleep": 0.4, "ledger": os.path.join(work, f"{name}.ledger")},
             sync_config=tune.SyncConfig(upload_dir=f"file://{work}/store",
-                                        sync_to_driver=False))
+                                        sync_to_driver=False), **kwargs)
         [trial] = analysis.trials
-        report = {"status": trial.status, "num_failures": trial.num_failures,
-                  "logdir": trial.logdir, "removed": removed.get("node"),
-                  "last_step": trial.last_result.get("step")}
+        return {"status": trial.status, "num_failures": trial.num_failures,
+                "logdir": trial.logdir, "removed": removed.get("node"),
+                "last_step": trial.last_result.get("step")}
+
+    report = {}
+    try:
+        report["function"] = run("function", ledgered)
+        report["async"] = run("async", async_ledgered, trials_per_worker=2,
+                              resources_per_trial={"cpu": 0.5})
     finally:
         ray.shutdown()
         cluster.shutdown()
-    with open(os.path.join(work, "report.json"), "w") as f:
-        json.dump(report, f)
+        with open(os.path.join(work, "report.json"), "w") as f:
+            json.dump(report, f)
 
 
-def test_a_trial_whose_node_is_lost_restores_on_another_from_upload_dir(tmp_path):
-    work = str(tmp_path)
+@pytest.fixture(scope="module")
+def cluster_runs(tmp_path_factory):
+    work = str(tmp_path_factory.mktemp("durable_cluster"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_ADDRESS")}
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env["PYTHONPATH"] = os.pathsep.join([root, env.get("PYTHONPATH", "")])
@@ -418,18 +488,24 @@ def test_a_trial_whose_node_is_lost_restores_on_another_from_upload_dir(tmp_path
                           env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-6000:]
     with open(os.path.join(work, "report.json")) as f:
-        report = json.load(f)
+        return work, json.load(f)
+
+
+@pytest.mark.parametrize("name", ["function", "async"])
+def test_a_trial_whose_node_is_lost_restores_on_another_from_upload_dir(cluster_runs, name):
+    work, reports = cluster_runs
+    report = reports[name]
     assert report["status"] == "TERMINATED" and report["num_failures"] == 1
     assert report["last_step"] == 10
-    with open(os.path.join(work, "ledger")) as f:
+    with open(os.path.join(work, f"{name}.ledger")) as f:
         ledger = [json.loads(line) for line in f]
     lost = [e["step"] for e in ledger if e["node"] == report["removed"]]
     after = [e["step"] for e in ledger if e["node"] != report["removed"]]
     assert lost[:5] == [1, 2, 3, 4, 5]
-    assert after == list(range(5, 11))  # on the other node, from checkpoint_000004
+    assert after == list(range(5, 11))  # on another node, from checkpoint_000004
     # That checkpoint never was on the driver nor on the new node: it came from upload_dir.
     assert not [n for n in os.listdir(report["logdir"]) if n.startswith("checkpoint_")]
-    remote = remote_files(f"file://{work}/store/exp/{os.path.basename(report['logdir'])}")
+    remote = remote_files(f"file://{work}/store/{name}/{os.path.basename(report['logdir'])}")
     assert {"checkpoint_000004", "checkpoint_000010"} <= checkpoint_dirs(remote)
 
 

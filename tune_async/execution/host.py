@@ -212,7 +212,10 @@ class TrialHost:
 
     def _restore(self, trainable: Any, checkpoint: tuple) -> None:
         if checkpoint[0] == "path":
-            checkpoint = ("path", localize_checkpoint(checkpoint[1], self._driver_node_id))
+            if getattr(trainable, "restores_from_upload_dir", False):  # durable: fetches it
+                checkpoint = ("path", to_node_path(checkpoint[1]))
+            else:
+                checkpoint = ("path", localize_checkpoint(checkpoint[1], self._driver_node_id))
         restore_into(trainable, checkpoint)
 
     def _driver_paths(self, results: list[dict]) -> list[dict]:
