@@ -126,6 +126,9 @@ def test_logger_callback_logs_runs_params_metrics_and_artifacts(tracking_uri, re
 
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert "params.json" in artifacts
+        # The result file went up complete (after the run's final flush closed it).
+        with open(client.download_artifacts(run.info.run_id, "result.json")) as f:
+            assert len(f.read().splitlines()) == iterations
         if x > 0:  # the trial directory's checkpoint went up with it
             checkpoint = next(a for a in artifacts if a.startswith("checkpoint_"))
             local = client.download_artifacts(run.info.run_id, f"{checkpoint}/model.txt")

@@ -93,9 +93,9 @@ class MLflowLoggerCallback(LoggerCallback):
             the existing experiment ``MLFLOW_EXPERIMENT_ID`` names.
         tags: Tags set on every run (each run also gets ``trial_name``).
         save_artifact: If True, the trial's directory (params, result files,
-            checkpoints) is uploaded as the run's artifacts when the trial ends.
-            Result lines that Tune's own loggers have not flushed by then are not
-            in it. Default False.
+            checkpoints) is uploaded as the run's artifacts, complete, once the
+            experiment's final state is written (1.x: at the trial's end, when
+            result files could still miss their last lines). Default False.
 
     Example::
 
@@ -121,10 +121,13 @@ class MLflowLoggerCallback(LoggerCallback):
         self.client: Any = None
         self._trial_runs: dict[str, str] = {}  # trial_id -> MLflow run id (set in the worker)
         self._worker: OrderedWorker | None = None
+        self._context: Any = None
+        self._artifacts_at_end: list[tuple[str, str]] = []  # (trial_id, trial dir)
 
     # -- hooks (on the event loop: they only queue work) --------------------------------------
 
-    async def setup(self, **info: Any) -> None:
+    async def setup(self, context: Any = None, **info: Any) -> None:
+        self._context = context
         self._worker = OrderedWorker("tune-mlflow", logger)
         # Awaited: a missing experiment is an error before any trial starts.
         await self._worker.call(self._connect)
@@ -139,12 +142,22 @@ class MLflowLoggerCallback(LoggerCallback):
 
     def log_trial_end(self, trial: Any, failed: bool = False) -> None:
         artifacts_dir = trial.logdir if self.should_save_artifact else None
+        if artifacts_dir and self._context is not None:
+            # The trial's result files are complete once the run's final flush closed
+            # them (after on_experiment_end): its artifacts go up then.
+            self._artifacts_at_end.append((trial.trial_id, artifacts_dir))
+            artifacts_dir = None
         self._submit(self._end_run, trial.trial_id, artifacts_dir, failed)
 
     async def on_experiment_end(self, trials: list, **info: Any) -> None:
         if self._worker is not None:
             await self._worker.close()
             self._worker = None
+        if self._artifacts_at_end:
+            pending, self._artifacts_at_end = self._artifacts_at_end, []
+            context = self._context
+            context.at_end(lambda: context.run_sync(self._log_artifacts, pending),
+                           name="MLflowLoggerCallback artifacts")
 
     # -- MLflow calls (in the worker thread, in order) ----------------------------------------
 
@@ -186,6 +199,14 @@ class MLflowLoggerCallback(LoggerCallback):
         entries = [Metric(key, value, timestamp_ms, step) for key, value in metrics.items()]
         for chunk in _chunks(entries):
             self.client.log_batch(self._trial_runs[trial_id], metrics=chunk)
+
+    def _log_artifacts(self, pending: list[tuple[str, str]]) -> None:
+        for trial_id, artifacts_dir in pending:
+            try:
+                if os.path.isdir(artifacts_dir):
+                    self.client.log_artifacts(self._trial_runs[trial_id], local_dir=artifacts_dir)
+            except Exception:  # noqa: BLE001 - one trial's upload never stops the others'
+                logger.exception("Could not upload %s as MLflow artifacts", artifacts_dir)
 
     def _end_run(self, trial_id: str, artifacts_dir: str | None, failed: bool) -> None:
         run_id = self._trial_runs[trial_id]
