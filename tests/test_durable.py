@@ -361,6 +361,8 @@ def test_save_restore_and_delete_through_remote_storage(results_dir, tmp_path):
     with pytest.raises(ValueError, match="must be `self.logdir`, or a sub-directory"):
         first.save(str(tmp_path))
     assert Counter(remote, {}).remote_checkpoint_dir == remote  # 1.x's positional form
+    with pytest.raises(FileNotFoundError, match="no checkpoint of this experiment's trials"):
+        first.restore("/nowhere/checkpoint_000001/value")
 
 
 # ---- a local S3 server -----------------------------------------------------------------------------

@@ -137,7 +137,12 @@ class DurableTrainable(Trainable):
         if os.path.exists(checkpoint_path):
             return
         local_dir = _checkpoint_dir_for_missing(checkpoint_path)
-        remote = self._remote_path(local_dir)
+        try:
+            remote = self._remote_path(local_dir)
+        except ValueError:
+            raise FileNotFoundError(
+                f"Checkpoint {checkpoint_path} is not here, and it is no checkpoint of this "
+                "experiment's trials, so upload_dir does not hold it either") from None
         if remote is None:
             return
         if not self.storage.exists(remote):
