@@ -156,3 +156,17 @@ async def test_leaving_the_block_releases_every_actor(tmp_path):
         while live_actors():
             await anyio.sleep(0.05)
     assert live_actors() == []
+
+
+
+async def test_a_cancelled_run_ends_with_an_interrupted_event(tmp_path):
+    async with tune.start(counter, **run_kwargs(tmp_path, config={
+            "x": 0.1, "steps": 10_000, "pause": 0.01})) as exp:
+        events = exp.events()
+        async for event in events:
+            if isinstance(event, tune.TrialResult):
+                break
+        exp._task.cancel()  # what cancelling the task that awaits arun does
+        with anyio.fail_after(30):
+            rest = [e async for e in events]
+    assert isinstance(rest[-1], tune.ExperimentEnded) and rest[-1].interrupted

@@ -315,6 +315,9 @@ class Controller:
                         tg.cancel_scope.cancel()
                 except BaseExceptionGroup as group:
                     raise _first_error(group) from None
+        except anyio.get_cancelled_exc_class():
+            self.interrupted = True  # a cancelled arun is an interrupt: resumable, said so
+            raise
         finally:
             # Setup is inside too: a failure or a cancel at any moment still releases
             # every worker and saves the state.
