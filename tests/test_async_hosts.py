@@ -241,3 +241,53 @@ def test_log_to_file_with_shared_hosts_is_refused_before_the_run(tmp_path):
         tune.run(io_trainable, log_to_file=True, **run_args(tmp_path))
     with pytest.raises(ValueError, match="trials_per_worker"):
         tune.run(io_trainable, **run_args(tmp_path, trials_per_worker=0))
+
+
+async def kills_its_process(config):
+    for step in range(1, 4):
+        await asyncio.sleep(0.2)
+        flag = marker(config["dir"], "killed")
+        if config["i"] == 0 and step == 2 and not os.path.exists(flag):
+            open(flag, "w").close()
+            os._exit(1)
+        await tune.areport(step=step)
+
+
+def test_a_trial_killing_its_host_fails_the_hosts_trials_which_retry(tmp_path):
+    analysis = tune.run(kills_its_process, max_failures=1, stop={"training_iteration": 3},
+                        config={"i": tune.grid_search(list(range(4))), "dir": str(tmp_path)},
+                        **run_args(tmp_path))
+    assert {t.status for t in analysis.trials} == {"TERMINATED"}
+    assert all(t.last_result["training_iteration"] == 3 for t in analysis.trials)
+    # All four shared the host that died: each failed once and ran again elsewhere.
+    assert [t.num_failures for t in analysis.trials] == [1, 1, 1, 1]
+    assert live_hosts() == []
+
+
+class Reusable(tune.Trainable):
+    """Counts its instances and resets in files; its counter must start afresh each trial."""
+
+    def setup(self, config):
+        self.count = 0
+        open(marker(config["dir"], f"instance-{id(self)}"), "w").close()
+
+    async def step(self):
+        await asyncio.sleep(0.05)
+        self.count += 1
+        return {"count": self.count}
+
+    def reset_config(self, new_config):
+        self.count = 0
+        open(marker(new_config["dir"], f"reset-{new_config['i']}"), "w").close()
+        return True
+
+
+def test_reuse_actors_reuses_instances_within_a_host(tmp_path):
+    analysis = tune.run(Reusable, stop={"training_iteration": 2}, reuse_actors=True,
+                        config={"i": tune.grid_search(list(range(6))), "dir": str(tmp_path)},
+                        **run_args(tmp_path, resources_per_trial={"cpu": 1}))
+    assert all(t.last_result["count"] == 2 for t in analysis.trials), "counters start afresh"
+    made = [n for n in os.listdir(tmp_path) if n.startswith("instance-")]
+    resets = [n for n in os.listdir(tmp_path) if n.startswith("reset-")]
+    assert (len(made), len(resets)) == (2, 4), "two trials at a time: two instances"
+    assert len({t.last_result["pid"] for t in analysis.trials}) == 1

@@ -95,6 +95,7 @@ class TrialHost:
         self._warm: dict[type, list[Any]] = {}  # instances kept for reuse_actors, per class
         self._batches: dict[int, asyncio.Future] = {}  # a poll's request number -> its batch
         self._some_done = asyncio.Event()  # a batch finished since the last look
+        self._parking: set[asyncio.Future] = set()  # stops putting an instance in _warm
         self._threads = concurrent.futures.ThreadPoolExecutor(HOST_THREADS, "tune-host")
         self._loop_host: LoopHost | None = None  # this actor's loop, lent to its trials
 
@@ -118,7 +119,7 @@ class TrialHost:
                 trial_info = attrs.evolve(trial_info, logdir=to_node_path(trial_info.logdir))
             if trial_info.logdir:
                 await self._in_thread(os.makedirs, trial_info.logdir, exist_ok=True)
-            warm = self._take_warm(cls) if reuse else None
+            warm = await self._take_warm(cls) if reuse else None
             slot.trainable = await self._in_thread(_make_trainable, cls, config, trial_info,
                                                    warm)
             if checkpoint is not None:
@@ -203,9 +204,15 @@ class TrialHost:
         if trainable is None:
             return
         if keep_for_reuse:
-            if hasattr(trainable, "stop_function"):
-                await self._in_thread(trainable.stop_function)
-            self._warm.setdefault(type(trainable), []).append(trainable)
+            parked = asyncio.get_running_loop().create_future()
+            self._parking.add(parked)  # a setup wanting a warm instance waits for it
+            try:
+                if hasattr(trainable, "stop_function"):
+                    await self._in_thread(trainable.stop_function)
+                self._warm.setdefault(type(trainable), []).append(trainable)
+            finally:
+                self._parking.discard(parked)
+                parked.set_result(None)
         else:
             await self._in_thread(trainable.stop)
 
@@ -267,7 +274,9 @@ class TrialHost:
                                                              self._node_root)
         return results
 
-    def _take_warm(self, cls: type) -> Any:
+    async def _take_warm(self, cls: type) -> Any:
+        if self._parking:  # the previous trial's stop (sent before this setup) finishes first
+            await asyncio.wait(list(self._parking), timeout=STOP_WAIT_S)
         kept = self._warm.get(cls)
         return kept.pop() if kept else None
 
