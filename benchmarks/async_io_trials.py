@@ -9,7 +9,8 @@ each host actor (``tune.run(trials_per_worker=...)``, one event loop per host);
 ``--mode actor`` is the one-trial-per-actor path (every trial a process of its own,
 as many at once as ``--cpu`` lets fit). Ray is started before the clock starts.
 Prints wall time, results/s, the number of trial processes, the driver loop's
-heartbeat lateness (bench.py's 5 ms heartbeat) and the machine's load average.
+heartbeat lateness (bench.py's 5 ms heartbeat; also with nothing running, for the
+machine's own share) and the machine's load average.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import tempfile
 import time
 
 import ray
-from bench import _beside_heartbeat
+from bench import IDLE_HEARTBEAT_S, _beside_heartbeat
 
 import tune_async as tune
 
@@ -42,6 +43,8 @@ async def run_once(args: argparse.Namespace, local_dir: str) -> dict:
                          num_samples=args.trials, resources_per_trial={"cpu": cpu},
                          trials_per_worker=per_worker, local_dir=local_dir, verbose=0)
 
+    # The same heartbeat with nothing running: what the machine's load alone costs it.
+    _, _, idle = await _beside_heartbeat(lambda: asyncio.sleep(IDLE_HEARTBEAT_S))
     load_before = os.getloadavg()
     analysis, wall, lateness = await _beside_heartbeat(work)
     results = sum(t.last_result.get("training_iteration", 0) for t in analysis.trials)
@@ -52,11 +55,15 @@ async def run_once(args: argparse.Namespace, local_dir: str) -> dict:
         "results_per_s": round(results / wall, 1),
         "trial_processes": len({t.last_result.get("pid") for t in analysis.trials}),
         "finished": sum(t.status == "TERMINATED" for t in analysis.trials),
-        "heartbeat_ms": {k: round(v, 1) if isinstance(v, float) else v
-                         for k, v in lateness.items()},
+        "heartbeat_ms": _rounded(lateness),
+        "idle_heartbeat_ms": _rounded(idle),
         "loadavg_before": [round(x, 2) for x in load_before],
         "loadavg_after": [round(x, 2) for x in os.getloadavg()],
     }
+
+
+def _rounded(stats: dict) -> dict:
+    return {k: round(v, 1) if isinstance(v, float) else v for k, v in stats.items()}
 
 
 def main() -> None:
