@@ -52,8 +52,9 @@ from tune_async.trainable.trainable import _being_cancelled, is_async_trainable
 logger = logging.getLogger(__name__)
 
 # Blocking trainable calls (construction, save, restore, cleanup) run in these threads,
-# never on the shared loop; async methods among them still run on the loop.
-HOST_THREADS = 16
+# never on the shared loop; async methods among them still run on the loop (the thread
+# only waits): an async setup awaiting I/O holds one of these threads meanwhile.
+HOST_THREADS = 64
 STOP_WAIT_S = 10.0  # how long a stop waits for the trial's setup to finish first
 # Fetches made within this long of each other go to a host in one poll call.
 POLL_COALESCE_S = 0.005
