@@ -103,13 +103,7 @@ class TrialActor:
         return to_driver_path(self._trainable.save(), self._node_root)
 
     def _driver_paths(self, results: list[dict]) -> list[dict]:
-        """Checkpoint paths as the driver names them (they differ under a node root)."""
-        if self._node_root:
-            for result in results:
-                if result.get(CHECKPOINT_PATH):
-                    result[CHECKPOINT_PATH] = to_driver_path(result[CHECKPOINT_PATH],
-                                                             self._node_root)
-        return results
+        return driver_paths(results, self._node_root)
 
     def save_to_object(self) -> Any:
         return self._trainable.save_to_object()
@@ -189,6 +183,15 @@ def restore_into(trainable: Any, checkpoint: tuple[str, Any] | None) -> None:
         trainable.restore(value)
     else:
         trainable.restore_from_object(value)
+
+
+def driver_paths(results: list[dict], node_root: str | None) -> list[dict]:
+    """Checkpoint paths as the driver names them (they differ under a node root)."""
+    if node_root:
+        for result in results:
+            if result.get(CHECKPOINT_PATH):
+                result[CHECKPOINT_PATH] = to_driver_path(result[CHECKPOINT_PATH], node_root)
+    return results
 
 
 def run_batch(trainable: Any, limits: Any, window_s: float) -> list:

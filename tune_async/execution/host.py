@@ -36,7 +36,7 @@ from typing import Any
 import anyio
 import attrs
 
-from tune_async.execution.actor import restore_into
+from tune_async.execution.actor import driver_paths, restore_into
 from tune_async.execution.base import TrialFailure, launch_key
 from tune_async.resources import Resources
 from tune_async.result import (
@@ -268,12 +268,7 @@ class TrialHost:
         restore_into(trainable, checkpoint)
 
     def _driver_paths(self, results: list[dict]) -> list[dict]:
-        if self._node_root:
-            for result in results:
-                if result.get(CHECKPOINT_PATH):
-                    result[CHECKPOINT_PATH] = to_driver_path(result[CHECKPOINT_PATH],
-                                                             self._node_root)
-        return results
+        return driver_paths(results, self._node_root)
 
     async def _take_warm(self, cls: type) -> Any:
         if self._parking:  # the previous trial's stop (sent before this setup) finishes first

@@ -101,20 +101,18 @@ class ResourceLedger:
         return taken
 
     def idle_held_by_others(self, tenant: Any) -> dict[str, float]:
-        with self._lock:
-            held: dict[str, float] = {}
-            for other in self._tenants:
-                if other is not tenant:
-                    _add(held, other.idle_resources())
-            return held
+        return self._sum_of_others(tenant, "idle_resources")
 
     def used_by_others(self, tenant: Any) -> dict[str, float]:
+        return self._sum_of_others(tenant, "reserved_resources")
+
+    def _sum_of_others(self, tenant: Any, what: str) -> dict[str, float]:
         with self._lock:
-            used: dict[str, float] = {}
+            total: dict[str, float] = {}
             for other in self._tenants:
                 if other is not tenant:
-                    _add(used, other.reserved_resources())
-            return used
+                    _add(total, getattr(other, what)())
+            return total
 
     def freed(self, tenant: Any) -> None:
         """``tenant`` released resources: if it waits too, it goes to the back of the line

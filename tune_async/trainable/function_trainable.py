@@ -194,6 +194,11 @@ class FunctionTrainable(Trainable):
         once ``window_s`` seconds have passed (with at least one result). Raises the
         function's exception, with its original type and traceback.
         """
+        self._ready_for_batch(max_results)
+        return self._process_items(self._take(max_results, window_s, stop))
+
+    def _ready_for_batch(self, max_results: int) -> None:
+        """Check a batch may be asked for now; start the function at the first one."""
         if max_results < 1:
             raise ValueError(f"train_batch: max_results must be >= 1, got {max_results}.")
         self._raise_pending_error()
@@ -203,7 +208,6 @@ class FunctionTrainable(Trainable):
             raise TuneError(f"Trial {self.trial_name} was stopped; its function does not restart.")
         if self._thread is None:
             self._start()
-        return self._process_items(self._take(max_results, window_s, stop))
 
     def _take(self, max_results: int, window_s: float,
               stop: dict | None) -> list[tuple[str, Any]]:
@@ -454,15 +458,7 @@ class AsyncFunctionTrainable(FunctionTrainable):
     async def atrain_batch(self, max_results: int, window_s: float,
                            stop: dict | None = None) -> list[dict]:
         """:meth:`train_batch` on a trial host's shared loop: waits without blocking it."""
-        if max_results < 1:
-            raise ValueError(f"train_batch: max_results must be >= 1, got {max_results}.")
-        self._raise_pending_error()
-        if self._finished:
-            raise TuneError(f"The function of trial {self.trial_name} has already finished.")
-        if self._stopped:
-            raise TuneError(f"Trial {self.trial_name} was stopped; its function does not restart.")
-        if self._thread is None:
-            self._start()
+        self._ready_for_batch(max_results)
         return self._process_items(await self._atake(max_results, window_s, stop))
 
     async def _atake(self, max_results: int, window_s: float,
