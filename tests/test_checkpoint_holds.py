@@ -118,9 +118,19 @@ def test_a_checkpoint_is_deleted_only_once_the_state_on_disk_names_a_newer_one(
     named_when_deleted = []
     delete = checkpoint_module.delete_checkpoint
 
+    def state_as_a_crash_would_leave_it(experiment_dir):
+        # The writer may replace the snapshot (and empty the journal) while this thread
+        # reads the two files: a read across that moment is no state a crash leaves.
+        while True:
+            path = newest_state_file(experiment_dir)
+            before = os.stat(path).st_ino
+            state = load_state(path)
+            if os.stat(path).st_ino == before:
+                return state
+
     def checking_delete(checkpoint):
         experiment_dir = os.path.dirname(os.path.dirname(checkpoint.dir))
-        (trial,) = trials_from_state(load_state(newest_state_file(experiment_dir)))
+        (trial,) = trials_from_state(state_as_a_crash_would_leave_it(experiment_dir))
         on_disk = trial.checkpoint.dir if trial.checkpoint is not None else None
         named_when_deleted.append(on_disk == checkpoint.dir)
         delete(checkpoint)
