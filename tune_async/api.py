@@ -152,9 +152,11 @@ def run(run_or_experiment: Any, **kwargs: Any) -> Any:
             replaces fsspec.
         server_port: Start a TuneServer on this port (0: 4321) for the run: the
             1.x endpoints, an event stream and a live page (``tune_async.web_server``).
-        export_formats, log_to_file: accepted and validated; exports and log
-            files are not implemented yet and raise ``NotImplementedError`` naming
-            the parameter.
+        export_formats: Formats the trainable's ``_export_model`` writes into the
+            trial directory when the trial ends.
+        log_to_file: ``True`` (trial_dir/stdout and stderr), a file name (both into
+            it) or a ``(stdout, stderr)`` pair: the trial's output, subprocesses'
+            included, also goes there.
 
     Works from a plain script, from a non-main thread and from a thread whose
     event loop is already running (Jupyter). The first Ctrl+C stops the
@@ -296,11 +298,11 @@ def _prepare_run(**kwargs: Any) -> _Job:
     callback_list = _build_callbacks(a.callbacks, a.loggers, metric, verbose)
     callback_list = _with_node_syncer(callback_list, a.sync_config, executor)
     if durable_pruner is not None:
-        callback_list = type(callback_list)([*callback_list, durable_pruner])
+        callback_list = _plus(callback_list, durable_pruner)
     experiment_dir = experiments[0].checkpoint_dir
     cloud = _cloud_syncer(a.sync_config, experiments, experiment_dir)
     if cloud is not None:  # last: it uploads what the loggers and node syncs wrote
-        callback_list = type(callback_list)([*callback_list, cloud])
+        callback_list = _plus(callback_list, cloud)
     from_cloud = a.resume == "REMOTE"
     if from_cloud and cloud is None:
         raise ValueError("Called resume from remote without remote directory. Set "
@@ -708,7 +710,6 @@ def _build_callbacks(callbacks: Any, loggers: Any, metric: Any, verbose: int) ->
 def _with_node_syncer(callback_list: Any, sync_config: Any, executor: Any) -> Any:
     """Trials on other Ray nodes: their directories come to the driver (after the loggers,
     as 1.x's SyncerCallback; TUNE_DISABLE_AUTO_CALLBACK_SYNCER=1 leaves it out)."""
-    from tune_async.callback import CallbackList
     from tune_async.sync import SyncConfig
     from tune_async.sync.node import NodeSyncer
 
@@ -717,7 +718,14 @@ def _with_node_syncer(callback_list: Any, sync_config: Any, executor: Any) -> An
             or os.environ.get("TUNE_DISABLE_AUTO_CALLBACK_SYNCER") == "1"
             or any(isinstance(cb, NodeSyncer) for cb in callback_list)):
         return callback_list
-    return CallbackList([*callback_list, NodeSyncer(sync_config)])
+    return _plus(callback_list, NodeSyncer(sync_config))
+
+
+def _plus(callback_list: Any, callback: Any) -> Any:
+    """The callbacks with one more at the end (a new list: hooks are bound once)."""
+    from tune_async.callback import CallbackList
+
+    return CallbackList([*callback_list, callback])
 
 
 def _max_pending(search_alg: Any) -> int:

@@ -70,16 +70,7 @@ class EventLoopThread:
 
         :meth:`cancel_running` cancels it (it then raises ``CancelledError``).
         """
-        if self.in_loop_thread():
-            raise RuntimeError("EventLoopThread.run called from the loop's own thread.")
-        future = self.submit(_as_coroutine(awaitable))
-        self._running.add(future)
-        try:
-            return future.result()
-        except concurrent.futures.CancelledError:
-            raise asyncio.CancelledError() from None
-        finally:
-            self._running.discard(future)
+        return _block_on(self, awaitable, "EventLoopThread.run called from the loop's own thread.")
 
     def resolve(self, value: Any) -> Any:
         """``value`` itself, or what it evaluates to on the loop when it is awaitable."""
@@ -200,17 +191,8 @@ class HostedLoop:
 
     def run(self, awaitable: Any) -> Any:
         """Run ``awaitable`` on the host's loop; block the calling (worker) thread until done."""
-        if self.in_loop_thread():
-            raise RuntimeError("Waiting for a coroutine on the application's own event loop "
-                               "from that loop's thread would stall it.")
-        future = self.submit(_as_coroutine(awaitable))
-        self._running.add(future)
-        try:
-            return future.result()
-        except concurrent.futures.CancelledError:
-            raise asyncio.CancelledError() from None
-        finally:
-            self._running.discard(future)
+        return _block_on(self, awaitable, "Waiting for a coroutine on the application's own "
+                         "event loop from that loop's thread would stall it.")
 
     async def arun(self, awaitable: Any) -> Any:
         """:meth:`run` for a caller on the host's loop itself (a Ray trial host's batch):
@@ -255,6 +237,21 @@ class HostedLoop:
             if task is not None:
                 task.cancel()
 
+
+
+def _block_on(runner: Any, awaitable: Any, in_loop_message: str) -> Any:
+    """``runner.run``: submit ``awaitable`` and block this (worker) thread for its result;
+    ``runner.cancel_running`` cancels it (``CancelledError`` here)."""
+    if runner.in_loop_thread():
+        raise RuntimeError(in_loop_message)
+    future = runner.submit(_as_coroutine(awaitable))
+    runner._running.add(future)
+    try:
+        return future.result()
+    except concurrent.futures.CancelledError:
+        raise asyncio.CancelledError() from None
+    finally:
+        runner._running.discard(future)
 
 _hosted_loops: weakref.WeakSet = weakref.WeakSet()
 _host: contextvars.ContextVar[LoopHost | None] = contextvars.ContextVar(

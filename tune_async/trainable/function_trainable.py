@@ -216,10 +216,7 @@ class FunctionTrainable(Trainable):
         deadline = time.monotonic() + window_s
         taken: list[tuple[str, Any]] = []
         with session.cond:
-            # Results already waiting count towards this grant.
-            session.credits = max_results - len(session.items)
-            session.stop_criteria = stop
-            session.wake()
+            _grant(session, max_results, stop)
             try:
                 while True:
                     while not session.items:
@@ -469,9 +466,7 @@ class AsyncFunctionTrainable(FunctionTrainable):
         deadline = time.monotonic() + window_s
         taken: list[tuple[str, Any]] = []
         with session.cond:
-            session.credits = max_results - len(session.items)
-            session.stop_criteria = stop
-            session.wake()
+            _grant(session, max_results, stop)
         try:
             while True:
                 with session.cond:
@@ -581,3 +576,11 @@ def wrap_function(fn: Callable[..., Any]) -> type[Trainable]:
     bases = tuple(getattr(fn, "__mixins__", ())) + (base,)
     attrs = {"_function": staticmethod(fn), "_call_mode": mode, "__module__": __name__}
     return type(name if name.isidentifier() else "ImplicitFunc", bases, attrs)
+
+
+def _grant(session: Any, max_results: int, stop: dict | None) -> None:
+    """Let the function produce up to ``max_results`` more results (those already waiting
+    count towards them) under the batch's ``stop`` criteria; held: ``session.cond``."""
+    session.credits = max_results - len(session.items)
+    session.stop_criteria = stop
+    session.wake()
