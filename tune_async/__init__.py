@@ -4,77 +4,78 @@
 running event loop, ``await tune.arun(...)`` does the same without blocking it.
 """
 
+from tune_async._lazy import lazy_attributes
+
+# Imported on first use (see tune_async._lazy): a trial worker that unpickles
+# ``tune.report`` must not pay for the driver's whole surface.
+_NAMES = {
+    "Analysis": "tune_async.analysis",
+    "ExperimentAnalysis": "tune_async.analysis",
+    "arun": "tune_async.api",
+    "arun_experiments": "tune_async.api",
+    "run": "tune_async.api",
+    "run_experiments": "tune_async.api",
+    "Callback": "tune_async.callback",
+    "DurableTrainable": "tune_async.durable_trainable",
+    "durable": "tune_async.durable_trainable",
+    "TuneError": "tune_async.error",
+    "EventsDropped": "tune_async.events",
+    "ExperimentEnded": "tune_async.events",
+    "TrialAdded": "tune_async.events",
+    "TrialCheckpointed": "tune_async.events",
+    "TrialCompleted": "tune_async.events",
+    "TrialErrored": "tune_async.events",
+    "TrialPaused": "tune_async.events",
+    "TrialResult": "tune_async.events",
+    "TrialStarted": "tune_async.events",
+    "LocalExecutor": "tune_async.execution.local",
+    "SimulatedExecutor": "tune_async.execution.simulated",
+    "Experiment": "tune_async.experiment",
+    "ExperimentHandle": "tune_async.handle",
+    "astream": "tune_async.handle",
+    "start": "tune_async.handle",
+    "CLIReporter": "tune_async.progress",
+    "JupyterNotebookReporter": "tune_async.progress",
+    "ProgressReporter": "tune_async.progress",
+    "register_env": "tune_async.registry",
+    "register_trainable": "tune_async.registry",
+    "create_scheduler": "tune_async.schedulers",
+    "choice": "tune_async.search.sample",
+    "function": "tune_async.search.sample",
+    "grid_search": "tune_async.search.sample",
+    "lograndint": "tune_async.search.sample",
+    "loguniform": "tune_async.search.sample",
+    "qlograndint": "tune_async.search.sample",
+    "qloguniform": "tune_async.search.sample",
+    "qrandint": "tune_async.search.sample",
+    "qrandn": "tune_async.search.sample",
+    "quniform": "tune_async.search.sample",
+    "randint": "tune_async.search.sample",
+    "randn": "tune_async.search.sample",
+    "sample_from": "tune_async.search.sample",
+    "uniform": "tune_async.search.sample",
+    "EarlyStopping": "tune_async.stopper",
+    "Stopper": "tune_async.stopper",
+    "create_searcher": "tune_async.suggest",
+    "SyncConfig": "tune_async.sync",
+    "Trainable": "tune_async.trainable",
+    "areport": "tune_async.trainable",
+    "checkpoint_dir": "tune_async.trainable",
+    "get_trial_dir": "tune_async.trainable",
+    "get_trial_id": "tune_async.trainable",
+    "get_trial_name": "tune_async.trainable",
+    "is_session_enabled": "tune_async.trainable",
+    "report": "tune_async.trainable",
+    "with_parameters": "tune_async.trainable",
+    "make_checkpoint_dir": "tune_async.trainable.session",
+    "save_checkpoint": "tune_async.trainable.session",
+    "PlacementGroupFactory": "tune_async.utils.placement_groups",
+}
 # 1.x scripts reach submodules as attributes (``tune.sample.Float``, ``tune.session.report``).
-from tune_async import (  # noqa: F401 - attributes for 1.x code, not names of __all__
-    checkpoint_manager,
-    function_runner,
-    logger,
-    progress_reporter,
-    sample,
-    schedulers,
-    session,
-    stopper,
-    suggest,
-    syncer,
-    trial,
-    tune,
-    utils,
-)
-from tune_async.analysis import Analysis, ExperimentAnalysis
-from tune_async.api import arun, arun_experiments, run, run_experiments
-from tune_async.callback import Callback
-from tune_async.durable_trainable import DurableTrainable, durable
-from tune_async.error import TuneError
-from tune_async.events import (
-    EventsDropped,
-    ExperimentEnded,
-    TrialAdded,
-    TrialCheckpointed,
-    TrialCompleted,
-    TrialErrored,
-    TrialPaused,
-    TrialResult,
-    TrialStarted,
-)
-from tune_async.execution.local import LocalExecutor
-from tune_async.execution.simulated import SimulatedExecutor
-from tune_async.experiment import Experiment
-from tune_async.handle import ExperimentHandle, astream, start
-from tune_async.progress import CLIReporter, JupyterNotebookReporter, ProgressReporter
-from tune_async.registry import register_env, register_trainable
-from tune_async.schedulers import create_scheduler
-from tune_async.search.sample import (
-    choice,
-    function,
-    grid_search,
-    lograndint,
-    loguniform,
-    qlograndint,
-    qloguniform,
-    qrandint,
-    qrandn,
-    quniform,
-    randint,
-    randn,
-    sample_from,
-    uniform,
-)
-from tune_async.stopper import EarlyStopping, Stopper
-from tune_async.suggest import create_searcher
-from tune_async.sync import SyncConfig
-from tune_async.trainable import (
-    Trainable,
-    areport,
-    checkpoint_dir,
-    get_trial_dir,
-    get_trial_id,
-    get_trial_name,
-    is_session_enabled,
-    report,
-    with_parameters,
-)
-from tune_async.trainable.session import make_checkpoint_dir, save_checkpoint
-from tune_async.utils.placement_groups import PlacementGroupFactory
+_SUBMODULES = ("checkpoint_manager", "function_runner", "logger", "progress_reporter", "sample",
+               "schedulers", "session", "stopper", "suggest", "syncer", "trial", "tune",
+               "utils")
+__getattr__, __dir__ = lazy_attributes(__name__, _NAMES, _SUBMODULES)
 
 __version__ = "0.1.0"
 

@@ -1,7 +1,12 @@
 """Executors: where trials run (Ray actors by default)."""
 
+from tune_async._lazy import lazy_attributes
 from tune_async.execution.base import BatchLimits, Executor, TrialFailure
-from tune_async.execution.local import LocalExecutor
-from tune_async.execution.simulated import SimulatedExecutor
+
+# A trial's worker imports this package for its actor module only.
+__getattr__, __dir__ = lazy_attributes(__name__, {
+    "LocalExecutor": "tune_async.execution.local",
+    "SimulatedExecutor": "tune_async.execution.simulated",
+})
 
 __all__ = ["BatchLimits", "Executor", "LocalExecutor", "SimulatedExecutor", "TrialFailure"]

@@ -1,0 +1,39 @@
+"""Package attributes imported on first use (PEP 562).
+
+A trial's worker imports ``tune_async`` to unpickle the trainable and its session
+(``tune.report``): with eager imports it paid for the driver's whole surface
+(controller, analysis, pandas) in every new worker process, about half a second of
+each actor's start-up. Names resolve on first access instead; ``dir()`` and
+``from ... import *`` see them all.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterable
+from typing import Any
+
+
+def lazy_attributes(package: str, names: dict[str, str], submodules: Iterable[str] = ()
+                    ) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """``(__getattr__, __dir__)`` for ``package``: ``names`` maps an attribute to the
+    module that defines it; each of ``submodules`` is imported as an attribute."""
+    subs = frozenset(submodules)
+
+    def __getattr__(attr: str) -> Any:
+        module_name = names.get(attr)
+        if module_name is not None:
+            value = getattr(importlib.import_module(module_name), attr)
+        elif attr in subs:
+            value = importlib.import_module(f"{package}.{attr}")
+        else:
+            raise AttributeError(f"module {package!r} has no attribute {attr!r}")
+        module = importlib.import_module(package)
+        setattr(module, attr, value)  # the next access is a plain attribute lookup
+        return value
+
+    def __dir__() -> list[str]:
+        module = importlib.import_module(package)
+        return sorted(set(vars(module)) | set(names) | subs)
+
+    return __getattr__, __dir__
