@@ -7,6 +7,7 @@ import glob
 import json
 import math
 import os
+import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable
@@ -63,8 +64,11 @@ class StateSerializer:
 
     def __init__(self) -> None:
         # A finished trial's text is kept compressed (bytes): with many trials it is most
-        # of what the driver holds per trial; the writer thread inflates it.
+        # of what the driver holds per trial. The writer thread compresses it (zlib
+        # releases the GIL: the loop does not wait for it) and inflates it to write.
         self._entries: dict[str, tuple[tuple, str | bytes]] = {}
+        self._to_compress: list[tuple[str, tuple]] = []
+        self._lock = threading.Lock()  # the loop replaces entries the writer compresses
 
     def entry(self, trial: Trial) -> str:
         """The trial's entry as JSON text."""
@@ -77,10 +81,21 @@ class StateSerializer:
         cached = self._entries.get(trial.trial_id)
         if cached is not None and cached[0] == key:
             return cached[1]
-        text = json_dumps(trial_state(trial))
-        stored = zlib.compress(text.encode("utf-8"), 1) if trial.status.is_finished else text
-        self._entries[trial.trial_id] = (key, stored)
-        return stored
+        stored = (key, json_dumps(trial_state(trial)))
+        with self._lock:
+            self._entries[trial.trial_id] = stored
+        if trial.status.is_finished:
+            self._to_compress.append((trial.trial_id, stored))
+        return stored[1]
+
+    def compress_finished(self) -> None:
+        """Compress the texts of trials that finished since the last call (any thread)."""
+        batch, self._to_compress = self._to_compress, []
+        for trial_id, stored in batch:
+            packed = (stored[0], zlib.compress(stored[1].encode("utf-8"), 1))
+            with self._lock:
+                if self._entries.get(trial_id) is stored:  # not re-encoded meanwhile
+                    self._entries[trial_id] = packed
 
     def head(self, runner_data: dict[str, Any], start_time: float, searcher_state: Any = None,
              seq: int = 0, scheduler_state: Any = None) -> str:
@@ -348,6 +363,7 @@ class ExperimentPersistence:
                 self._cost = max(self._cost, time.perf_counter() - began)
             else:
                 self._journal.append(job.seq, job.entry)
+        self._serializer.compress_finished()
 
     def close(self) -> None:
         self._journal.close()
