@@ -45,7 +45,8 @@ def lose_local_checkpoints(logdir: str) -> None:
     """What a node that lost its disk leaves: no checkpoint directories."""
     for name in os.listdir(logdir):
         if name.startswith("checkpoint_"):
-            shutil.rmtree(os.path.join(logdir, name))
+            # (ignore_errors: the driver may be pruning an old one at this moment)
+            shutil.rmtree(os.path.join(logdir, name), ignore_errors=True)
 
 
 def first_time(marks: str, name: str) -> bool:

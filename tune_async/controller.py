@@ -243,6 +243,7 @@ class Controller:
         self._tg: Any = None
         self.plugin_context: PluginContext | None = None
         self._unjournaled: list[Callable[[], None]] = []  # holds on pruned checkpoints
+        self._awaiting_journal: set[Callable[[], None]] = set()  # ... handed to a flush
         self._start_time = 0.0
         self._deadline: float | None = None
         self._busy_since = 0.0
@@ -405,6 +406,7 @@ class Controller:
         self.persistence.journal_survivors()
         if self._unjournaled:
             releases, self._unjournaled = self._unjournaled, []
+            self._awaiting_journal.update(releases)
             self.plugin_context.start_soon(self._release_once_written, releases,
                                            name="prune after the journal")
 
@@ -1057,8 +1059,13 @@ class Controller:
 
     async def _release_once_written(self, releases: list[Callable[[], None]]) -> None:
         await self.persistence.flush()  # everything queued so far, this step's journal too
-        for release in releases:  # (not when cancelled: a leftover dir is safe, a gap not)
-            release()
+        self._release_written(releases)  # (not when cancelled: a leftover dir is safe, a gap not)
+
+    def _release_written(self, releases: list[Callable[[], None]]) -> None:
+        for release in releases:
+            if release in self._awaiting_journal:
+                self._awaiting_journal.discard(release)
+                release()
 
     async def _notify_paused(self, trial: Trial) -> None:
         self.lane.notify("on_pause", trial.trial_id)
@@ -1375,6 +1382,10 @@ class Controller:
                 self.persistence.journal_survivors()  # a step cut short by a cancel
                 await self._snapshot()
                 await self.persistence.flush(final=True)  # also closes ended trials' files
+                # Everything is journaled now: pruned checkpoints go before the end hooks
+                # (a final upload must not copy them).
+                self._awaiting_journal.update(self._unjournaled)
+                self._release_written(list(self._awaiting_journal))
                 self.persistence.close()
                 self._accepting = False
                 self.accepting.set()  # (also when it never started: nobody waits forever)

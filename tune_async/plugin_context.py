@@ -79,6 +79,7 @@ class PluginContext:
     async def close(self) -> None:
         """The end hooks, in registration order (the controller calls this, shielded)."""
         hooks, self._end_hooks = self._end_hooks, []
+        await self._deleted.wait()  # pruned at the end: gone before a final upload copies it
         for label, fn in hooks:
             try:
                 await fn()
