@@ -65,3 +65,34 @@ def test_unreachable_ray_is_a_clear_error_not_a_hang(tmp_path):
     out = subprocess.run([sys.executable, "-c", script], env=driver_env(RAY_ADDRESS="127.0.0.1:1"),
                          capture_output=True, text=True, timeout=120)
     assert "TUNE_ERROR Ray is unreachable at RAY_ADDRESS='127.0.0.1:1'" in out.stdout, out.stderr
+
+
+def test_a_driver_imports_the_whole_api_with_the_package():
+    """A first ``await tune.arun(...)`` must not import modules on the running loop."""
+    code = ("import sys, tune_async as tune; "
+            "print(all(m in sys.modules for m in ('tune_async.api', 'tune_async.controller', "
+            "'tune_async.execution.ray_executor', 'tune_async.analysis')), "
+            "'run' in vars(tune), 'schedulers' in vars(tune))")
+    out = subprocess.run([sys.executable, "-c", code], env=driver_env(), capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert out == ["True", "True", "True"]
+
+
+@pytest.mark.ray
+def test_a_trial_worker_imports_only_what_the_trainable_uses(ray_session):
+    """A new worker process unpickling ``tune.report`` does not load the driver's surface
+    (controller, analysis, pandas): each new actor used to pay ~0.6 s for it."""
+
+    @ray_session.remote(num_cpus=0, runtime_env={"env_vars": {"FRESH_WORKER": "lazy-import"}})
+    def in_new_worker():
+        import sys
+
+        import tune_async as tune
+
+        names = (tune.report, tune.Trainable, tune.uniform)  # resolved on first use
+        return ([callable(n) for n in names],
+                sorted(m for m in ("tune_async.controller", "tune_async.analysis", "pandas")
+                       if m in sys.modules),
+                "report" in dir(tune))
+
+    assert ray_session.get(in_new_worker.remote()) == ([True, True, True], [], True)

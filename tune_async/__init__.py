@@ -4,10 +4,10 @@
 running event loop, ``await tune.arun(...)`` does the same without blocking it.
 """
 
-from tune_async._lazy import lazy_attributes
+from tune_async._lazy import import_all, in_ray_worker, lazy_attributes
 
-# Imported on first use (see tune_async._lazy): a trial worker that unpickles
-# ``tune.report`` must not pay for the driver's whole surface.
+# In a Ray worker, imported on first use (see tune_async._lazy): a trial's worker that
+# unpickles ``tune.report`` must not pay for the driver's whole surface.
 _NAMES = {
     "Analysis": "tune_async.analysis",
     "ExperimentAnalysis": "tune_async.analysis",
@@ -76,6 +76,10 @@ _SUBMODULES = ("checkpoint_manager", "function_runner", "logger", "progress_repo
                "schedulers", "session", "stopper", "suggest", "syncer", "trial", "tune",
                "utils")
 __getattr__, __dir__ = lazy_attributes(__name__, _NAMES, _SUBMODULES)
+if not in_ray_worker():
+    # The driver: everything now, the run's executor too, so that nothing is imported
+    # on the event loop later (imports block it for tens of ms).
+    import_all(__name__, _NAMES, _SUBMODULES, also=("tune_async.execution.ray_executor",))
 
 __version__ = "0.1.0"
 

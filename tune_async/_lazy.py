@@ -1,17 +1,40 @@
-"""Package attributes imported on first use (PEP 562).
+"""Package attributes imported on first use (PEP 562), in Ray's worker processes.
 
 A trial's worker imports ``tune_async`` to unpickle the trainable and its session
 (``tune.report``): with eager imports it paid for the driver's whole surface
 (controller, analysis, pandas) in every new worker process, about half a second of
-each actor's start-up. Names resolve on first access instead; ``dir()`` and
-``from ... import *`` see them all.
+each actor's start-up. There, names resolve on first access; ``dir()`` and
+``from ... import *`` see them all. A driver imports everything with the package, as
+before: a first ``await tune.arun(...)`` must not import modules on a running loop.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any
+
+
+def in_ray_worker() -> bool:
+    """Whether this process is a Ray worker (ray is imported there before any task)."""
+    worker = sys.modules.get("ray._private.worker")
+    if worker is None:
+        return False
+    mode = getattr(getattr(worker, "global_worker", None), "mode", None)
+    return mode is not None and mode == getattr(worker, "WORKER_MODE", object())
+
+
+def import_all(package: str, names: dict[str, str], submodules: Iterable[str] = (),
+               also: Iterable[str] = ()) -> None:
+    """Import what ``lazy_attributes`` would on first use, now (and the ``also`` modules)."""
+    module = sys.modules[package]
+    for sub in submodules:
+        setattr(module, sub, importlib.import_module(f"{package}.{sub}"))
+    for attr, module_name in names.items():
+        setattr(module, attr, getattr(importlib.import_module(module_name), attr))
+    for module_name in also:
+        importlib.import_module(module_name)
 
 
 def lazy_attributes(package: str, names: dict[str, str], submodules: Iterable[str] = ()
