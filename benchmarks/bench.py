@@ -471,20 +471,16 @@ def _run_tune_async(wl: Workload, storage: str, args: argparse.Namespace) -> dic
 
     kwargs = experiment_kwargs(wl, suggest, tune, logger, args.loggers, schedulers)
     trainable = trainable_for(wl, "tune_async")
-    # tune_async imports its API on first use; ray.tune's import brings all of it. Both
-    # runs are timed from the call, with the framework imported.
-    arun, run = tune.arun, tune.run
-    import tune_async.analysis  # noqa: F401 - imported at the run's end otherwise
     if args.api == "run":
         t0 = time.perf_counter()
-        analysis = run(trainable, local_dir=storage, **kwargs)
+        analysis = tune.run(trainable, local_dir=storage, **kwargs)
         return {"analysis": analysis, "run_s": time.perf_counter() - t0}
 
     async def measure() -> dict[str, Any]:
         # The idle floor: what the loop and timer granularity cost with nothing running.
         _, _, idle = await _beside_heartbeat(lambda: asyncio.sleep(IDLE_HEARTBEAT_S))
         analysis, run_s, busy = await _beside_heartbeat(
-            lambda: arun(trainable, local_dir=storage, **kwargs))
+            lambda: tune.arun(trainable, local_dir=storage, **kwargs))
         return {"analysis": analysis, "run_s": run_s, "lateness": busy, "lateness_idle": idle}
 
     return asyncio.run(measure())
