@@ -376,3 +376,34 @@ def test_the_last_reused_instance_is_cleaned_up_at_the_end(tmp_path):
     with open(log + ".cleanup") as f:
         cleaned = f.read().split()
     assert len(cleaned) >= 1  # the instance kept warm for reuse got its cleanup() at the end
+
+
+class FailsItsFirstCleanup(Counter):
+    def cleanup(self):
+        with open(self.config["log"] + ".pids", "a") as f:
+            f.write(f"{self.trial_id} {os.getpid()}\n")
+        if self.config["inc"] == 1:
+            raise RuntimeError("cleanup broke")
+
+
+@pytest.mark.ray
+def test_a_failed_cleanup_sends_the_next_trial_to_a_fresh_worker(tmp_path, caplog):
+    """The next trial's setup goes out right behind the previous trial's stop (no wait for
+    its reply); when that stop (cleanup) failed, the worker refuses the setup and the
+    trial runs on a fresh worker: nothing counted as its failure, the cleanup's error
+    logged."""
+    log = str(tmp_path / "steps.jsonl")
+    caplog.set_level(logging.WARNING)
+    analysis = tune.run(FailsItsFirstCleanup, config={"inc": tune.grid_search([1, 2, 3]),
+                                                      "log": log},
+                        stop={"training_iteration": 2}, resources_per_trial={"cpu": 2},
+                        local_dir=str(tmp_path), verbose=0)
+    assert [(t.status, t.num_failures, t.last_result["value"]) for t in analysis.trials] == [
+        ("TERMINATED", 0, 2), ("TERMINATED", 0, 4), ("TERMINATED", 0, 6)]
+    with open(log + ".pids") as f:
+        pids = dict(line.split() for line in f)
+    first, second, third = (t.trial_id for t in analysis.trials)
+    assert pids[second] != pids[first]  # the broken worker was replaced
+    assert pids[third] == pids[second]  # a clean one is reused
+    assert any("cleanup failed" in r.getMessage() and "cleanup broke" in r.getMessage()
+               for r in caplog.records)

@@ -24,6 +24,14 @@ from tune_async.result import (
 from tune_async.sync.node import localize_checkpoint, node_root, to_driver_path, to_node_path
 
 
+class UncleanWorker(Exception):
+    """The previous trial's stop (its cleanup) failed here: this worker takes no new trial.
+
+    The executor sends a trial's setup right behind the previous trial's stop, without
+    waiting for the stop's reply; a setup refused this way is sent to a fresh worker.
+    """
+
+
 class TrialActor:
     def __init__(self, driver_sys_path: list[str] | None = None,
                  driver_node_id: str | None = None) -> None:
@@ -41,6 +49,7 @@ class TrialActor:
         self._node_root = node_root()
         self._trainable: Any = None
         self._output: OutputCapture | None = None  # the running trial's log_to_file
+        self._unclean: str | None = None  # why a trial's stop failed here (see UncleanWorker)
 
     def info(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "hostname": socket.gethostname()}
@@ -59,6 +68,8 @@ class TrialActor:
         checkpoint: Any = None,
         log_to_file: Any = False,
     ) -> None:
+        if self._unclean is not None:
+            raise UncleanWorker(self._unclean)
         cls = self._load_class(class_ref[0])
         if self._node_root:  # this node keeps the trial's directory under its own root
             trial_info = attrs.evolve(trial_info, logdir=to_node_path(trial_info.logdir))
@@ -139,6 +150,9 @@ class TrialActor:
                 # Kept warm, but this trial is over: its function ends now (an async one is
                 # cancelled and its finally blocks run), not at the next trial's reset.
                 trainable.stop_function()
+        except BaseException as exc:
+            self._unclean = f"{type(exc).__name__}: {exc}"
+            raise
         finally:
             self._end_output()  # after cleanup(): its prints belong to this trial
 

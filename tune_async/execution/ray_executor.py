@@ -88,7 +88,9 @@ class _Worker:
     request: dict[str, float]
     placement_group: Any = None
     trainable_cls: type | None = None
-    stopping: Any = None  # the ObjectRef of the previous trial's stop() call
+    # The ObjectRef of the previous trial's stop() call: the next trial's setup is sent
+    # behind it without waiting, and the actor refuses it if that stop failed.
+    stopping: Any = None
     # The next trial's setup arguments: sent with its first fetch, in one actor call.
     pending_setup: tuple | None = None
     node_id: str | None = None  # the Ray node it runs on (asked once)
@@ -255,22 +257,44 @@ class RayExecutor:
         if launch_key(trial) in self._hosts:
             return await self._hosts.fetch_results(trial, limits, FETCH_WINDOW_S)
         worker = self._running[launch_key(trial)]
-        setup, worker.pending_setup = worker.pending_setup, None
-        if setup is not None:
-            ref = worker.actor.setup_and_train.remote(setup, limits, FETCH_WINDOW_S)
-        else:
-            ref = worker.actor.train_batch.remote(limits, FETCH_WINDOW_S)
         try:
+            setup, worker.pending_setup = worker.pending_setup, None
+            if setup is not None:
+                ref = await self._set_up(trial, worker, lambda w: w.actor.setup_and_train.remote(
+                    setup, limits, FETCH_WINDOW_S))
+            else:
+                ref = worker.actor.train_batch.remote(limits, FETCH_WINDOW_S)
             return await ref
         except BaseException as exc:
             raise _as_failure(exc) from None
+
+    async def _set_up(self, trial: Trial, worker: _Worker, send: Any) -> Any:
+        """``send(worker)`` (a call that sets the trial up) right behind the previous
+        trial's stop; if that stop failed, the worker refuses it and a fresh one gets it."""
+        ref = send(worker)
+        if await self._stopped_cleanly(worker):
+            return ref
+        with contextlib.suppress(Exception):
+            await ref  # UncleanWorker: it ran behind the failed stop
+        return send(await self._replace_worker(trial, worker))
+
+    async def _replace_worker(self, trial: Trial, old: _Worker) -> _Worker:
+        """A fresh worker for the trial in place of ``old`` (killed)."""
+        del self._running[launch_key(trial)]
+        await _kill_off_loop([old])
+        await _kill_off_loop(self._make_room(request_of(trial)))
+        worker = await self._new_worker(trial, old.key)
+        worker.trainable_cls = old.trainable_cls
+        self._running[launch_key(trial)] = worker
+        trial.extra["node_id"] = await self._node_of(worker)
+        return worker
 
     async def save(self, trial: Trial) -> str:
         if launch_key(trial) in self._hosts:
             return await self._hosts.call(trial, "save")
         worker = self._running[launch_key(trial)]
         try:
-            await self._send_pending_setup(worker)
+            worker = await self._send_pending_setup(trial, worker)
             return await worker.actor.save.remote()
         except BaseException as exc:
             raise _as_failure(exc) from None
@@ -280,7 +304,7 @@ class RayExecutor:
             return await self._hosts.call(trial, "save_to_object")
         worker = self._running[launch_key(trial)]
         try:
-            await self._send_pending_setup(worker)
+            worker = await self._send_pending_setup(trial, worker)
             return await worker.actor.save_to_object.remote()
         except BaseException as exc:
             raise _as_failure(exc) from None
@@ -300,17 +324,18 @@ class RayExecutor:
             return await self._hosts.call(trial, "export_model", list(export_formats))
         worker = self._running[launch_key(trial)]
         try:
-            await self._send_pending_setup(worker)
+            worker = await self._send_pending_setup(trial, worker)
             return await worker.actor.export_model.remote(list(export_formats))
         except BaseException as exc:
             raise _as_failure(exc) from None
 
-    @staticmethod
-    async def _send_pending_setup(worker: _Worker) -> None:
-        """A call other than a fetch comes first: the trainable must be set up before it."""
+    async def _send_pending_setup(self, trial: Trial, worker: _Worker) -> _Worker:
+        """A call other than a fetch comes first: the trainable must be set up before it.
+        Returns the worker the trial now runs on."""
         setup, worker.pending_setup = worker.pending_setup, None
         if setup is not None:
-            await worker.actor.setup.remote(*setup)
+            await (await self._set_up(trial, worker, lambda w: w.actor.setup.remote(*setup)))
+        return self._running[launch_key(trial)]
 
     async def stop_trial(self, trial: Trial, in_flight: bool = False,
                          failed: bool = False) -> None:
@@ -324,9 +349,14 @@ class RayExecutor:
         worker = self._running.pop(launch_key(trial), None)
         if worker is None:
             return
-        if worker.pending_setup is not None:
-            worker.pending_setup = None  # never set up: this trial left nothing in it
+        if worker.pending_setup is not None and not (in_flight or failed):
+            # Never set up: this trial left nothing in it (the previous trial's stop,
+            # still unchecked, is checked by the next setup).
+            worker.pending_setup = None
             worker.trainable_cls = None
+            self._idle.append(worker)
+            return
+        worker.pending_setup = None
         if in_flight or failed or self.fresh_process_per_trial:
             if in_flight and not failed:
                 await _cancel_and_stop(worker)
@@ -370,14 +400,10 @@ class RayExecutor:
         """A worker for the trial, registered as its own before any await (no leaks)."""
         key = pool_key(trial)
         for i, worker in enumerate(self._idle):
-            if worker.key == key:
+            if worker.key == key:  # its previous trial's stop is checked by the setup
                 worker = self._idle.pop(i)
                 self._running[launch_key(trial)] = worker
-                if await self._stopped_cleanly(worker):
-                    return worker
-                del self._running[launch_key(trial)]
-                await _kill_off_loop([worker])
-                break
+                return worker
         await _kill_off_loop(self._make_room(request_of(trial)))
         worker = await self._new_worker(trial, key)
         self._running[launch_key(trial)] = worker
