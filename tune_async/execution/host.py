@@ -413,7 +413,9 @@ class HostPool:
     async def _node_of(self, host: _Host) -> str:
         if host.node_id is None:
             try:
-                host.node_id = await host.actor.node_id.remote()
+                # The first call on a new actor's handle blocks in Ray (tens of ms seen
+                # here): sent from a worker thread, not the loop.
+                host.node_id = await (await anyio.to_thread.run_sync(host.actor.node_id.remote))
             except BaseException as exc:
                 raise self._failure(host, exc) from None
         return host.node_id

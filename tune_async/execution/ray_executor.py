@@ -313,7 +313,9 @@ class RayExecutor:
     async def _node_of(worker: _Worker) -> str:
         if worker.node_id is None:
             try:
-                worker.node_id = await worker.actor.node_id.remote()
+                # The first call on a new actor's handle blocks in Ray: off the loop.
+                worker.node_id = await (await anyio.to_thread.run_sync(
+                    worker.actor.node_id.remote))
             except BaseException as exc:
                 raise _as_failure(exc) from None
         return worker.node_id
