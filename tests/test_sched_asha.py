@@ -223,7 +223,9 @@ def test_tune_run_asha_against_fifo(results_dir):
     fifo = tune.run(Quadratic, trial_executor=ScriptedExecutor(slots=2), **common)
     asha_iters, fifo_iters = iterations(asha), iterations(fifo)
     assert sum(fifo_iters.values()) == 16 * 27
-    assert sum(asha_iters.values()) < 0.4 * 16 * 27
+    # Under half of FIFO's work. (The grid's first trials each beat the ones before, so
+    # they pass every rung; how many depends on how the two slots interleave: 6 or 7.)
+    assert sum(asha_iters.values()) < 0.5 * 16 * 27
     assert asha_iters[min(GRID, key=lambda x: abs(x - 0.3))] == 27
     assert asha.best_config["x"] == min(GRID, key=lambda x: abs(x - 0.3))
     assert all(t.status == "TERMINATED" for t in asha.trials)
