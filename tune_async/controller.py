@@ -1062,10 +1062,9 @@ class Controller:
         self._release_written(releases)  # (not when cancelled: a leftover dir is safe, a gap not)
 
     def _release_written(self, releases: list[Callable[[], None]]) -> None:
-        for release in releases:
-            if release in self._awaiting_journal:
-                self._awaiting_journal.discard(release)
-                release()
+        for release in releases:  # (a hold's release is idempotent)
+            self._awaiting_journal.discard(release)
+            release()
 
     async def _notify_paused(self, trial: Trial) -> None:
         self.lane.notify("on_pause", trial.trial_id)
