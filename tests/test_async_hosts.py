@@ -291,3 +291,33 @@ def test_reuse_actors_reuses_instances_within_a_host(tmp_path):
     resets = [n for n in os.listdir(tmp_path) if n.startswith("reset-")]
     assert (len(made), len(resets)) == (2, 4), "two trials at a time: two instances"
     assert len({t.last_result["pid"] for t in analysis.trials}) == 1
+
+
+class Cleaned(tune.Trainable):
+    """Writes a marker in cleanup(); trial 0 runs long and counts the others' markers."""
+
+    def setup(self, config):
+        self.i, self.dir = config["i"], config["dir"]
+
+    async def step(self):
+        await asyncio.sleep(0.05)
+        cleaned = [n for n in os.listdir(self.dir) if n.startswith("cleanup-")]
+        return {"cleaned_before": len(cleaned), "done": self.i > 0 and self.iteration >= 1}
+
+    def cleanup(self):
+        open(marker(self.dir, f"cleanup-{self.i}"), "w").close()
+        if self.i == 3:
+            raise RuntimeError("cleanup fails")
+
+
+def test_a_finished_trials_cleanup_runs_in_its_host_while_the_others_go_on(tmp_path):
+    # Trials 1-3 end after two steps, trial 0 watches for 40: their stops travel with the
+    # host's polls and run there before the end of the run, even one whose cleanup raises.
+    analysis = tune.run(Cleaned, stop={"training_iteration": 40},
+                        config={"i": tune.grid_search([0, 1, 2, 3]), "dir": str(tmp_path)},
+                        **run_args(tmp_path))
+    by_i = {t.config["i"]: t for t in analysis.trials}
+    assert [by_i[i].status for i in range(4)] == ["TERMINATED"] * 4
+    assert len({t.last_result["pid"] for t in analysis.trials}) == 1, "one host"
+    assert by_i[0].last_result["cleaned_before"] == 3, "the others' cleanup ran meanwhile"
+    assert sorted(os.listdir(tmp_path)).count("cleanup-0") == 1, "and its own at its end"

@@ -97,6 +97,7 @@ class TrialHost:
         self._batches: dict[int, asyncio.Future] = {}  # a poll's request number -> its batch
         self._some_done = asyncio.Event()  # a batch finished since the last look
         self._parking: set[asyncio.Future] = set()  # stops putting an instance in _warm
+        self._stopping: set[asyncio.Task] = set()  # stops sent with a poll, still running
         self._threads = concurrent.futures.ThreadPoolExecutor(HOST_THREADS, "tune-host")
         self._loop_host: LoopHost | None = None  # this actor's loop, lent to its trials
 
@@ -141,13 +142,19 @@ class TrialHost:
                 return []  # the trial was cancelled (cancel()): nobody awaits this batch
             raise
 
-    async def poll(self, requests: list[tuple]) -> list[tuple]:
-        """Start the requested batches; return every finished one (at least one, unless
-        none is running): one round trip carries the batches of many trials.
+    async def poll(self, requests: list[tuple], stops: list[tuple] = ()) -> list[tuple]:
+        """Start the requested stops and batches; return every finished batch (at least
+        one, unless none is running): one round trip carries the calls of many trials.
 
-        ``requests``: ``(number, key, setup or None, limits, window_s)``; returns
-        ``(number, "ok", results)`` or ``(number, "error", (exception, traceback))``.
+        ``stops``: ``(key, keep_for_reuse)`` of trials that ended (their cleanup runs
+        here, in the background). ``requests``: ``(number, key, setup or None, limits,
+        window_s)``; returns ``(number, "ok", results)`` or ``(number, "error",
+        (exception, traceback))``.
         """
+        for key, keep_for_reuse in stops:  # first: a setup below may reuse the instance
+            task = asyncio.ensure_future(self._stop_logged(key, keep_for_reuse))
+            self._stopping.add(task)
+            task.add_done_callback(self._stopping.discard)
         for number, key, setup, limits, window_s in requests:
             batch = asyncio.ensure_future(self._batch_outcome(key, setup, limits, window_s))
             batch.add_done_callback(lambda _batch: self._some_done.set())
@@ -199,26 +206,38 @@ class TrialHost:
         slot = self._slots.pop(key, None)
         if slot is None:
             return
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(slot.ready.wait(), STOP_WAIT_S)
-        trainable, slot.trainable = slot.trainable, None
-        if trainable is None:
-            return
-        if keep_for_reuse:
+        parked = None
+        if keep_for_reuse:  # registered before any await: a setup sent after it waits
             parked = asyncio.get_running_loop().create_future()
-            self._parking.add(parked)  # a setup wanting a warm instance waits for it
-            try:
+            self._parking.add(parked)
+        try:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(slot.ready.wait(), STOP_WAIT_S)
+            trainable, slot.trainable = slot.trainable, None
+            if trainable is None:
+                return
+            if keep_for_reuse:
                 if hasattr(trainable, "stop_function"):
                     await self._in_thread(trainable.stop_function)
                 self._warm.setdefault(type(trainable), []).append(trainable)
-            finally:
+            else:
+                await self._in_thread(trainable.stop)
+        finally:
+            if parked is not None:
                 self._parking.discard(parked)
                 parked.set_result(None)
-        else:
-            await self._in_thread(trainable.stop)
+
+    async def _stop_logged(self, key: Any, keep_for_reuse: bool) -> None:
+        """A stop sent with a poll: nobody awaits it, so a failing cleanup is logged."""
+        try:
+            await self.stop(key, keep_for_reuse)
+        except Exception as exc:  # noqa: BLE001 - the trial has ended either way
+            logger.warning("The cleanup of trial %s failed: %s", key, exc)
 
     async def close(self) -> None:
         """Stop every trial and kept instance (their cleanup runs) before the host goes."""
+        if self._stopping:  # stops already under way finish first
+            await asyncio.gather(*self._stopping, return_exceptions=True)
         trainables = [s.trainable for s in self._slots.values() if s.trainable is not None]
         trainables += [t for kept in self._warm.values() for t in kept]
         self._slots.clear()
@@ -330,16 +349,19 @@ class _Host:
     error: BaseException | None = None
     dead: bool = False
     node_id: str | None = None
-    stopping: set = attrs.field(factory=set)  # stop() calls in flight (awaited at shutdown)
-    # Fetches go out together: requests not sent yet, and the futures of those unanswered.
+    # Fetches and stops go out together in polls: requests not sent yet, the futures of
+    # those unanswered, and stops not sent yet ((key, keep_for_reuse)).
     queue: list = attrs.field(factory=list)
+    stops: list = attrs.field(factory=list)
     waiting: dict = attrs.field(factory=dict)  # request number -> its fetch's future
     polls: int = 0  # poll calls in flight
     flush_due: bool = False
 
     @property
     def idle(self) -> bool:
-        return not self.trials and self.actor is not None and not self.dead
+        """No trial left in it and no stop still to send (evicting it would lose that
+        trial's cleanup)."""
+        return not self.trials and not self.stops and self.actor is not None and not self.dead
 
 
 class HostPool:
@@ -357,6 +379,7 @@ class HostPool:
         self._hosts: list[_Host] = []
         self._running: dict[Any, _Host] = {}
         self._pending_setup: dict[Any, tuple] = {}  # sent with the trial's first call
+        self._closed = False
 
     def __contains__(self, key: Any) -> bool:
         return key in self._running
@@ -460,19 +483,22 @@ class HostPool:
 
     def _flush(self, host: _Host) -> None:
         host.flush_due = False
+        if self._closed:
+            return  # shut down: the hosts' close() stops what is left
         requests, host.queue = host.queue, []
-        if requests:
-            self._start_poll(host, requests)
+        stops, host.stops = host.stops, []
+        if requests or stops:
+            self._start_poll(host, requests, stops)
 
-    def _start_poll(self, host: _Host, requests: list[tuple]) -> None:
-        task = asyncio.get_running_loop().create_task(self._poll(host, requests))
+    def _start_poll(self, host: _Host, requests: list[tuple], stops: list[tuple] = ()) -> None:
+        task = asyncio.get_running_loop().create_task(self._poll(host, requests, stops))
         self._poll_tasks.add(task)
         task.add_done_callback(self._poll_tasks.discard)
 
-    async def _poll(self, host: _Host, requests: list[tuple]) -> None:
+    async def _poll(self, host: _Host, requests: list[tuple], stops: list[tuple] = ()) -> None:
         host.polls += 1
         try:
-            outcomes = await host.actor.poll.remote(requests)
+            outcomes = await host.actor.poll.remote(requests, list(stops))
         except Exception as exc:  # noqa: BLE001 - the host failed: so do its fetches
             failure = self._failure(host, exc)
             waiting, host.waiting = host.waiting, {}
@@ -514,8 +540,9 @@ class HostPool:
         if host.actor is not None and not host.dead and not never_set_up:
             if in_flight and not failed:
                 await self._cancel_and_stop(host, key, grace_s)
-            else:
-                self._track_stop(host, host.actor.stop.remote(key, reuse and not failed))
+            else:  # with the next poll (one Ray call less per trial)
+                host.stops.append((key, reuse and not failed))
+                self._flush_soon(host)
         if host.dead and not host.trials:
             self._hosts.remove(host)
             return [host]
@@ -530,11 +557,6 @@ class HostPool:
                 await host.actor.stop.remote(key, False)
             except Exception as exc:  # noqa: BLE001 - a dead host is noticed by its trials
                 logger.debug("Stopping a cancelled trial in its host failed: %s", exc)
-
-    @staticmethod
-    def _track_stop(host: _Host, ref: Any) -> None:
-        host.stopping.add(ref)
-        ref.future().add_done_callback(lambda _f: host.stopping.discard(ref))
 
     def _failure(self, host: _Host, exc: BaseException) -> BaseException:
         from tune_async.execution.ray_executor import _as_failure
@@ -563,8 +585,9 @@ class HostPool:
 
     # -- the end ------------------------------------------------------------------------
     async def shutdown(self, timeout_s: float = 10.0) -> list[_Host]:
-        """Let stops in flight finish and every host stop its trials (their cleanup
+        """Have every host stop its trials (stops under way finish first; their cleanup
         runs); returns the hosts, for the executor to kill."""
+        self._closed = True
         for task in list(self._poll_tasks):
             task.cancel()
         hosts = list(self._hosts)
@@ -575,9 +598,6 @@ class HostPool:
             for host in hosts:
                 if host.actor is None or host.dead:
                     continue
-                for ref in list(host.stopping):
-                    with contextlib.suppress(Exception):
-                        await ref
                 with contextlib.suppress(Exception):
                     await host.actor.close.remote()
         return [host for host in hosts if host.actor is not None]
