@@ -49,6 +49,7 @@ from tune_async.search_lane import LaneIdle, SearcherLane, Suggested
 from tune_async.state import ExperimentPersistence
 from tune_async.transitions import Effect, Event
 from tune_async.trial import Trial, TrialStatus, TrialView, unwrap
+from tune_async.trial_dirs import TrialDirs, list_names, may_use_trial_dirs_on_loop
 from tune_async.utils.util import flatten_dict
 from tune_async.waiting import WaitingQueue
 
@@ -260,6 +261,9 @@ class Controller:
             settings.experiment_dir, settings.session_str, time.monotonic, self._flush_loggers,
             flush_files=self._flush_files,
         )
+        self.trial_dirs = TrialDirs(on_loop=may_use_trial_dirs_on_loop(self.callbacks),
+                                    list_in_background=self._list_in_background,
+                                    wake_writer=self.persistence.flush_files_soon)
 
     # ---- public ----------------------------------------------------------------
     def request_stop(self) -> None:
@@ -549,7 +553,7 @@ class Controller:
                 f"The scheduler chose trial {trial} to run, but there are no resources for it"
             )
         if trial.logdir is None:
-            trial.init_logdir(trial.custom_dirname or trial.default_dirname())
+            self.trial_dirs.assign(trial)
         launch = self._launches[trial.trial_id] = Launch(trial, next(self._launch_numbers))
         self.executor.reserve(launch)
         if trial.start_time is None:
@@ -562,6 +566,12 @@ class Controller:
         if trial.checkpoint is not None or trial.restore_path:
             await self.callbacks.on_trial_restore(iteration=self.iteration, trials=self.trial_views,
                                                   trial=self._v(trial))
+
+    def _list_in_background(self, parent: str, done: Callable[[list[str]], None]) -> None:
+        async def list_then_call() -> None:
+            done(await anyio.to_thread.run_sync(list_names, parent))
+
+        self._tg.start_soon(list_then_call)
 
     def _check_stalled(self) -> None:
         """Nothing runs, nothing can start and nothing will arrive: fail clearly, don't hang."""
@@ -1218,7 +1228,9 @@ class Controller:
                 flush()
 
     def _flush_files(self) -> None:
-        """Flush the result files of the built-in loggers (in a worker thread)."""
+        """Flush the result files of the built-in loggers (in a worker thread), in the
+        trial directories made first."""
+        self.trial_dirs.make_pending()
         for flush in self._file_flushers:
             flush()
 
@@ -1485,6 +1497,7 @@ def _write_error_file(trial: Trial, failure: TrialFailure) -> None:
         return
     path = os.path.join(trial.logdir, EXPR_ERROR_FILE)
     stamp = datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    os.makedirs(trial.logdir, exist_ok=True)  # a trial failing at once: maybe not made yet
     with open(path, "a") as f:
         f.write(f"Failure # {trial.num_failures} (occurred at {stamp})\n")
         f.write(failure.traceback.rstrip() + "\n\n")

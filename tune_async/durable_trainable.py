@@ -325,6 +325,8 @@ class DurablePruner(Callback):
         specs: ``{trainable name: (upload_dir, storage spec)}`` of the durable trainables.
     """
 
+    _trial_dir_later_ok = True  # never needs a trial directory at once (trial_dirs)
+
     def __init__(self, specs: dict[str, tuple[str, Any]]) -> None:
         import anyio
 

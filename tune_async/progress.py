@@ -729,6 +729,8 @@ class TrialProgressCallback(Callback):
         clock: Monotonic clock used for the throttle (for tests).
     """
 
+    _trial_dir_later_ok = True  # never needs a trial directory at once (trial_dirs)
+
     def __init__(
         self,
         metric: str | None = None,

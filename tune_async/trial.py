@@ -60,6 +60,14 @@ def _config_numbers(trial: Trial, config: dict) -> list[tuple[str, float]]:
     return items
 
 
+def check_dirname(dirname: str) -> None:
+    if any(sep in dirname for sep in (os.sep, "/")) or dirname in ("", ".", ".."):
+        raise ValueError(
+            f"trial_dirname_creator must return a plain directory name (no '/' and not "
+            f"'.' or '..'), got {dirname!r}"
+        )
+
+
 def _new_trial_id() -> str:
     return uuid.uuid1().hex[:8]
 
@@ -311,11 +319,7 @@ class Trial:
     # ---- paths -------------------------------------------------------------
     def init_logdir(self, dirname: str) -> str:
         """Create the trial directory under the experiment directory (suffix if taken)."""
-        if any(sep in dirname for sep in (os.sep, "/")) or dirname in ("", ".", ".."):
-            raise ValueError(
-                f"trial_dirname_creator must return a plain directory name (no '/' and not "
-                f"'.' or '..'), got {dirname!r}"
-            )
+        check_dirname(dirname)
         path = os.path.join(self.local_dir, dirname)
         while True:  # one mkdir where the name is free (the usual case)
             try:

@@ -134,11 +134,9 @@ class LocalExecutor:
             raise TrialFailure(traceback=f"TuneError: {exc}", exception=exc) from None
         info = TrialInfo(trial_id=trial.trial_id, trial_name=trial.trial_name,
                          logdir=trial.logdir or "")
-        if trial.logdir:
-            os.makedirs(trial.logdir, exist_ok=True)
         run = self._take_idle(trainable_cls) if reuse else None
         try:
-            if run is None or not await self._in_thread(run, run.trainable.reset,
+            if run is None or not await self._in_thread(run, _reset_in_dir, run.trainable,
                                                         dict(trial.config), info):
                 if run is not None:
                     await self._in_thread(run, run.trainable.stop)
@@ -243,6 +241,7 @@ class LocalExecutor:
         host = self._loop_host()
 
         def construct() -> None:
+            _make_dir(info)
             with hosted_by(host):
                 made.append(_Run(trainable=cls(config=config, trial_info=info), cls=cls,
                                  host=host))
@@ -338,3 +337,15 @@ def _quiet_stop(run: _Run) -> None:
 
 def _failure(exc: BaseException) -> TrialFailure:
     return TrialFailure(traceback="".join(traceback.format_exception(exc)), exception=exc)
+
+
+def _make_dir(info: Any) -> None:
+    """The trial's directory, made in the thread that sets the trainable up (the loop
+    does no file I/O per trial)."""
+    if info.logdir:
+        os.makedirs(info.logdir, exist_ok=True)
+
+
+def _reset_in_dir(trainable: Any, config: dict, info: Any) -> bool:
+    _make_dir(info)
+    return trainable.reset(config, info)

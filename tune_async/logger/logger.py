@@ -125,6 +125,7 @@ class _AppendOnlyFile:
             prelude, self._prelude = self._prelude, None
             if prelude is not None:
                 prelude()
+            _ensure_dir(os.path.dirname(self._path))  # (deferred: made off the loop, or here)
             self._raw = open(self._path, "ab", buffering=0)  # noqa: SIM115 - see close()
 
     def _drain(self) -> None:
@@ -141,7 +142,8 @@ class _JsonWriter:
 
     def __init__(self, logdir: str, deferred: bool = False,
                  prelude: Callable[[], None] | None = None) -> None:
-        _ensure_dir(logdir)
+        if not deferred:
+            _ensure_dir(logdir)
         self._file = _AppendOnlyFile(os.path.join(logdir, EXPR_RESULT_FILE), deferred, prelude)
 
     def write(self, result: dict) -> None:
@@ -177,7 +179,8 @@ class _CsvWriter:
     """Appends flattened results to ``progress.csv``; columns fixed by the first row."""
 
     def __init__(self, logdir: str, deferred: bool = False) -> None:
-        _ensure_dir(logdir)
+        if not deferred:
+            _ensure_dir(logdir)
         path = os.path.join(logdir, EXPR_PROGRESS_FILE)
         # (deferred: a stat first, so that a new trial's file is not opened on the loop)
         exists = not deferred or os.path.exists(path)
@@ -323,6 +326,8 @@ class LoggerCallback(Callback):
 
 class _FileLoggerCallback(LoggerCallback):
     """Keeps one open writer per trial; flushes dirty writers at most once per interval."""
+
+    _trial_dir_later_ok = True  # makes the directory itself where it writes (trial_dirs)
 
     def __init__(
         self,

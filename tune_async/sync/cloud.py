@@ -79,6 +79,8 @@ class CloudSyncer(Callback):
         sync_on_checkpoint: Also sync at each checkpoint.
     """
 
+    _trial_dir_later_ok = True  # never needs a trial directory at once (trial_dirs)
+
     def __init__(self, experiment_dir: str, remote_url: str, storage: Storage,
                  period_s: float = 300.0, sync_on_checkpoint: bool = True) -> None:
         self.local_dir = experiment_dir

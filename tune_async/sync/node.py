@@ -256,6 +256,8 @@ class NodeSyncer(Callback):
             ``sync_on_checkpoint``, ``node_sync_period``).
     """
 
+    _trial_dir_later_ok = True  # never needs a trial directory at once (trial_dirs)
+
     def __init__(self, sync_config: Any) -> None:
         self.syncer = sync_config.sync_to_driver
         self.sync_on_checkpoint = bool(sync_config.sync_on_checkpoint)
