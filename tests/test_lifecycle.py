@@ -407,3 +407,28 @@ def test_a_failed_cleanup_sends_the_next_trial_to_a_fresh_worker(tmp_path, caplo
     assert pids[third] == pids[second]  # a clean one is reused
     assert any("cleanup failed" in r.getMessage() and "cleanup broke" in r.getMessage()
                for r in caplog.records)
+
+
+class MarksItsCleanup(Counter):
+    def cleanup(self):
+        with open(self.config["log"] + ".cleaned", "a") as f:
+            f.write(f"{self.trial_id}\n")
+
+
+@pytest.mark.ray
+def test_an_evicted_idle_workers_last_cleanup_runs_before_it_is_killed(tmp_path):
+    """A finished trial's stop waits a moment for the worker's next trial, to travel with
+    its setup; when a trial of another size needs the room instead, the idle worker is
+    evicted only after that stop (the trial's cleanup) has run."""
+    log = str(tmp_path / "steps.jsonl")
+    small = tune.Experiment("small", MarksItsCleanup, config={"inc": 1, "log": log},
+                            stop={"training_iteration": 2}, resources_per_trial={"cpu": 1},
+                            local_dir=str(tmp_path))
+    large = tune.Experiment("large", MarksItsCleanup, config={"inc": 2, "log": log},
+                            stop={"training_iteration": 2}, resources_per_trial={"cpu": 2},
+                            local_dir=str(tmp_path))
+    trials = tune.run_experiments([small, large], verbose=0)
+    assert [(t.status, t.last_result["value"]) for t in trials] == [
+        ("TERMINATED", 2), ("TERMINATED", 4)]
+    with open(log + ".cleaned") as f:
+        assert sorted(f.read().split()) == sorted(t.trial_id for t in trials)

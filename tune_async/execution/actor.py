@@ -8,6 +8,7 @@ carries every result the trainable produced within a short window.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from typing import Any
@@ -67,7 +68,13 @@ class TrialActor:
         reuse: bool,
         checkpoint: Any = None,
         log_to_file: Any = False,
+        previous_stop: bool | None = None,
     ) -> None:
+        """Set the trial up; ``previous_stop``: the previous trial's stop, carried by this
+        call (its ``keep_for_reuse``), which runs first (its failure: UncleanWorker)."""
+        if previous_stop is not None:
+            with contextlib.suppress(Exception):  # recorded in _unclean, raised just below
+                self.stop(previous_stop)
         if self._unclean is not None:
             raise UncleanWorker(self._unclean)
         cls = self._load_class(class_ref[0])
@@ -101,10 +108,12 @@ class TrialActor:
         finally:
             self._flush_output()
 
-    def setup_and_train(self, setup: tuple, limits: Any, window_s: float) -> list[dict]:
-        """A trial's setup and its first batch in one call (one round trip per trial less)."""
+    def setup_and_train(self, setup: tuple, limits: Any, window_s: float,
+                        previous_stop: bool | None = None) -> list[dict]:
+        """A trial's setup and its first batch in one call (one round trip per trial less),
+        after the previous trial's stop when it carries it."""
         try:
-            self.setup(*setup)
+            self.setup(*setup, previous_stop=previous_stop)
             return self._driver_paths(run_batch(self._trainable, limits, window_s))
         finally:
             self._flush_output()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
@@ -27,6 +28,11 @@ FETCH_WINDOW_S = 0.05
 # A trial stopped mid-fetch is cancelled and stopped (its finally blocks and cleanup()
 # run) within this long; then its worker is killed anyway.
 CANCEL_GRACE_S = 2.0
+# A finished trial's stop waits this long for the worker's next trial, whose setup then
+# carries it (one Ray call per trial less; a searcher's next suggestion takes a few ms);
+# else it is sent alone.
+STOP_DEFER_S = 0.02
+RETIRE_WAIT_S = 10.0  # how long an evicted worker's last cleanup may take before the kill
 _EPS = 1e-9
 
 
@@ -88,8 +94,12 @@ class _Worker:
     request: dict[str, float]
     placement_group: Any = None
     trainable_cls: type | None = None
-    # The ObjectRef of the previous trial's stop() call: the next trial's setup is sent
-    # behind it without waiting, and the actor refuses it if that stop failed.
+    # The previous trial's stop, not sent yet (its keep_for_reuse): the next trial's
+    # setup carries it, or it goes alone after STOP_DEFER_S (``stop_timer``).
+    stop_due: bool | None = None
+    stop_timer: Any = None
+    # The ObjectRef of the previous trial's stop() call sent alone: the next trial's setup
+    # is sent behind it without waiting, and the actor refuses it if that stop failed.
     stopping: Any = None
     # The next trial's setup arguments: sent with its first fetch, in one actor call.
     pending_setup: tuple | None = None
@@ -192,8 +202,17 @@ class RayExecutor:
         return bool(self._idle) or self._hosts.has_idle()
 
     def give_up_idle_worker(self) -> _Worker:
-        """Another experiment needs the room: it takes this idle worker (and kills it)."""
-        return self._idle.pop(0) if self._idle else self._hosts.give_up_idle()
+        """Another experiment needs the room: it takes this idle worker (and retires it:
+        its last trial's stop goes first)."""
+        if not self._idle:
+            return self._hosts.give_up_idle()
+        worker = self._idle.pop(0)
+        # Maybe from another experiment's thread: Ray's calls are thread-safe, the loop's
+        # timer is left alone (it finds nothing due).
+        stop, worker.stop_due = worker.stop_due, None
+        if stop is not None:
+            worker.stopping = worker.actor.stop.remote(stop)
+        return worker
 
     def reserve(self, trial: Trial) -> None:
         request = self._reserved[launch_key(trial)] = request_of(trial)
@@ -245,7 +264,7 @@ class RayExecutor:
 
     async def _new_host_actor(self, trial: Trial) -> Any:
         """A host actor for the trial's resources (room made first, as for a worker)."""
-        await _kill_off_loop(self._make_room(request_of(trial)))
+        await _retire(self._make_room(request_of(trial)))
         options = {"max_restarts": 0, **_actor_options(trial.resources),
                    # Every hosted trial may have a fetch, a cancel and a stop in flight.
                    "max_concurrency": max(1000, 4 * self.trials_per_worker)}
@@ -260,29 +279,35 @@ class RayExecutor:
         try:
             setup, worker.pending_setup = worker.pending_setup, None
             if setup is not None:
-                ref = await self._set_up(trial, worker, lambda w: w.actor.setup_and_train.remote(
-                    setup, limits, FETCH_WINDOW_S))
-            else:
-                ref = worker.actor.train_batch.remote(limits, FETCH_WINDOW_S)
-            return await ref
+                return await self._set_up(trial, worker, lambda w, stop: (
+                    w.actor.setup_and_train.remote(setup, limits, FETCH_WINDOW_S, stop)))
+            return await worker.actor.train_batch.remote(limits, FETCH_WINDOW_S)
         except BaseException as exc:
             raise _as_failure(exc) from None
 
     async def _set_up(self, trial: Trial, worker: _Worker, send: Any) -> Any:
-        """``send(worker)`` (a call that sets the trial up) right behind the previous
-        trial's stop; if that stop failed, the worker refuses it and a fresh one gets it."""
-        ref = send(worker)
-        if await self._stopped_cleanly(worker):
-            return ref
-        with contextlib.suppress(Exception):
-            await ref  # UncleanWorker: it ran behind the failed stop
-        return send(await self._replace_worker(trial, worker))
+        """``send(worker, previous_stop)``: a call that sets the trial up, carrying the
+        previous trial's stop when it is still due, else right behind it; if that stop
+        failed, the worker refuses the setup and a fresh one gets it. Returns its value."""
+        from tune_async.execution.actor import UncleanWorker
+
+        previous_stop = _take_due_stop(worker)
+        ref = send(worker, previous_stop)
+        if previous_stop is None and not await self._stopped_cleanly(worker):
+            with contextlib.suppress(Exception):
+                await ref  # UncleanWorker: it ran behind the failed stop
+        else:
+            try:
+                return await ref
+            except UncleanWorker as exc:  # the stop it carried failed
+                logger.warning("A trial's cleanup failed (%s); replacing its worker", exc)
+        return await send(await self._replace_worker(trial, worker), None)
 
     async def _replace_worker(self, trial: Trial, old: _Worker) -> _Worker:
         """A fresh worker for the trial in place of ``old`` (killed)."""
         del self._running[launch_key(trial)]
         await _kill_off_loop([old])
-        await _kill_off_loop(self._make_room(request_of(trial)))
+        await _retire(self._make_room(request_of(trial)))
         worker = await self._new_worker(trial, old.key)
         worker.trainable_cls = old.trainable_cls
         self._running[launch_key(trial)] = worker
@@ -336,7 +361,8 @@ class RayExecutor:
         Returns the worker the trial now runs on."""
         setup, worker.pending_setup = worker.pending_setup, None
         if setup is not None:
-            await (await self._set_up(trial, worker, lambda w: w.actor.setup.remote(*setup)))
+            await self._set_up(trial, worker,
+                               lambda w, stop: w.actor.setup.remote(*setup, previous_stop=stop))
         return self._running[launch_key(trial)]
 
     async def stop_trial(self, trial: Trial, in_flight: bool = False,
@@ -362,11 +388,13 @@ class RayExecutor:
         if in_flight or failed or self.fresh_process_per_trial:
             if in_flight and not failed:
                 await _cancel_and_stop(worker)
-            await _kill_off_loop([worker])
+            await _retire([worker])  # a previous trial's stop still due runs first
         else:
-            # Ray runs one caller's calls to an actor in order, so the next trial's
-            # setup queues behind this stop: the worker is idle from here on.
-            worker.stopping = worker.actor.stop.remote(self.reuse_actors)
+            # The stop rides with the next trial's setup, or goes alone shortly (Ray runs
+            # one caller's calls to an actor in order): the worker is idle from here on.
+            worker.stop_due = self.reuse_actors
+            worker.stop_timer = asyncio.get_running_loop().call_later(
+                STOP_DEFER_S, _send_due_stop, worker)
             if not self.reuse_actors:
                 worker.trainable_cls = None
             self._idle.append(worker)
@@ -380,11 +408,15 @@ class RayExecutor:
     async def _shut_down(self) -> None:
         # Let the last trials' cleanup() finish before their workers go away; an instance
         # kept for reuse is stopped for good now, so its cleanup() runs too.
+        alive = self._idle + list(self._running.values())
+        for worker in alive:  # (a running trial never set up: its predecessor's is due)
+            _send_due_stop(worker)
         with anyio.move_on_after(10):
-            for worker in self._idle:
+            for worker in alive:
                 if worker.stopping is not None:
                     with contextlib.suppress(Exception):
                         await worker.stopping
+            for worker in self._idle:
                 if self.reuse_actors and worker.trainable_cls is not None:
                     with contextlib.suppress(Exception):
                         await worker.actor.stop.remote(False)
@@ -406,7 +438,7 @@ class RayExecutor:
                 worker = self._idle.pop(i)
                 self._running[launch_key(trial)] = worker
                 return worker
-        await _kill_off_loop(self._make_room(request_of(trial)))
+        await _retire(self._make_room(request_of(trial)))
         worker = await self._new_worker(trial, key)
         self._running[launch_key(trial)] = worker
         return worker
@@ -541,6 +573,35 @@ def _read_capacity() -> tuple[dict[str, float], list[dict[str, float]]]:
     nodes = [{k: float(v) for k, v in node["Resources"].items()}
              for node in ray.nodes() if node.get("Alive")]
     return total, nodes
+
+
+def _send_due_stop(worker: _Worker) -> None:
+    """Send the previous trial's stop now, if it is still due."""
+    stop = _take_due_stop(worker)
+    if stop is not None:
+        worker.stopping = worker.actor.stop.remote(stop)
+
+
+def _take_due_stop(worker: _Worker) -> bool | None:
+    """The previous trial's stop, if not sent yet (its timer cancelled): the caller sends it."""
+    stop, worker.stop_due = worker.stop_due, None
+    timer, worker.stop_timer = worker.stop_timer, None
+    if timer is not None:
+        timer.cancel()
+    return stop
+
+
+async def _retire(workers: list[Any]) -> None:
+    """Kill evicted idle workers (or hosts) once their last trial's stop has run (bounded):
+    its cleanup must not be cut off."""
+    with anyio.move_on_after(RETIRE_WAIT_S):
+        for worker in workers:
+            if isinstance(worker, _Worker):
+                _send_due_stop(worker)
+                if worker.stopping is not None:
+                    with contextlib.suppress(Exception):
+                        await worker.stopping
+    await _kill_off_loop(workers)
 
 
 async def _kill_off_loop(workers: list[_Worker], groups: list[Any] = ()) -> None:
