@@ -209,9 +209,7 @@ class RayExecutor:
         worker = self._idle.pop(0)
         # Maybe from another experiment's thread: Ray's calls are thread-safe, the loop's
         # timer is left alone (it finds nothing due).
-        stop, worker.stop_due = worker.stop_due, None
-        if stop is not None:
-            worker.stopping = worker.actor.stop.remote(stop)
+        _send_due_stop(worker, cancel_timer=False)
         return worker
 
     def reserve(self, trial: Trial) -> None:
@@ -575,19 +573,21 @@ def _read_capacity() -> tuple[dict[str, float], list[dict[str, float]]]:
     return total, nodes
 
 
-def _send_due_stop(worker: _Worker) -> None:
+def _send_due_stop(worker: _Worker, cancel_timer: bool = True) -> None:
     """Send the previous trial's stop now, if it is still due."""
-    stop = _take_due_stop(worker)
+    stop = _take_due_stop(worker, cancel_timer)
     if stop is not None:
         worker.stopping = worker.actor.stop.remote(stop)
 
 
-def _take_due_stop(worker: _Worker) -> bool | None:
-    """The previous trial's stop, if not sent yet (its timer cancelled): the caller sends it."""
+def _take_due_stop(worker: _Worker, cancel_timer: bool = True) -> bool | None:
+    """The previous trial's stop, if not sent yet (its timer cancelled, unless called off
+    the executor's loop): the caller sends it."""
     stop, worker.stop_due = worker.stop_due, None
-    timer, worker.stop_timer = worker.stop_timer, None
-    if timer is not None:
-        timer.cancel()
+    if cancel_timer:
+        timer, worker.stop_timer = worker.stop_timer, None
+        if timer is not None:
+            timer.cancel()
     return stop
 
 
