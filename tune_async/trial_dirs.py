@@ -80,7 +80,7 @@ class TrialDirs:
     def make_pending(self) -> None:
         """Make the directories named since the last call (the writer's thread)."""
         while self._to_make:
-            os.makedirs(self._to_make.popleft(), exist_ok=True)
+            _make_dir(self._to_make.popleft())
 
     def _learn(self, parent: str, name: str) -> None:
         taken = self._names.get(parent)
@@ -96,6 +96,16 @@ class TrialDirs:
         # Names made on the loop while it was listed may be missing from the listing.
         made_meanwhile = self._listing.pop(parent, set())
         self._names[parent] = set(names) | made_meanwhile
+
+
+def _make_dir(path: str) -> None:
+    # One mkdir where the parent exists (makedirs stats the parent first).
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        os.makedirs(path, exist_ok=True)
 
 
 def list_names(parent: str) -> list[str]:

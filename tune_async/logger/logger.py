@@ -47,6 +47,7 @@ from tune_async.utils.util import (
     atomic_write_text,
     flatten_dict,
     json_dumps,
+    write_all,
 )
 
 if TYPE_CHECKING:
@@ -75,17 +76,36 @@ def _ensure_dir(logdir: str) -> None:
 
 
 def write_params(logdir: str, config: dict) -> None:
-    """Write ``params.json`` (sorted, indented, JSON-safe) and ``params.pkl`` into ``logdir``."""
-    _ensure_dir(logdir)
-    atomic_write_text(
-        os.path.join(logdir, EXPR_PARAM_FILE), json_dumps(config, indent=2, sort_keys=True)
-    )
+    """Write ``params.json`` (sorted, indented, JSON-safe) and ``params.pkl`` into ``logdir``
+    (made if missing)."""
+    text = json_dumps(config, indent=2, sort_keys=True)
     try:
-        data = cloudpickle.dumps(config)
+        data: bytes | None = cloudpickle.dumps(config)
     except Exception as exc:  # an unpicklable config must not fail the trial
         logger.warning("Could not pickle the config of %s: %s", logdir, exc)
-        return
-    atomic_write_bytes(os.path.join(logdir, EXPR_PARAM_PICKLE_FILE), data)
+        data = None
+    json_path = os.path.join(logdir, EXPR_PARAM_FILE)
+    try:
+        atomic_write_text(json_path, text)
+    except FileNotFoundError:  # (the directory usually exists: no stat first)
+        os.makedirs(logdir, exist_ok=True)
+        atomic_write_text(json_path, text)
+    if data is not None:
+        atomic_write_bytes(os.path.join(logdir, EXPR_PARAM_PICKLE_FILE), data)
+
+
+_APPEND_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+
+
+def _open_for_append(path: str) -> int:
+    """A descriptor appending to ``path``, its directory made if missing. One system
+    call where the directory exists (a Python file object costs five more, and each
+    lets the loop's thread take the GIL that the writer's thread then waits for)."""
+    try:
+        return os.open(path, _APPEND_FLAGS, 0o666)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        return os.open(path, _APPEND_FLAGS, 0o666)
 
 
 class _AppendOnlyFile:
@@ -100,7 +120,7 @@ class _AppendOnlyFile:
                  prelude: Callable[[], None] | None = None) -> None:
         self._path = path
         self._prelude = prelude  # run once before the first write (e.g. params files)
-        self._raw: Any = None
+        self._fd: int | None = None  # None: not opened yet; _CLOSED: closed
         self._chunks: collections.deque[bytes] = collections.deque()
         self._lock = threading.Lock()
         if not deferred:  # created now, as 1.x's loggers do; else by the first flush
@@ -118,23 +138,29 @@ class _AppendOnlyFile:
         with self._lock:
             self._open()
             self._drain()
-            self._raw.close()
+            if self._fd != _CLOSED:
+                fd, self._fd = self._fd, _CLOSED
+                os.close(fd)
 
     def _open(self) -> None:
-        if self._raw is None:
+        if self._fd is None:
             prelude, self._prelude = self._prelude, None
             if prelude is not None:
                 prelude()
-            _ensure_dir(os.path.dirname(self._path))  # (deferred: made off the loop, or here)
-            self._raw = open(self._path, "ab", buffering=0)  # noqa: SIM115 - see close()
+            self._fd = _open_for_append(self._path)
 
     def _drain(self) -> None:
+        if not self._chunks:
+            return
+        if self._fd == _CLOSED:
+            raise ValueError(f"{self._path} is closed")
         parts = []
         while self._chunks:
             parts.append(self._chunks.popleft())
-        view = memoryview(b"".join(parts))
-        while view:
-            view = view[self._raw.write(view):]
+        write_all(self._fd, b"".join(parts))
+
+
+_CLOSED = -1
 
 
 class _JsonWriter:
