@@ -103,14 +103,16 @@ class AsyncHyperBandScheduler(FIFOScheduler):
         self._brackets = [_Bracket(grace_period, max_t, reduction_factor, s)
                           for s in range(brackets)]
         self._trial_info: dict[str, int] = {}  # trial id -> bracket index
+        self._bracket_cdf = _bracket_cdf(self._brackets)
         self._num_stopped = 0
 
     def on_trial_add(self, trial_runner: Any, trial: Any) -> None:
         self._check_metric_and_mode()
-        sizes = np.array([len(b.rungs) for b in self._brackets], dtype=float)
-        probs = np.exp(sizes - sizes.max())
-        index = int(np.random.choice(len(self._brackets), p=probs / probs.sum()))
-        self._trial_info[trial.trial_id] = index
+        # 1.x draws np.random.choice(brackets, p=softmax(rung counts)): one uniform from
+        # the global RandomState, looked up in the cumulative probabilities. The same
+        # draw and lookup here, without building the arrays for every trial.
+        index = bisect.bisect_right(self._bracket_cdf, np.random.random_sample())
+        self._trial_info[trial.trial_id] = min(index, len(self._brackets) - 1)
 
     def on_trial_result(self, trial_runner: Any, trial: Any, result: dict) -> str:
         if self._time_attr not in result or self._metric not in result:
@@ -177,6 +179,15 @@ class AsyncHyperBandScheduler(FIFOScheduler):
 
 
 ASHAScheduler = AsyncHyperBandScheduler  # the 1.x alias
+
+
+def _bracket_cdf(brackets: list[_Bracket]) -> list[float]:
+    """Cumulative bracket probabilities, exactly as 1.x's np.random.choice computes them."""
+    sizes = np.array([len(b.rungs) for b in brackets], dtype=float)
+    probs = np.exp(sizes - sizes.max())
+    probs = probs / probs.sum()
+    cdf = probs.cumsum()
+    return (cdf / cdf[-1]).tolist()
 
 
 class _Bracket:
