@@ -14,7 +14,6 @@ import contextlib
 import datetime
 import itertools
 import logging
-import math
 import os
 import sys
 import time
@@ -37,6 +36,7 @@ from tune_async._hooks import call_hook
 from tune_async.clock import Clock, RealClock
 from tune_async.error import TuneError
 from tune_async.execution.base import BatchLimits, Executor, Launch, TrialFailure
+from tune_async.inbox import Inbox
 from tune_async.plugin_context import PluginContext
 from tune_async.result import (
     AUTO_RESULT_KEYS,
@@ -240,7 +240,7 @@ class Controller:
         self._idle_since: float | None = None  # since when the scheduler chose to run nothing
         self._search_done = False
         self._stopping = False
-        self._send: Any = None
+        self._send: Inbox | None = None
         self._tg: Any = None
         self.plugin_context: PluginContext | None = None
         self._unjournaled: list[Callable[[], None]] = []  # holds on pruned checkpoints
@@ -308,18 +308,18 @@ class Controller:
         self._start_time = time.time()
         if self.s.time_budget_s is not None:
             self._deadline = self.clock.now() + self.s.time_budget_s
-        send, receive = anyio.create_memory_object_stream[Any](math.inf)
-        self._send = send
+        inbox = self._send = Inbox()
         try:
-            with send, receive:
-                try:
-                    async with anyio.create_task_group() as tg:
-                        self._tg = tg
-                        await self._set_up()
-                        await self._consume(receive)
-                        tg.cancel_scope.cancel()
-                except BaseExceptionGroup as group:
-                    raise _first_error(group) from None
+            try:
+                async with anyio.create_task_group() as tg:
+                    self._tg = tg
+                    await self._set_up()
+                    await self._consume(inbox)
+                    tg.cancel_scope.cancel()
+            except BaseExceptionGroup as group:
+                raise _first_error(group) from None
+            finally:
+                inbox.close()
         except anyio.get_cancelled_exc_class():
             self.interrupted = True  # a cancelled arun is an interrupt: resumable, said so
             raise
@@ -365,7 +365,7 @@ class Controller:
 
         return await anyio.to_thread.run_sync(load_state, self.s.resume_path)
 
-    async def _consume(self, receive: Any) -> None:
+    async def _consume(self, inbox: Inbox) -> None:
         self._accepting = True
         self.accepting.set()
         self._busy_since = time.perf_counter()
@@ -373,7 +373,7 @@ class Controller:
         self.persistence.journal_survivors()
         while not self._is_finished():
             await self._wait_for_blocking_subscribers()
-            event = await receive.receive()
+            event = await inbox.receive()
             self._busy_since = time.perf_counter()
             await self._step(event)
 
