@@ -10,6 +10,7 @@ cancelling ``arun`` safe.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime
 import itertools
@@ -50,6 +51,7 @@ from tune_async.state import ExperimentPersistence
 from tune_async.transitions import Effect, Event
 from tune_async.trial import Trial, TrialStatus, TrialView, unwrap
 from tune_async.trial_dirs import TrialDirs, list_names, may_use_trial_dirs_on_loop
+from tune_async.trial_tasks import TrialTasks
 from tune_async.utils.util import flatten_dict
 from tune_async.waiting import WaitingQueue
 
@@ -228,7 +230,8 @@ class Controller:
         self.interrupted = False
         self.raise_error: BaseException | None = None
         self._trainables: dict[str, type] = {}
-        self._in_flight: dict[str, anyio.CancelScope] = {}
+        self._in_flight: dict[str, asyncio.Task] = {}  # a trial's launch or fetch task
+        self._trial_tasks = TrialTasks()
         self._launches: dict[str, Launch] = {}  # a running trial's current run
         self._launch_numbers = itertools.count(1)
         # States kept in memory: each trial's newest (a donor for exploits), and what a
@@ -327,12 +330,15 @@ class Controller:
             # Setup is inside too: a failure or a cancel at any moment still releases
             # every worker and saves the state.
             with anyio.CancelScope(shield=True):
+                # The group's end closed them, unless it was cancelled before owning them.
+                await self._trial_tasks.close()
                 await self._cleanup()
         if self.raise_error is not None:
             raise self.raise_error
         return self.trials
 
     async def _set_up(self) -> None:
+        self._tg.start_soon(self._trial_tasks.own)
         await self.executor.setup()
         if callable(getattr(self.executor, "set_wakeup", None)):
             self.executor.set_wakeup(self._wake_threadsafe(),
@@ -654,12 +660,12 @@ class Controller:
         if Effect.LAUNCH in chain:
             self._spawn_trial_task(trial, self._launch, launch)
         elif Effect.RELEASE in chain:
-            scope = self._in_flight.pop(trial.trial_id, None)
-            if scope is not None:
-                scope.cancel()
+            in_flight = self._in_flight.pop(trial.trial_id, None)
+            if in_flight is not None:
+                in_flight.cancel()
             saving = self._new_saved_state(trial) if Effect.SAVE_IN_MEMORY in chain else None
-            self._tg.start_soon(self._release, trial, launch, saving, scope is not None,
-                                options.get("failed", False))
+            self._trial_tasks.spawn(self._release, trial, launch, saving, in_flight is not None,
+                                    options.get("failed", False))
         else:  # FETCH, after a save when asked
             saving = self._new_saved_state(trial) if Effect.SAVE_IN_MEMORY in chain else None
             self._spawn_trial_task(trial, self._fetch, launch, saving)
@@ -683,29 +689,25 @@ class Controller:
         self.persistence.must_survive(trial)  # the new config must survive a crash
 
     def _spawn_trial_task(self, trial: Trial, fn: Callable, *args: Any) -> None:
-        scope = anyio.CancelScope()
-        self._in_flight[trial.trial_id] = scope
-        self._tg.start_soon(fn, *args, scope)
+        # Cancelled (the trial stopped while it fetched): the task just ends.
+        self._in_flight[trial.trial_id] = self._trial_tasks.spawn(fn, *args)
 
-    async def _launch(self, launch: Launch, scope: anyio.CancelScope) -> None:
+    async def _launch(self, launch: Launch) -> None:
         trial = launch.trial
-        with scope:
-            try:
-                await self.executor.start_trial(
-                    launch, self._trainables[trial.trial_id], self.s.reuse_actors,
-                    await self._restore_point(trial),
-                )
-            except TrialFailure as failure:
-                self._post(TrialFailed(trial, failure))
-                return
-            await self._fetch_and_post(launch)
+        try:
+            await self.executor.start_trial(
+                launch, self._trainables[trial.trial_id], self.s.reuse_actors,
+                await self._restore_point(trial),
+            )
+        except TrialFailure as failure:
+            self._post(TrialFailed(trial, failure))
+            return
+        await self._fetch_and_post(launch)
 
-    async def _fetch(self, launch: Launch, saving: _SavedState | None,
-                     scope: anyio.CancelScope) -> None:
-        with scope:
-            if saving is not None:
-                await self._save_into(launch, saving)
-            await self._fetch_and_post(launch)
+    async def _fetch(self, launch: Launch, saving: _SavedState | None) -> None:
+        if saving is not None:
+            await self._save_into(launch, saving)
+        await self._fetch_and_post(launch)
 
     async def _fetch_and_post(self, launch: Launch) -> None:
         trial = launch.trial
@@ -759,8 +761,6 @@ class Controller:
     def _wake_threadsafe(self) -> Callable[[], None]:
         """A wake-up the executor may call from any thread (other experiments free room);
         wake-ups that arrive while one is pending coalesce into it."""
-        import asyncio
-
         loop = asyncio.get_running_loop()
         pending = False
 
@@ -1430,9 +1430,9 @@ class Controller:
 
     async def _release_running(self) -> None:
         for trial in list(self.running.values()):
-            scope = self._in_flight.pop(trial.trial_id, None)
-            if scope is not None:
-                scope.cancel()
+            in_flight = self._in_flight.pop(trial.trial_id, None)
+            if in_flight is not None:
+                in_flight.cancel()
             transitions.apply(trial, Event.INTERRUPT)  # resumable; released right here
             self._index(trial, TrialStatus.RUNNING)
             launch = self._launches.pop(trial.trial_id, None) or trial
