@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import collections
 import glob
 import json
+import logging
 import math
 import os
 import threading
@@ -20,6 +22,8 @@ import cloudpickle
 
 from tune_async.trial import Trial
 from tune_async.utils.util import atomic_write_text, json_dumps
+
+logger = logging.getLogger(__name__)
 
 STATE_PREFIX = "experiment_state-"
 
@@ -63,10 +67,12 @@ class StateSerializer:
     """
 
     def __init__(self) -> None:
-        # A finished trial's text is kept compressed (bytes): with many trials it is most
-        # of what the driver holds per trial. The writer thread compresses it (zlib
-        # releases the GIL: the loop does not wait for it) and inflates it to write.
-        self._entries: dict[str, tuple[tuple, str | bytes]] = {}
+        # A finished trial's text is kept compressed: with many trials it is most of what
+        # the driver holds per trial. The writer thread compresses the texts of the
+        # trials that finished since its last write together, as one chunk (zlib
+        # releases the GIL on every call, and each release is a handoff with the loop's
+        # thread: one per chunk, not one per trial), and inflates a chunk once per write.
+        self._entries: dict[str, tuple[tuple, str | _Packed]] = {}
         self._to_compress: list[tuple[str, tuple]] = []
         self._lock = threading.Lock()  # the loop replaces entries the writer compresses
 
@@ -74,8 +80,8 @@ class StateSerializer:
         """The trial's entry as JSON text."""
         return inflate(self.stored_entry(trial))
 
-    def stored_entry(self, trial: Trial) -> str | bytes:
-        """The entry as kept: text, or compressed text (bytes) for a finished trial."""
+    def stored_entry(self, trial: Trial) -> str | _Packed:
+        """The entry as kept: text, or a place in a compressed chunk for a finished trial."""
         key = (trial.status, trial.results_recorded, trial.num_failures, trial.logdir,
                id(trial.checkpoint), trial.custom_trial_name)
         cached = self._entries.get(trial.trial_id)
@@ -91,8 +97,13 @@ class StateSerializer:
     def compress_finished(self) -> None:
         """Compress the texts of trials that finished since the last call (any thread)."""
         batch, self._to_compress = self._to_compress, []
-        for trial_id, stored in batch:
-            packed = (stored[0], zlib.compress(stored[1].encode("utf-8"), 1))
+        if not batch:
+            return
+        # Entries are single-line JSON (newlines inside strings are escaped): one chunk.
+        chunk = _Chunk(zlib.compress("\n".join(stored[1] for _, stored in batch)
+                                     .encode("utf-8"), 1))
+        for index, (trial_id, stored) in enumerate(batch):
+            packed = (stored[0], _Packed(chunk, index))
             with self._lock:
                 if self._entries.get(trial_id) is stored:  # not re-encoded meanwhile
                     self._entries[trial_id] = packed
@@ -119,15 +130,50 @@ JOURNAL_PREFIX = "experiment_journal-"
 
 
 def _snapshot_parts(job: _Snapshot) -> Iterable[str]:
-    """The snapshot file's text in parts: a large experiment's is never joined in memory."""
+    """The snapshot file's text in parts: a large experiment's is never joined in memory
+    (a few inflated chunks at a time: trials that finished together mostly sit together,
+    a long-running one between them is the odd one out)."""
     yield job.head[:-1] + ', "checkpoints": [\n'
+    inflated: collections.OrderedDict[_Chunk, list[str]] = collections.OrderedDict()
     for i, entry in enumerate(job.entries):
-        yield (",\n" if i else "") + inflate(entry)
+        if isinstance(entry, str):
+            text = entry
+        else:
+            texts = inflated.get(entry.chunk)
+            if texts is None:
+                texts = inflated[entry.chunk] = entry.chunk.texts()
+                if len(inflated) > _INFLATED_CHUNKS:
+                    inflated.popitem(last=False)
+            else:
+                inflated.move_to_end(entry.chunk)
+            text = texts[entry.index]
+        yield (",\n" if i else "") + text
     yield "\n]}"
 
 
-def inflate(entry: str | bytes) -> str:
-    return entry if isinstance(entry, str) else zlib.decompress(entry).decode("utf-8")
+_INFLATED_CHUNKS = 8
+
+
+class _Chunk:
+    """The entry texts of trials that finished together, compressed together."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def texts(self) -> list[str]:
+        return zlib.decompress(self.data).decode("utf-8").split("\n")
+
+
+@attrs.frozen
+class _Packed:
+    chunk: _Chunk
+    index: int
+
+
+def inflate(entry: str | _Packed) -> str:
+    return entry if isinstance(entry, str) else entry.chunk.texts()[entry.index]
 
 
 def journal_path(state_file: str) -> str:
@@ -219,7 +265,7 @@ def write_snapshot(path: str, text: str | Iterable[str]) -> None:
 @attrs.frozen
 class _Snapshot:
     head: str
-    entries: list  # entry texts (compressed bytes for finished trials), joined off the loop
+    entries: list  # entry texts (or places in compressed chunks), joined off the loop
     seq: int
 
 
@@ -245,6 +291,12 @@ class ExperimentPersistence:
             (flushes the loggers: the files must hold what the state says was recorded).
         flush_files: Called in the writer's thread before each write, and for
             :meth:`flush_files_soon`: flushes result files off the loop.
+        small_writes_on_loop: Write on the loop what has no snapshot in it (result
+            files, new trial directories, journal lines): for an executor whose loop
+            never waits for real time (the simulated one), where the writer thread's
+            GIL handoffs, one per system call, cost ~15% of the run. Snapshots, which
+            grow with the experiment, still go to the thread, and so does everything
+            once one such write took over ``ON_LOOP_LIMIT_S`` (a slow disk).
     """
 
     MIN_PERIOD_S = 2.0  # snapshots at most this often while running
@@ -252,16 +304,19 @@ class ExperimentPersistence:
     # (JSON and pickle), so 1,000 running trials took one 50-100 ms stretch in chunks of 500.
     YIELD_AFTER_S = 0.002
     COALESCE_S = 0.02  # the writer gathers jobs this long before one write (a crash loses no more)
+    ON_LOOP_LIMIT_S = 0.005  # small_writes_on_loop: a longer write sends them to the thread
 
     def __init__(self, experiment_dir: str, session_str: str, now: Callable[[], float],
                  before_write: Callable[[], None],
-                 flush_files: Callable[[], None] = lambda: None) -> None:
+                 flush_files: Callable[[], None] = lambda: None,
+                 small_writes_on_loop: bool = False) -> None:
         self.state_file = state_path(experiment_dir, session_str)
         self._journal = Journal(journal_path(self.state_file))
         self._serializer = StateSerializer()
         self._now = now
         self._before_write = before_write
         self._flush_files = flush_files
+        self._small_writes_on_loop = small_writes_on_loop
         self._seq = 0
         self._in_snapshot: set[str] = set()
         self._to_persist: dict[str, Trial] = {}
@@ -353,7 +408,21 @@ class ExperimentPersistence:
                 # Shielded: once taken from the queue, the jobs must reach the disk even
                 # if the writer task is cancelled right now (the experiment ending).
                 with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(self._write, jobs)
+                    if self._small_writes_on_loop and not final and not any(
+                            isinstance(job, _Snapshot) for job in jobs):
+                        self._write_on_loop(jobs)
+                    else:
+                        await anyio.to_thread.run_sync(self._write, jobs)
+
+    def _write_on_loop(self, jobs: list[_Snapshot | _JournalLine | None]) -> None:
+        began = time.perf_counter()
+        self._write(jobs)
+        if time.perf_counter() - began > self.ON_LOOP_LIMIT_S:
+            # A disk that makes files slowly (0.1-1 ms each on some): its waits would
+            # stall the loop and no longer overlap with its work. The thread, from now on.
+            self._small_writes_on_loop = False
+            logger.debug("Writing files on the loop took %.1f ms: in a thread from now on",
+                         1e3 * (time.perf_counter() - began))
 
     def _write(self, jobs: list[_Snapshot | _JournalLine | None]) -> None:
         self._flush_files()  # before the state: files hold what it says was recorded

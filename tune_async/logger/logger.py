@@ -425,7 +425,10 @@ class _FileLoggerCallback(LoggerCallback):
         self._deferred = True
 
         def flush_files() -> None:
-            while self._closing:  # ended trials' writers: their last results, then close
+            # Ended trials' writers (their last results, then close): those queued so far
+            # only, so that trials ending faster than this closes them never keep the
+            # writer's thread from the state and journal it writes next.
+            for _ in range(len(self._closing)):
                 self._closing.popleft().close()
             for writer in list(self._writers.values()):
                 try:

@@ -1,0 +1,86 @@
+"""Experiment persistence (tune_async.state): what a snapshot holds once finished trials'
+entries are kept compressed in chunks, and where the small writes happen.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from tune_async.state import ExperimentPersistence, load_state, trials_from_state
+from tune_async.trial import Trial, TrialStatus
+
+
+def make_trials(count):
+    trials = []
+    for i in range(count):
+        trial = Trial("f", config={"i": i, "text": f"line\nbreak {i}"}, trial_id=f"t_{i:05d}")
+        trial.last_result = {"loss": i / 10, "note": "a\nb"}
+        trials.append(trial)
+    return trials
+
+
+def persistence(tmp_path, **kwargs):
+    return ExperimentPersistence(str(tmp_path), "2026-12-03_00-00-00", time.monotonic,
+                                 lambda: None, **kwargs)
+
+
+@pytest.mark.asyncio
+async def test_a_snapshot_lists_every_trial_in_order_after_finished_ones_are_compressed(
+        tmp_path):
+    trials = make_trials(60)
+    store = persistence(tmp_path)
+    # Trials finish in three waves, a long-running one between them (as under ASHA):
+    # each wave's entries are compressed together by the write that follows it.
+    for wave in (range(0, 20), range(20, 40), range(41, 60)):
+        for i in wave:
+            trials[i].status = TrialStatus.TERMINATED
+        await store.snapshot(trials, {"name": "x"}, 0.0)
+        await store.flush()
+    trials[40].status = TrialStatus.TERMINATED  # the long-running one finishes last
+    await store.snapshot(trials, {"name": "x"}, 0.0)
+    await store.flush(final=True)
+
+    state = load_state(store.state_file)
+    restored = trials_from_state(state)
+    assert [t.trial_id for t in restored] == [t.trial_id for t in trials]
+    assert all(t.status == TrialStatus.TERMINATED for t in restored)
+    assert [t.config for t in restored] == [t.config for t in trials]
+    assert [e["last_result"]["note"] for e in state["checkpoints"]] == ["a\nb"] * 60
+
+
+class FlushRecorder:
+    def __init__(self, slow_after=None):
+        self.threads = []
+        self.slow_after = slow_after
+
+    def __call__(self):
+        self.threads.append(threading.get_ident())
+        if self.slow_after is not None and len(self.threads) > self.slow_after:
+            time.sleep(0.02)  # a disk that makes files slowly
+
+
+@pytest.mark.asyncio
+async def test_small_writes_stay_on_the_loop_until_one_is_slow_then_go_to_a_thread(tmp_path):
+    recorder = FlushRecorder(slow_after=2)
+    store = persistence(tmp_path, flush_files=recorder, small_writes_on_loop=True)
+    loop_thread = threading.get_ident()
+    for _ in range(5):
+        store.flush_files_soon()
+        await store.flush()
+    assert recorder.threads[:3] == [loop_thread] * 3  # the third one took 20 ms
+    assert loop_thread not in recorder.threads[3:]
+    assert len(recorder.threads) == 5
+
+
+@pytest.mark.asyncio
+async def test_without_the_option_every_write_goes_to_a_thread(tmp_path):
+    recorder = FlushRecorder()
+    store = persistence(tmp_path, flush_files=recorder)
+    for _ in range(3):
+        store.flush_files_soon()
+        await store.flush()
+    assert threading.get_ident() not in recorder.threads
+    assert len(recorder.threads) == 3
