@@ -183,6 +183,44 @@ def test_csv_append_writes_no_second_header(trial):
     assert rows == [["b", "a"], ["1", "2"], ["1", "2"], ["5", "3"]]
 
 
+def test_csv_deferred_reads_the_existing_header_off_the_loop_and_keeps_row_order(
+        trial, monkeypatch):
+    import builtins
+    import threading
+
+    cb = CSVLoggerCallback()
+    cb.log_trial_start(trial)
+    cb.log_trial_result(1, trial, {"b": 1, "a": 2})
+    cb.log_trial_end(trial)
+
+    def flush_in_a_thread():
+        worker = threading.Thread(target=flush_files, name="writer")
+        worker.start()
+        worker.join()
+
+    opened = []
+    real_open = builtins.open
+
+    def recording_open(path, *args, **kwargs):
+        opened.append((os.path.basename(str(path)), threading.current_thread().name))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", recording_open)
+    cb = CSVLoggerCallback()
+    flush_files = cb.defer_flushing()  # as the controller does: I/O in its writer thread
+    cb.log_trial_start(trial)  # a restart: the file and its header exist
+    cb.log_trial_result(1, trial, {"a": 3, "new": 4, "b": 5})  # before the header is read
+    assert opened == []  # nothing read on the caller's thread
+    flush_in_a_thread()
+    cb.log_trial_result(2, trial, {"b": 7, "a": 6})  # after: formatted right away
+    cb.log_trial_end(trial)
+    flush_in_a_thread()
+    monkeypatch.undo()
+    assert opened == [("progress.csv", "writer")]
+    rows = read_csv(os.path.join(trial.logdir, "progress.csv"))
+    assert rows == [["b", "a"], ["1", "2"], ["5", "3"], ["7", "6"]]
+
+
 async def test_logger_callback_maps_hooks():
     calls = []
 

@@ -202,34 +202,70 @@ def _progress_row(result: dict) -> dict:
 
 
 class _CsvWriter:
-    """Appends flattened results to ``progress.csv``; columns fixed by the first row."""
+    """Appends flattened results to ``progress.csv``; columns fixed by the first row.
+
+    Deferred: an existing file's header (a restarted trial) is looked for by the first
+    flush, off the loop; rows reported before that wait as dicts and are formatted then.
+    """
 
     def __init__(self, logdir: str, deferred: bool = False) -> None:
         if not deferred:
             _ensure_dir(logdir)
-        path = os.path.join(logdir, EXPR_PROGRESS_FILE)
-        # (deferred: a stat first, so that a new trial's file is not opened on the loop)
-        exists = not deferred or os.path.exists(path)
-        self._fields = _existing_header(path) if exists else None
-        self._file = _AppendOnlyFile(path, deferred)
+        self._path = os.path.join(logdir, EXPR_PROGRESS_FILE)
+        self._fields: list[str] | None = None
+        self._early_rows: list[dict] | None = [] if deferred else None  # None: header known
+        self._header_lock = threading.Lock()
+        if not deferred:
+            self._fields = _existing_header(self._path)
+        self._file = _AppendOnlyFile(self._path, deferred)
         self._line = io.StringIO()
         self._writer = csv.writer(self._line)
 
     def write(self, result: dict) -> None:
         row = _progress_row(result)
-        if self._fields is None:
+        if self._early_rows is not None:
+            with self._header_lock:
+                if self._early_rows is not None:  # (the writer's thread may just have read it)
+                    self._early_rows.append(row)
+                    return
+        self._write_row(self._writer, self._line, row)
+
+    def _write_row(self, writer: Any, line: io.StringIO, row: dict) -> None:
+        if self._fields is None:  # the first row's keys are the columns
             self._fields = list(row)
-            self._writer.writerow(self._fields)
-        self._writer.writerow([row.get(k, "") for k in self._fields])
-        self._file.write(self._line.getvalue().encode("utf-8"))
-        self._line.seek(0)
-        self._line.truncate()
+            self._file.write(_csv_line(writer, line, self._fields))
+        self._file.write(_csv_line(writer, line, [row.get(k, "") for k in self._fields]))
+
+    def _settle_header(self) -> None:
+        """(Deferred, first flush, writer's thread) Take the existing file's header, if
+        any, and write the rows that waited for it, in order."""
+        if self._early_rows is None:
+            return
+        fields = _existing_header(self._path)  # outside the lock: the loop may wait on it
+        with self._header_lock:
+            self._fields = fields
+            line = io.StringIO()  # (the loop's formatter is the loop's own)
+            writer = csv.writer(line)
+            for row in self._early_rows:
+                self._write_row(writer, line, row)
+            self._early_rows = None
 
     def flush(self) -> None:
+        self._settle_header()
         self._file.flush()
 
     def close(self) -> None:
+        self._settle_header()
         self._file.close()
+
+
+def _csv_line(writer: Any, line: io.StringIO, values: list) -> bytes:
+    """One CSV line as bytes (``line`` is the writer's buffer, emptied again)."""
+    writer.writerow(values)
+    text = line.getvalue()
+    line.seek(0)
+    line.truncate()
+    return text.encode("utf-8")
 
 
 def _import_tbx() -> Any:
