@@ -243,6 +243,8 @@ class _CsvWriter:
             return
         fields = _existing_header(self._path)  # outside the lock: the loop may wait on it
         with self._header_lock:
+            if self._early_rows is None:
+                return  # settled meanwhile by a close on another thread
             self._fields = fields
             line = io.StringIO()  # (the loop's formatter is the loop's own)
             writer = csv.writer(line)
