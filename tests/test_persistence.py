@@ -84,3 +84,29 @@ async def test_without_the_option_every_write_goes_to_a_thread(tmp_path):
         await store.flush()
     assert threading.get_ident() not in recorder.threads
     assert len(recorder.threads) == 3
+
+
+WRITE_MAIN_TRIAL = """
+import sys
+from tune_async.state import trial_state
+from tune_async.trial import Trial
+from tune_async.utils.util import json_dumps
+
+class Net:  # defined in __main__: only cloudpickle can carry it to another process
+    depth = 3
+
+trial = Trial("f", config={"model": Net, "act": lambda x: x * 2}, trial_id="m_00000")
+with open(sys.argv[1], "w") as f:
+    f.write(json_dumps({"checkpoints": [trial_state(trial)]}))
+"""
+
+
+def test_a_trial_holding_main_module_objects_loads_in_another_process(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "state.json"
+    subprocess.run([sys.executable, "-c", WRITE_MAIN_TRIAL, str(path)], check=True)
+    restored = trials_from_state(load_state(str(path)))
+    assert restored[0].config["model"].depth == 3
+    assert restored[0].config["act"](4) == 8
