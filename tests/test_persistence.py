@@ -1,5 +1,6 @@
 """Experiment persistence (tune_async.state): what a snapshot holds once finished trials'
-entries are kept compressed in chunks, and where the small writes happen.
+entries are kept compressed in chunks, where the writes happen, and what a state file
+of objects only cloudpickle can carry needs to load elsewhere.
 """
 
 from __future__ import annotations
@@ -52,31 +53,15 @@ async def test_a_snapshot_lists_every_trial_in_order_after_finished_ones_are_com
 
 
 class FlushRecorder:
-    def __init__(self, slow_after=None):
+    def __init__(self):
         self.threads = []
-        self.slow_after = slow_after
 
     def __call__(self):
         self.threads.append(threading.get_ident())
-        if self.slow_after is not None and len(self.threads) > self.slow_after:
-            time.sleep(0.02)  # a disk that makes files slowly
 
 
 @pytest.mark.asyncio
-async def test_small_writes_stay_on_the_loop_until_one_is_slow_then_go_to_a_thread(tmp_path):
-    recorder = FlushRecorder(slow_after=2)
-    store = persistence(tmp_path, flush_files=recorder, small_writes_on_loop=True)
-    loop_thread = threading.get_ident()
-    for _ in range(5):
-        store.flush_files_soon()
-        await store.flush()
-    assert recorder.threads[:3] == [loop_thread] * 3  # the third one took 20 ms
-    assert loop_thread not in recorder.threads[3:]
-    assert len(recorder.threads) == 5
-
-
-@pytest.mark.asyncio
-async def test_without_the_option_every_write_goes_to_a_thread(tmp_path):
+async def test_every_write_goes_to_a_thread(tmp_path):
     recorder = FlushRecorder()
     store = persistence(tmp_path, flush_files=recorder)
     for _ in range(3):

@@ -116,3 +116,30 @@ def test_names_known_from_the_listing_are_skipped_and_dirs_made_by_the_writer(tm
     assert os.path.isdir(second.logdir) and os.path.isdir(third.logdir)
     with pytest.raises(ValueError, match="plain directory name"):
         dirs.assign(Trial("f", local_dir=str(tmp_path), custom_dirname="x/y"))
+
+
+def test_each_make_pending_makes_the_directories_queued_when_it_began(tmp_path, monkeypatch):
+    import tune_async.trial_dirs as trial_dirs_module
+
+    listings = []
+    dirs = TrialDirs(on_loop=False, list_in_background=lambda parent, done: listings.append(done),
+                     wake_writer=lambda: None)
+    dirs.assign(Trial("f", local_dir=str(tmp_path), custom_dirname="first"))
+    listings.pop()(["first"])
+    queued = [Trial("f", local_dir=str(tmp_path), custom_dirname=f"q{i}") for i in range(3)]
+    for trial in queued:
+        dirs.assign(trial)
+    late = Trial("f", local_dir=str(tmp_path), custom_dirname="late")
+    real_make_dir = trial_dirs_module._make_dir
+
+    def make_dir_while_trials_keep_starting(path):
+        real_make_dir(path)
+        if late.logdir is None:  # a trial starts while the writer makes directories
+            dirs.assign(late)
+
+    monkeypatch.setattr(trial_dirs_module, "_make_dir", make_dir_while_trials_keep_starting)
+    dirs.make_pending()
+    assert all(os.path.isdir(t.logdir) for t in queued)
+    assert not os.path.exists(late.logdir)  # next time: the writer goes on to its state
+    dirs.make_pending()
+    assert os.path.isdir(late.logdir)

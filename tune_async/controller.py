@@ -263,7 +263,6 @@ class Controller:
         self.persistence = ExperimentPersistence(
             settings.experiment_dir, settings.session_str, time.monotonic, self._flush_loggers,
             flush_files=self._flush_files,
-            small_writes_on_loop=getattr(self.executor, "small_writes_on_loop", False),
         )
         self.trial_dirs = TrialDirs(on_loop=may_use_trial_dirs_on_loop(self.callbacks),
                                     list_in_background=self._list_in_background,

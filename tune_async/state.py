@@ -6,7 +6,6 @@ import base64
 import collections
 import glob
 import json
-import logging
 import math
 import os
 import pickle
@@ -23,8 +22,6 @@ import cloudpickle
 
 from tune_async.trial import Trial
 from tune_async.utils.util import atomic_write_text, json_dumps
-
-logger = logging.getLogger(__name__)
 
 STATE_PREFIX = "experiment_state-"
 
@@ -308,12 +305,6 @@ class ExperimentPersistence:
             (flushes the loggers: the files must hold what the state says was recorded).
         flush_files: Called in the writer's thread before each write, and for
             :meth:`flush_files_soon`: flushes result files off the loop.
-        small_writes_on_loop: Write on the loop what has no snapshot in it (result
-            files, new trial directories, journal lines): for an executor whose loop
-            never waits for real time (the simulated one), where the writer thread's
-            GIL handoffs, one per system call, cost ~15% of the run. Snapshots, which
-            grow with the experiment, still go to the thread, and so does everything
-            once one such write took over ``ON_LOOP_LIMIT_S`` (a slow disk).
     """
 
     MIN_PERIOD_S = 2.0  # snapshots at most this often while running
@@ -321,19 +312,16 @@ class ExperimentPersistence:
     # (JSON and pickle), so 1,000 running trials took one 50-100 ms stretch in chunks of 500.
     YIELD_AFTER_S = 0.002
     COALESCE_S = 0.02  # the writer gathers jobs this long before one write (a crash loses no more)
-    ON_LOOP_LIMIT_S = 0.005  # small_writes_on_loop: a longer write sends them to the thread
 
     def __init__(self, experiment_dir: str, session_str: str, now: Callable[[], float],
                  before_write: Callable[[], None],
-                 flush_files: Callable[[], None] = lambda: None,
-                 small_writes_on_loop: bool = False) -> None:
+                 flush_files: Callable[[], None] = lambda: None) -> None:
         self.state_file = state_path(experiment_dir, session_str)
         self._journal = Journal(journal_path(self.state_file))
         self._serializer = StateSerializer()
         self._now = now
         self._before_write = before_write
         self._flush_files = flush_files
-        self._small_writes_on_loop = small_writes_on_loop
         self._seq = 0
         self._in_snapshot: set[str] = set()
         self._to_persist: dict[str, Trial] = {}
@@ -425,21 +413,7 @@ class ExperimentPersistence:
                 # Shielded: once taken from the queue, the jobs must reach the disk even
                 # if the writer task is cancelled right now (the experiment ending).
                 with anyio.CancelScope(shield=True):
-                    if self._small_writes_on_loop and not final and not any(
-                            isinstance(job, _Snapshot) for job in jobs):
-                        self._write_on_loop(jobs)
-                    else:
-                        await anyio.to_thread.run_sync(self._write, jobs)
-
-    def _write_on_loop(self, jobs: list[_Snapshot | _JournalLine | None]) -> None:
-        began = time.perf_counter()
-        self._write(jobs)
-        if time.perf_counter() - began > self.ON_LOOP_LIMIT_S:
-            # A disk that makes files slowly (0.1-1 ms each on some): its waits would
-            # stall the loop and no longer overlap with its work. The thread, from now on.
-            self._small_writes_on_loop = False
-            logger.debug("Writing files on the loop took %.1f ms: in a thread from now on",
-                         1e3 * (time.perf_counter() - began))
+                    await anyio.to_thread.run_sync(self._write, jobs)
 
     def _write(self, jobs: list[_Snapshot | _JournalLine | None]) -> None:
         self._flush_files()  # before the state: files hold what it says was recorded

@@ -79,7 +79,10 @@ class TrialDirs:
 
     def make_pending(self) -> None:
         """Make the directories named since the last call (the writer's thread)."""
-        while self._to_make:
+        # Those queued so far only: trials starting faster than a slow disk makes their
+        # directories must not keep the writer from the state it writes next (a file
+        # written into a directory not made yet makes it).
+        for _ in range(len(self._to_make)):
             _make_dir(self._to_make.popleft())
 
     def _learn(self, parent: str, name: str) -> None:

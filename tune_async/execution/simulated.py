@@ -123,9 +123,6 @@ class SimulatedExecutor:
     """
 
     connects_ray = False
-    # Its loop never waits for real time: result files, trial directories and journal
-    # lines are written there, without the writer thread's GIL handoffs (~15% faster).
-    small_writes_on_loop = True
 
     def __init__(self, surrogate: Surrogate | None = None, clock: FakeClock | None = None,
                  slots: int = 1, window_s: float = 0.05) -> None:
