@@ -74,8 +74,8 @@ def _atomic_write(path: str, parts: Iterable[bytes]) -> None:
     # another thread take the GIL, which the writer's thread then waits to get back.
     directory, name = os.path.split(path)
     tmp = os.path.join(directory, f".tmp_{name}.{os.getpid()}.{threading.get_ident()}.part")
+    fd = os.open(tmp, _NEW_FILE_FLAGS, 0o666)  # (failing: there is nothing to remove)
     try:
-        fd = os.open(tmp, _NEW_FILE_FLAGS, 0o666)
         try:
             _write_parts(fd, parts)
         finally:
