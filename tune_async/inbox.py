@@ -23,7 +23,7 @@ class Inbox:
         self._closed = False
 
     def send_nowait(self, item: Any) -> None:
-        """Queue ``item`` (any thread but the loop's must not call this)."""
+        """Queue ``item`` (on the loop's thread only: the waiter is the loop's future)."""
         if self._closed:
             raise anyio.ClosedResourceError
         self._items.append(item)

@@ -16,12 +16,14 @@ write into the directory as the trial starts, as 1.x allows.
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from tune_async.trial import Trial, check_dirname
+from tune_async.utils.util import in_made_dir
 
 # Hooks through which a callback sees a trial while it runs.
 _TRIAL_HOOKS = ("on_trial_start", "on_trial_restore", "on_trial_result", "on_trial_save",
@@ -103,12 +105,8 @@ class TrialDirs:
 
 def _make_dir(path: str) -> None:
     # One mkdir where the parent exists (makedirs stats the parent first).
-    try:
-        os.mkdir(path)
-    except FileExistsError:
-        pass
-    except FileNotFoundError:
-        os.makedirs(path, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        in_made_dir(os.path.dirname(path), os.mkdir, path)
 
 
 def list_names(parent: str) -> list[str]:

@@ -46,6 +46,7 @@ from tune_async.utils.util import (
     atomic_write_bytes,
     atomic_write_text,
     flatten_dict,
+    in_made_dir,
     json_dumps,
     write_all,
 )
@@ -84,12 +85,7 @@ def write_params(logdir: str, config: dict) -> None:
     except Exception as exc:  # an unpicklable config must not fail the trial
         logger.warning("Could not pickle the config of %s: %s", logdir, exc)
         data = None
-    json_path = os.path.join(logdir, EXPR_PARAM_FILE)
-    try:
-        atomic_write_text(json_path, text)
-    except FileNotFoundError:  # (the directory usually exists: no stat first)
-        os.makedirs(logdir, exist_ok=True)
-        atomic_write_text(json_path, text)
+    in_made_dir(logdir, atomic_write_text, os.path.join(logdir, EXPR_PARAM_FILE), text)
     if data is not None:
         atomic_write_bytes(os.path.join(logdir, EXPR_PARAM_PICKLE_FILE), data)
 
@@ -98,14 +94,9 @@ _APPEND_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC"
 
 
 def _open_for_append(path: str) -> int:
-    """A descriptor appending to ``path``, its directory made if missing. One system
-    call where the directory exists (a Python file object costs five more, and each
-    lets the loop's thread take the GIL that the writer's thread then waits for)."""
-    try:
-        return os.open(path, _APPEND_FLAGS, 0o666)
-    except FileNotFoundError:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        return os.open(path, _APPEND_FLAGS, 0o666)
+    """A descriptor appending to ``path``, its directory made if missing: one system
+    call where it exists (a Python file object costs five more)."""
+    return in_made_dir(os.path.dirname(path), os.open, path, _APPEND_FLAGS, 0o666)
 
 
 class _AppendOnlyFile:
@@ -212,11 +203,9 @@ class _CsvWriter:
         if not deferred:
             _ensure_dir(logdir)
         self._path = os.path.join(logdir, EXPR_PROGRESS_FILE)
-        self._fields: list[str] | None = None
+        self._fields = None if deferred else _existing_header(self._path)
         self._early_rows: list[dict] | None = [] if deferred else None  # None: header known
         self._header_lock = threading.Lock()
-        if not deferred:
-            self._fields = _existing_header(self._path)
         self._file = _AppendOnlyFile(self._path, deferred)
         self._line = io.StringIO()
         self._writer = csv.writer(self._line)

@@ -62,6 +62,17 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
     _atomic_write(path, (data,))
 
 
+def in_made_dir(directory: str, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)``, which creates something in ``directory``; where the directory is
+    missing, it is made and ``fn`` called once more. No stat first: the directory
+    usually exists, and each system call off the loop is a GIL handoff with it."""
+    try:
+        return fn(*args)
+    except FileNotFoundError:
+        os.makedirs(directory, exist_ok=True)
+        return fn(*args)
+
+
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
 _WRITE_CHUNK = 1 << 18  # parts are gathered up to this size per write call
 
