@@ -6,6 +6,7 @@ left, and ``resume=True`` finishes every trial with each result recorded exactly
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -137,6 +138,40 @@ async def test_cleanup_gives_up_on_a_hanging_hook_and_names_it(results_dir, monk
     assert time.monotonic() - began < 20
     assert "HangingCallback.on_experiment_end did not finish" in caplog.text
     assert await wait_until_released() == ([], [])
+
+
+class SlowEndCallback(tune.Callback):
+    """Its end hook takes a while, so a second cancel can land during the cleanup."""
+
+    def __init__(self):
+        self.ending = asyncio.Event()
+        self.finished = False
+
+    async def on_experiment_end(self, trials, **info):
+        self.ending.set()
+        await asyncio.sleep(0.5)
+        self.finished = True
+
+
+async def test_a_second_native_cancel_during_cleanup_cuts_nothing_short(results_dir):
+    # asyncio's own Task.cancel (a timeout, a second Ctrl+C) passes anyio's shields: it
+    # must not stop the cleanup halfway, with workers still alive.
+    hook = SlowEndCallback()
+    task = asyncio.ensure_future(tune.arun(stepper, callbacks=[hook],
+                                           **run_args(results_dir, "twice")))
+    await asyncio.sleep(0.5)
+    task.cancel()
+    with anyio.fail_after(30):
+        await hook.ending.wait()
+    task.cancel()  # again, while it cleans up
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert hook.finished
+    assert await wait_until_released() == ([], [])
+    analysis = await tune.arun(stepper, resume=True, **run_args(results_dir, "twice"))
+    assert [t.status for t in analysis.trials] == ["TERMINATED"] * TRIALS
+    for trial in analysis.trials:
+        assert recorded_steps(trial) == list(range(1, STEPS + 1))
 
 
 CANCEL_DURING_RAY_START = """

@@ -159,6 +159,33 @@ async def test_leaving_the_block_releases_every_actor(tmp_path):
 
 
 
+@pytest.mark.ray
+async def test_leaving_after_the_last_event_releases_every_actor_and_keeps_the_analysis(
+        tmp_path):
+    import ray
+
+    def live_actors():
+        return [a for a in ray._private.state.actors().values()
+                if a["State"] != "DEAD" and a["ActorClassName"] == "TrialActor"]
+
+    # The block is left right after ExperimentEnded, while the run still releases its
+    # workers: that cleanup finishes (it was cut short once, and the next run waited
+    # forever for CPUs), and the analysis is still there after the block.
+    for run in range(2):
+        kwargs = dict(config={"x": tune.grid_search([0.1, 0.2])}, local_dir=str(tmp_path),
+                      name=f"to_the_end_{run}", verbose=0)
+        with anyio.fail_after(60):
+            async with tune.start(counter, **kwargs) as exp:
+                kinds = [type(event).__name__ async for event in exp.events()]
+        assert kinds[-1] == "ExperimentEnded" and kinds.count("TrialCompleted") == 2
+        analysis = await exp.analysis()
+        assert [t.status for t in analysis.trials] == ["TERMINATED"] * 2
+        with anyio.move_on_after(30):
+            while live_actors():
+                await anyio.sleep(0.05)
+        assert live_actors() == []
+
+
 async def test_a_cancelled_run_ends_with_an_interrupted_event(tmp_path):
     async with tune.start(counter, **run_kwargs(tmp_path, config={
             "x": 0.1, "steps": 10_000, "pause": 0.01})) as exp:

@@ -22,6 +22,7 @@ from tune_async.clock import RealClock
 from tune_async.controller import Controller, ControllerSettings
 from tune_async.error import TuneError
 from tune_async.experiment import Experiment, convert_to_experiment_list
+from tune_async.utils.cancel import run_with_orderly_cancel
 from tune_async.utils.util import date_str
 
 logger = logging.getLogger(__name__)
@@ -231,6 +232,12 @@ class _Job:
         self.server_port = server_port
 
     async def execute(self) -> Any:
+        """The run, to its analysis. A native ``Task.cancel`` of the caller (which anyio's
+        shields cannot hold back) reaches it as an anyio cancel: its cleanup always
+        finishes before ``CancelledError`` is raised."""
+        return await run_with_orderly_cancel(self._execute)
+
+    async def _execute(self) -> Any:
         from tune_async.analysis import ExperimentAnalysis
         from tune_async.utils.heap import frozen_heap
 

@@ -23,6 +23,7 @@ from tune_async.controller import AddTrialCommand, StopAll, StopTrialCommand
 from tune_async.error import TuneError
 from tune_async.events import Subscription
 from tune_async.trial import TrialView
+from tune_async.utils.cancel import until_done
 
 
 class ExperimentHandle:
@@ -119,16 +120,23 @@ class ExperimentHandle:
 
     async def _close(self) -> None:
         """Leaving the block: stop the experiment (running trials are interrupted and
-        their actors released, as with a cancelled arun) and wait for its cleanup."""
+        their actors released, as with a cancelled arun) and wait for its cleanup. One
+        that already ended (ExperimentEnded was published) finishes its cleanup and
+        its analysis uncancelled, so ``await exp.analysis()`` works after the block."""
         task = self._task
         if task is None:
             return
-        if not task.done():
+        if not task.done() and self._controller.events.ended is None:
             task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
+        try:
             await asyncio.wait([task])
-        if task.done() and not task.cancelled():
-            task.exception()  # retrieved: an error the body did not ask for is not logged
+        except asyncio.CancelledError:  # the caller was cancelled: stop, clean up, go on
+            task.cancel()
+            await until_done(task)
+            raise
+        finally:
+            if task.done() and not task.cancelled():
+                task.exception()  # retrieved: an error the body did not ask for is not logged
 
 
 @contextlib.asynccontextmanager
