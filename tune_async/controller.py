@@ -357,6 +357,8 @@ class Controller:
         self._tg.start_soon(self.lane.run)
         self._tg.start_soon(self.persistence.writer)
         self._tg.start_soon(self._ticker)
+        if self._deadline is not None:
+            self._tg.start_soon(self._budget_timer)
         if getattr(self.executor, "refresh_capacity", None) is not None:
             self._tg.start_soon(self._capacity_refresher)
         if self.interrupted:  # Ctrl+C arrived while Ray was starting
@@ -1263,9 +1265,17 @@ class Controller:
 
     # ---- periodic work ------------------------------------------------------------------
     async def _ticker(self) -> None:
+        # Progress, the state and the result files concern the real world: real seconds,
+        # also under a simulator's virtual clock (whose 0.5 s can pass hundreds of times
+        # in a real second, each tick a progress check and a wakeup of the state writer).
         while True:
-            await self.clock.sleep(TICK_S)
+            await anyio.sleep(TICK_S)
             self._post(Tick())
+
+    async def _budget_timer(self) -> None:
+        """``time_budget_s`` is on the controller's clock (virtual in a simulation)."""
+        await self.clock.sleep(self._deadline - self.clock.now())
+        self._post(Tick())  # the tick stops everything once the deadline has passed
 
     async def _on_tick(self) -> None:
         self.lane.tick()
