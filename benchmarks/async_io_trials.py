@@ -1,6 +1,7 @@
 """Many concurrent I/O-bound async trials on Ray: shared hosts versus an actor per trial.
 
-    python benchmarks/async_io_trials.py                      # 1,000 trials, shared hosts
+    python benchmarks/async_io_trials.py                      # issue 11's 1,000 trials, shared hosts
+    python benchmarks/async_io_trials.py --local-dir /dev/shm/aio   # the same, files on tmpfs
     python benchmarks/async_io_trials.py --mode actor --trials 100 --cpu 0.1
 
 Each trial awaits ``asyncio.sleep(--sleep)`` (a stand-in for a network call) and
@@ -71,7 +72,7 @@ def main() -> None:
     parser.add_argument("--mode", choices=["shared", "actor"], default="shared")
     parser.add_argument("--trials", type=int, default=1000)
     parser.add_argument("--results", type=int, default=10)
-    parser.add_argument("--sleep", type=float, default=0.05)
+    parser.add_argument("--sleep", type=float, default=0.1)  # issue 11: 0.1 s ten times
     parser.add_argument("--per-worker", type=int, default=500)
     parser.add_argument("--cpu", type=float, default=None,
                         help="CPU per trial (default: 2 / trials, so that all fit at once)")
