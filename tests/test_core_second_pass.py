@@ -228,3 +228,76 @@ def test_the_heap_is_frozen_during_a_run_and_unfrozen_after(tmp_path, monkeypatc
     seen.clear()
     tune.run(trainable, trial_executor=ScriptedExecutor(), local_dir=str(tmp_path), verbose=0)
     assert seen == [0]
+
+
+class SwitchIntervalSearcher(Searcher):
+    """Records the interpreter's switch interval when it is asked (in the lane's thread)."""
+
+    def __init__(self):
+        super().__init__(metric="x", mode="max")
+        self.seen = []
+        self.left = 2
+
+    def suggest(self, trial_id):
+        import sys
+
+        self.seen.append(sys.getswitchinterval())
+        if self.left == 0:
+            return Searcher.FINISHED
+        self.left -= 1
+        return {"n": self.left}
+
+    def on_trial_complete(self, trial_id, result=None, error=False):
+        pass
+
+
+def test_a_searcher_driven_run_gets_the_gil_back_within_1_ms(tmp_path, monkeypatch):
+    import sys
+
+    in_trials = []
+
+    def trainable(config):
+        in_trials.append(sys.getswitchinterval())
+        tune.report(x=1)
+
+    before = sys.getswitchinterval()
+    assert before > 0.001  # the interpreter's default (5 ms) in the test process
+    searcher = SwitchIntervalSearcher()
+    tune.run(trainable, search_alg=searcher, num_samples=2, trial_executor=ScriptedExecutor(),
+             local_dir=str(tmp_path), verbose=0)
+    # With a searcher working in a thread, the loop waits at most 1 ms for the GIL from
+    # any thread, for the whole run; a run without one keeps the interpreter's own.
+    assert searcher.seen and set(searcher.seen) == {0.001}
+    assert in_trials == [0.001, 0.001]
+    assert sys.getswitchinterval() == before
+    in_trials.clear()
+    tune.run(trainable, num_samples=2, trial_executor=ScriptedExecutor(),
+             local_dir=str(tmp_path), verbose=0)
+    assert in_trials == [before, before]
+    monkeypatch.setenv("TUNE_SWITCH_INTERVAL_S", "0")  # left alone
+    searcher = SwitchIntervalSearcher()
+    tune.run(trainable, search_alg=searcher, num_samples=2, trial_executor=ScriptedExecutor(),
+             local_dir=str(tmp_path), verbose=0)
+    assert set(searcher.seen) == {before}
+    monkeypatch.setenv("TUNE_SWITCH_INTERVAL_S", "soon")
+    with pytest.raises(ValueError, match="TUNE_SWITCH_INTERVAL_S must be a number, got 'soon'"):
+        tune.run(trainable, trial_executor=ScriptedExecutor(), local_dir=str(tmp_path),
+                 name="never", verbose=0)
+    assert not os.path.exists(os.path.join(tmp_path, "never"))  # before anything started
+
+
+def test_the_switch_interval_comes_back_after_the_last_overlapping_run():
+    import sys
+
+    from tune_async.utils.gil import short_switch_interval
+
+    before = sys.getswitchinterval()
+    with short_switch_interval(0.001):
+        with short_switch_interval(0.001):  # another experiment, meanwhile
+            assert sys.getswitchinterval() == 0.001
+        assert sys.getswitchinterval() == 0.001  # the first one still runs
+    assert sys.getswitchinterval() == before
+    with short_switch_interval(0.001):
+        sys.setswitchinterval(0.002)  # the application's own choice meanwhile: kept
+    assert sys.getswitchinterval() == 0.002
+    sys.setswitchinterval(before)

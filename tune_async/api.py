@@ -221,7 +221,7 @@ class _Job:
 
     def __init__(self, controller: Any, metric: str | None, mode: str | None,
                  raise_on_failed_trial: bool, gc_freeze: bool = True,
-                 server_port: int | None = None,
+                 switch_interval_s: float = 0.0, server_port: int | None = None,
                  before_run: Callable[[], Any] | None = None) -> None:
         self.before_run = before_run  # async work of the run before it starts (a download)
         self.controller = controller
@@ -229,6 +229,7 @@ class _Job:
         self.mode = mode
         self.raise_on_failed_trial = raise_on_failed_trial
         self.gc_freeze = gc_freeze
+        self.switch_interval_s = switch_interval_s
         self.server_port = server_port
 
     async def execute(self) -> Any:
@@ -239,11 +240,15 @@ class _Job:
 
     async def _execute(self) -> Any:
         from tune_async.analysis import ExperimentAnalysis
+        from tune_async.utils.gil import short_switch_interval
         from tune_async.utils.heap import frozen_heap
 
         if self.before_run is not None:
             await self.before_run()
-        with frozen_heap(self.gc_freeze):  # no 100 ms full collections of the imports
+        # No 100 ms full collections of the imports; with a searcher working in a thread,
+        # the loop gets the GIL back from any thread within 1 ms.
+        switch_s = self.switch_interval_s if self.controller.lane.works_in_thread else 0.0
+        with frozen_heap(self.gc_freeze), short_switch_interval(switch_s):
             trials = await self._run_controller()
         if self.raise_on_failed_trial and not self.controller.interrupted:
             incomplete = [t for t in trials if t.status != "TERMINATED"]
@@ -290,6 +295,7 @@ def _prepare_run(**kwargs: Any) -> _Job:
     _validate_export_formats(a.export_formats)
     _validate_log_to_file(a.log_to_file)
     _validate_trials_per_worker(a.trials_per_worker, a.log_to_file)
+    cleanup_hook_timeout_s, switch_interval_s = _cleanup_hook_timeout(), _switch_interval()
     if a._remote:
         raise _not_yet("_remote")
     experiments = _experiments_of(a)
@@ -340,11 +346,11 @@ def _prepare_run(**kwargs: Any) -> _Job:
         resume_path=resume_path,
         resume_errored_only=a.resume == "ERRORED_ONLY",
         clock=a._clock or getattr(executor, "clock", None) or RealClock(),
-        cleanup_hook_timeout_s=_cleanup_hook_timeout(),
+        cleanup_hook_timeout_s=cleanup_hook_timeout_s,
     )
     return _Job(Controller(settings), metric, mode, a.raise_on_failed_trial,
                 gc_freeze=os.environ.get("TUNE_GC_FREEZE", "1") != "0",
-                server_port=a.server_port,
+                switch_interval_s=switch_interval_s, server_port=a.server_port,
                 before_run=functools.partial(_download_to_resume, settings, cloud)
                 if from_cloud else None)
 
@@ -373,13 +379,23 @@ def _experiments_of(a: SimpleNamespace) -> list[Experiment]:
 
 def _cleanup_hook_timeout() -> float:
     """``TUNE_CLEANUP_HOOK_TIMEOUT_S``: how long a plugin hook may hang cleanup (10 s)."""
-    text = os.environ.get("TUNE_CLEANUP_HOOK_TIMEOUT_S", "10")
+    return _env_seconds("TUNE_CLEANUP_HOOK_TIMEOUT_S", "10")
+
+
+def _switch_interval() -> float:
+    """``TUNE_SWITCH_INTERVAL_S``: the interpreter's switch interval (at most) during a
+    run whose searcher works in a thread (0.001 s; 0 leaves it alone). See utils.gil."""
+    return _env_seconds("TUNE_SWITCH_INTERVAL_S", "0.001")
+
+
+def _env_seconds(name: str, default: str) -> float:
+    text = os.environ.get(name, default)
     try:
         value = float(text)
     except ValueError:
-        raise ValueError(f"TUNE_CLEANUP_HOOK_TIMEOUT_S must be a number, got {text!r}") from None
-    if value < 0:
-        raise ValueError(f"TUNE_CLEANUP_HOOK_TIMEOUT_S must be >= 0, got {text!r}")
+        raise ValueError(f"{name} must be a number, got {text!r}") from None
+    if not value >= 0:  # (NaN too)
+        raise ValueError(f"{name} must be >= 0, got {text!r}")
     return value
 
 

@@ -159,6 +159,11 @@ class SearcherLane:
         if pool is not None:
             await anyio.to_thread.run_sync(pool.shutdown, True)
 
+    @property
+    def works_in_thread(self) -> bool:
+        """The search algorithm's calls run in the lane's thread (not on the loop)."""
+        return not self._on_loop
+
     # ---- internals ----------------------------------------------------------------------
     def _enqueue(self, call: _Call) -> None:
         self._calls.append(call)
