@@ -298,6 +298,14 @@ def test_the_switch_interval_comes_back_after_the_last_overlapping_run():
         assert sys.getswitchinterval() == 0.001  # the first one still runs
     assert sys.getswitchinterval() == before
     with short_switch_interval(0.001):
+        with short_switch_interval(0):  # a run without a threaded searcher takes no part
+            pass
+        assert sys.getswitchinterval() == 0.001
+    with short_switch_interval(0):
+        with short_switch_interval(0.001):
+            pass
+        assert sys.getswitchinterval() == before  # nor does it hold the short one longer
+    with short_switch_interval(0.001):
         sys.setswitchinterval(0.002)  # the application's own choice meanwhile: kept
     assert sys.getswitchinterval() == 0.002
     sys.setswitchinterval(before)

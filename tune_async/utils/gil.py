@@ -28,7 +28,11 @@ _ours: float | None = None
 
 @contextlib.contextmanager
 def short_switch_interval(seconds: float) -> Iterator[None]:
+    """At most ``seconds`` while inside (0: this run takes no part)."""
     global _running, _saved, _ours
+    if seconds <= 0:
+        yield
+        return
     if _running == 0:
         _saved = _ours = None
         if 0 < seconds < sys.getswitchinterval():
