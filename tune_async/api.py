@@ -23,7 +23,7 @@ from tune_async.controller import Controller, ControllerSettings
 from tune_async.error import TuneError
 from tune_async.experiment import Experiment, convert_to_experiment_list
 from tune_async.utils.cancel import run_with_orderly_cancel
-from tune_async.utils.util import date_str
+from tune_async.utils.util import date_str, env_number
 
 logger = logging.getLogger(__name__)
 
@@ -379,24 +379,13 @@ def _experiments_of(a: SimpleNamespace) -> list[Experiment]:
 
 def _cleanup_hook_timeout() -> float:
     """``TUNE_CLEANUP_HOOK_TIMEOUT_S``: how long a plugin hook may hang cleanup (10 s)."""
-    return _env_seconds("TUNE_CLEANUP_HOOK_TIMEOUT_S", "10")
+    return env_number("TUNE_CLEANUP_HOOK_TIMEOUT_S", 10.0)
 
 
 def _switch_interval() -> float:
     """``TUNE_SWITCH_INTERVAL_S``: the interpreter's switch interval (at most) during a
     run whose searcher works in a thread (0.001 s; 0 leaves it alone). See utils.gil."""
-    return _env_seconds("TUNE_SWITCH_INTERVAL_S", "0.001")
-
-
-def _env_seconds(name: str, default: str) -> float:
-    text = os.environ.get(name, default)
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"{name} must be a number, got {text!r}") from None
-    if not value >= 0:  # (NaN too)
-        raise ValueError(f"{name} must be >= 0, got {text!r}")
-    return value
+    return env_number("TUNE_SWITCH_INTERVAL_S", 0.001)
 
 
 def _resume_path(resume: Any, experiment_dir: str) -> str | None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import base64
-import collections
+import functools
 import glob
 import json
 import math
@@ -148,19 +148,9 @@ def _snapshot_parts(job: _Snapshot) -> Iterable[str]:
     (a few inflated chunks at a time: trials that finished together mostly sit together,
     a long-running one between them is the odd one out)."""
     yield job.head[:-1] + ', "checkpoints": [\n'
-    inflated: collections.OrderedDict[_Chunk, list[str]] = collections.OrderedDict()
+    texts_of = functools.lru_cache(maxsize=_INFLATED_CHUNKS)(_Chunk.texts)
     for i, entry in enumerate(job.entries):
-        if isinstance(entry, str):
-            text = entry
-        else:
-            texts = inflated.get(entry.chunk)
-            if texts is None:
-                texts = inflated[entry.chunk] = entry.chunk.texts()
-                if len(inflated) > _INFLATED_CHUNKS:
-                    inflated.popitem(last=False)
-            else:
-                inflated.move_to_end(entry.chunk)
-            text = texts[entry.index]
+        text = entry if isinstance(entry, str) else texts_of(entry.chunk)[entry.index]
         yield (",\n" if i else "") + text
     yield "\n]}"
 

@@ -28,23 +28,11 @@ import anyio
 
 from tune_async.callback import Callback
 from tune_async.sync.storage import Storage, get_storage, in_worker_process
+from tune_async.utils.util import env_number
 
 logger = logging.getLogger(__name__)
 
 MIN_PERIOD_S = 1.0  # cloud_sync_period=0: as often as this, not a busy loop
-
-
-def _env_float(name: str, default: float) -> float:
-    text = os.environ.get(name)
-    if text is None:
-        return default
-    try:
-        value = float(text)
-    except ValueError:
-        raise ValueError(f"{name} must be a number, got {text!r}") from None
-    if value < 0:
-        raise ValueError(f"{name} must be >= 0, got {text!r}")
-    return value
 
 
 def remote_experiment_url(upload_dir: str, experiment_dir: str) -> str:
@@ -88,9 +76,9 @@ class CloudSyncer(Callback):
         self.storage = storage
         self.period_s = max(float(period_s), MIN_PERIOD_S)
         self.sync_on_checkpoint = sync_on_checkpoint
-        self.tries = max(1, int(_env_float("TUNE_SYNC_TRIES", 3)))
-        self.backoff_s = _env_float("TUNE_SYNC_BACKOFF_S", 1.0)
-        self.end_timeout_s = _env_float("TUNE_SYNC_END_TIMEOUT_S", 60.0)
+        self.tries = max(1, int(env_number("TUNE_SYNC_TRIES", 3)))
+        self.backoff_s = env_number("TUNE_SYNC_BACKOFF_S", 1.0)
+        self.end_timeout_s = env_number("TUNE_SYNC_END_TIMEOUT_S", 60.0)
         self.context: Any = None
         self.syncs_done = 0  # uploads that succeeded (tests, benchmarks)
         self.last_error: BaseException | None = None

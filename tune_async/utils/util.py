@@ -62,6 +62,21 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
     _atomic_write(path, (data,))
 
 
+def env_number(name: str, default: float) -> float:
+    """The environment variable ``name`` as a number >= 0 (``default`` when unset); a
+    bad value is a ValueError naming the variable."""
+    text = os.environ.get(name)
+    if text is None:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {text!r}") from None
+    if not value >= 0:  # (NaN too)
+        raise ValueError(f"{name} must be >= 0, got {text!r}")
+    return value
+
+
 def in_made_dir(directory: str, fn: Callable[..., Any], *args: Any) -> Any:
     """``fn(*args)``, which creates something in ``directory``; where the directory is
     missing, it is made and ``fn`` called once more. No stat first: the directory
