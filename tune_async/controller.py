@@ -500,9 +500,11 @@ class Controller:
 
     def _trial_from(self, suggestion: Any) -> Trial:
         exp = suggestion.experiment
-        trial = Trial(
+        ids = {"trial_id": suggestion.trial_id} if suggestion.trial_id else {}
+        trial = Trial(  # (a given id spares the time-based uuid the default costs)
             trainable_name=exp.run_identifier,
             config=suggestion.config,
+            **ids,
             experiment_tag=suggestion.experiment_tag,
             evaluated_params=dict(suggestion.evaluated_params),
             local_dir=exp.checkpoint_dir,
@@ -511,8 +513,6 @@ class Controller:
             max_failures=exp.max_failures,
             experiment_name=exp.name,
         )
-        if suggestion.trial_id:
-            trial.trial_id = suggestion.trial_id
         if exp.spec.get("restore"):
             trial.restore_path = exp.spec["restore"]
         trial.checkpoint_freq = exp.spec["checkpoint_freq"]

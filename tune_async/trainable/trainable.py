@@ -53,6 +53,12 @@ from tune_async.utils.util import date_str
 logger = logging.getLogger(__name__)
 
 SETUP_TIME_THRESHOLD_S = 10
+
+
+@functools.cache
+def _hostname() -> str:
+    # Once per process: a trainable is made per trial (a system call each, otherwise).
+    return socket.gethostname()
 METADATA_SUFFIX = ".tune_metadata"
 CHECKPOINT_PICKLE = "checkpoint"
 
@@ -129,7 +135,7 @@ class Trainable:
         self._result_logger = logger_creator(self.config) if logger_creator else None
         self._logdir = getattr(self._result_logger, "logdir", None) or self._trial_info.logdir
         self._reset_counters()
-        self._hostname = socket.gethostname()
+        self._hostname = _hostname()
         self._pid = os.getpid()
         self._node_ip: str | None = None
         self._last_ts = -1

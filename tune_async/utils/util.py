@@ -156,15 +156,27 @@ class SafeFallbackEncoder(json.JSONEncoder):
         return repr(value)
 
 
+_ENCODER = SafeFallbackEncoder()  # stateless: one instance serves every plain call
+
+
 def json_dumps(value: Any, **kwargs: Any) -> str:
-    # allow_nan keeps NaN/inf readable by pandas, as 1.x's result.json did
-    return json.dumps(value, cls=SafeFallbackEncoder, **kwargs)
+    # allow_nan keeps NaN/inf readable by pandas, as 1.x's result.json did. Plain calls
+    # (several per trial) reuse one encoder rather than build one each.
+    if kwargs:
+        return json.dumps(value, cls=SafeFallbackEncoder, **kwargs)
+    return _ENCODER.encode(value)
+
+
+_date = (-1, "")  # (second, its date string): trial names ask many times a second
 
 
 def date_str() -> str:
-    import datetime
-
-    return datetime.datetime.today().strftime("%Y-%m-%d_%H-%M-%S")
+    global _date
+    now = time.time()
+    second = int(now)
+    if _date[0] != second:
+        _date = (second, time.strftime("%Y-%m-%d_%H-%M-%S", time.localtime(now)))
+    return _date[1]
 
 
 # ---- 1.x ``ray.tune.utils`` helpers ----------------------------------------------------------
