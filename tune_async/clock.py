@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from typing import Protocol
 
 import anyio
@@ -25,11 +27,19 @@ class RealClock:
 
 
 class FakeClock:
-    """Time moves only when a test calls :meth:`advance` (or autojump lets it)."""
+    """Time moves only when a test calls :meth:`advance` (or autojump lets it).
+
+    Whoever moves it on its own (the simulated executor, once the loop idles) waits
+    while the clock is *held*: the controller holds it while it waits for work off the
+    loop that belongs to the present moment (its state writer catching up), so that
+    the loop idling meanwhile does not let virtual time run ahead of its decisions.
+    """
 
     def __init__(self, start: float = 0.0) -> None:
         self._now = start
         self._waiters: list[tuple[float, anyio.Event]] = []
+        self._holds = 0
+        self._released: anyio.Event | None = None
 
     def now(self) -> float:
         return self._now
@@ -45,3 +55,26 @@ class FakeClock:
         self._waiters = [w for w in self._waiters if w[0] > self._now]
         for _, event in due:
             event.set()
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        """Keep time still (for whoever advances it on its own) until the block ends."""
+        self._holds += 1
+        try:
+            yield
+        finally:
+            self._holds -= 1
+            if not self._holds and self._released is not None:
+                self._released.set()
+                self._released = None
+
+    @property
+    def held(self) -> bool:
+        return self._holds > 0
+
+    async def wait_released(self) -> None:
+        """Wait until no one holds the clock."""
+        while self._holds:
+            if self._released is None:
+                self._released = anyio.Event()
+            await self._released.wait()

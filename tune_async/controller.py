@@ -416,11 +416,20 @@ class Controller:
             await self._stop_all("stopper")
         await self._fill()
         self.persistence.journal_survivors()
+        if self.persistence.backlogged:
+            await self._wait_for_writer()
         if self._unjournaled:
             releases, self._unjournaled = self._unjournaled, []
             self._awaiting_journal.update(releases)
             self.plugin_context.start_soon(self._release_once_written, releases,
                                            name="prune after the journal")
+
+    async def _wait_for_writer(self) -> None:
+        """The state writer fell far behind: wait until it takes its queue, virtual time
+        held meanwhile (a simulation's clock must not move while the consumer waits)."""
+        hold = getattr(self.clock, "hold", None)
+        with hold() if hold is not None else contextlib.nullcontext():
+            await self.persistence.wait_for_writer()
 
     async def _handle(self, event: Any) -> None:
         if isinstance(event, TrialFailed):

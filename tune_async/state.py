@@ -302,6 +302,13 @@ class ExperimentPersistence:
     # (JSON and pickle), so 1,000 running trials took one 50-100 ms stretch in chunks of 500.
     YIELD_AFTER_S = 0.002
     COALESCE_S = 0.02  # the writer gathers jobs this long before one write (a crash loses no more)
+    # Jobs queued for the writer beyond which the consumer waits until the writer takes
+    # them (back-pressure). A writer falls that far behind on a disk slower than the
+    # trials, or when the loop never idles (a simulation): its thread gets the GIL back
+    # only every switch interval, between two system calls. Unbounded, everything would
+    # be written at the end, held in memory (and traversed by every full collection)
+    # until then, and lost by a crash meanwhile.
+    MAX_BACKLOG = 500
 
     def __init__(self, experiment_dir: str, session_str: str, now: Callable[[], float],
                  before_write: Callable[[], None],
@@ -321,6 +328,7 @@ class ExperimentPersistence:
         self._jobs: list[_Snapshot | _JournalLine | None] = []  # None: only flush files
         self._wakeup: anyio.Event | None = None
         self._write_lock: anyio.Lock | None = None
+        self._taken: anyio.Event | None = None  # set when the writer takes the queue
 
     # ---- what changed ----------------------------------------------------------------
     def mark_dirty(self) -> None:
@@ -376,6 +384,22 @@ class ExperimentPersistence:
         """Have the writer flush the result files (nothing else to write)."""
         self._submit(None)
 
+    @property
+    def backlogged(self) -> bool:
+        return len(self._jobs) > self.MAX_BACKLOG
+
+    async def wait_for_writer(self) -> None:
+        """Wait until the writer has taken the queue (back-pressure, see MAX_BACKLOG).
+
+        Not until it is written: the writer writes it while the consumer goes on."""
+        while self.backlogged:
+            if self._taken is None:
+                self._taken = anyio.Event()
+            taken = self._taken
+            if self._wakeup is not None:
+                self._wakeup.set()
+            await taken.wait()
+
     # ---- writing (in a worker thread, in order) ------------------------------------------
     def _submit(self, job: _Snapshot | _JournalLine | None) -> None:
         self._jobs.append(job)
@@ -390,7 +414,8 @@ class ExperimentPersistence:
                 await self._wakeup.wait()
             # What the next steps queue meanwhile goes in the same thread hop: one per
             # window, not one per finished trial (each hop costs the loop ~0.1-0.3 ms).
-            await anyio.sleep(self.COALESCE_S)
+            if self._taken is None:  # (the consumer waiting for it: no need to gather)
+                await anyio.sleep(self.COALESCE_S)
             await self.flush()
 
     async def flush(self, final: bool = False) -> None:
@@ -399,6 +424,9 @@ class ExperimentPersistence:
             self._write_lock = anyio.Lock()
         async with self._write_lock:
             jobs, self._jobs = self._jobs, []
+            if self._taken is not None:
+                self._taken.set()
+                self._taken = None
             if jobs or final:
                 # Shielded: once taken from the queue, the jobs must reach the disk even
                 # if the writer task is cancelled right now (the experiment ending).

@@ -279,6 +279,9 @@ class SimulatedExecutor:
                 self._wake.clear()
                 while self._events:
                     await _loop_idle()
+                    if self.clock.held:  # the controller waits off the loop, in the present
+                        await self.clock.wait_released()
+                        continue
                     if self._step_running():
                         break  # its thread's end wakes us
                     event = self._pop_live()
