@@ -1240,9 +1240,11 @@ class Controller:
 
     def _flush_files(self) -> None:
         """Flush the result files of the built-in loggers (in a worker thread), in the
-        trial directories made first."""
+        trial directories made first: the files open now, whose directories are queued
+        already (a trial's directory is queued before its files open)."""
+        flushes = [flusher.prepare() for flusher in self._file_flushers]
         self.trial_dirs.make_pending()
-        for flush in self._file_flushers:
+        for flush in flushes:
             flush()
 
     # ---- stopping everything ---------------------------------------------------------

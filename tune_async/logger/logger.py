@@ -455,30 +455,17 @@ class _FileLoggerCallback(LoggerCallback):
             writer.flush()
         self._dirty.clear()
 
-    def defer_flushing(self) -> Callable[[], None]:
+    def defer_flushing(self) -> _DeferredFlush:
         """Stop flushing on the caller's thread; return a flush for a worker thread.
 
         The controller uses it so the disk I/O of result files never runs on the
-        event loop: it calls the returned function from its writer thread (before
+        event loop: it calls the returned object from its writer thread (before
         every state write, and periodically). It flushes every open writer; one
         closed meanwhile on the loop (its trial ended) was flushed by its close.
         """
         self._flush_interval_s = self._next_flush = math.inf
         self._deferred = True
-
-        def flush_files() -> None:
-            # Ended trials' writers (their last results, then close): those queued so far
-            # only, so that trials ending faster than this closes them never keep the
-            # writer's thread from the state and journal it writes next.
-            for _ in range(len(self._closing)):
-                self._closing.popleft().close()
-            for writer in list(self._writers.values()):
-                try:
-                    writer.flush()
-                except ValueError:  # closed on the loop meanwhile (its close flushed it)
-                    pass
-
-        return flush_files
+        return _DeferredFlush(self)
 
     def on_experiment_end(self, trials: list[Trial], **info: Any) -> None:
         self._dirty.clear()
@@ -488,6 +475,42 @@ class _FileLoggerCallback(LoggerCallback):
             else:
                 writer.close()
         self._writers.clear()
+
+
+class _DeferredFlush:
+    """A file logger's flush for the controller's writer thread (``defer_flushing``).
+
+    Calling it flushes what is open and closes what ended. :meth:`prepare` splits that
+    in two: it takes the writers open now, the flush it returns writes only those. The
+    controller takes them before it makes the trial directories queued so far, so
+    that every file it writes has its directory made first (a trial started in
+    between waits for the next round, rather than have its directory made twice).
+    """
+
+    def __init__(self, logger: _FileLoggerCallback) -> None:
+        self._logger = logger
+
+    def __call__(self) -> None:
+        self.prepare()()
+
+    def prepare(self) -> Callable[[], None]:
+        closing = self._logger._closing
+        # Ended trials' writers (their last results, then close): those queued so far
+        # only, so that trials ending faster than this closes them never keep the
+        # writer's thread from the state and journal it writes next.
+        ended = len(closing)
+        open_now = list(self._logger._writers.values())
+
+        def flush() -> None:
+            for _ in range(ended):
+                closing.popleft().close()
+            for writer in open_now:
+                try:
+                    writer.flush()
+                except ValueError:  # closed on the loop meanwhile (its close flushed it)
+                    pass
+
+        return flush
 
 
 class JsonLoggerCallback(_FileLoggerCallback):
