@@ -197,3 +197,43 @@ async def test_a_cancelled_run_ends_with_an_interrupted_event(tmp_path):
         with anyio.fail_after(30):
             rest = [e async for e in events]
     assert isinstance(rest[-1], tune.ExperimentEnded) and rest[-1].interrupted
+
+
+class _StopsTheFirst(tune.schedulers.FIFOScheduler):
+    """Stops the trial with x == 0.1 at its first result (a scheduler's STOP)."""
+
+    def on_trial_result(self, trial_runner, trial, result):
+        return self.STOP if trial.config["x"] == 0.1 else self.CONTINUE
+
+
+async def test_a_trial_a_scheduler_or_an_error_ends_is_on_disk_before_the_next_snapshot(
+        tmp_path, monkeypatch):
+    """A trial ended by the scheduler or by its last failure is journaled right away: a
+    crash before the next snapshot must not run it again on resume."""
+    from tune_async.state import ExperimentPersistence
+
+    monkeypatch.setattr(ExperimentPersistence, "MIN_PERIOD_S", 1000.0)  # no snapshot mid-run
+
+    def trainable(config):
+        if config["x"] == 0.2:
+            raise RuntimeError("boom")
+        counter(config)
+
+    kwargs = run_kwargs(tmp_path, config={"x": tune.grid_search([0.1, 0.2, 5.0]),
+                                          "steps": 100, "pause": 0.02},
+                        scheduler=_StopsTheFirst(), raise_on_failed_trial=False)
+    on_disk = {}  # x -> its status on disk soon after it ended, the long trial running
+    async with tune.start(trainable, **kwargs) as exp:
+        async for event in exp.events():
+            if isinstance(event, (tune.TrialCompleted, tune.TrialErrored)):
+                ended = next(t for t in exp.trials if t.trial_id == event.trial_id)
+                if ended.config["x"] == 5.0:
+                    continue
+                await anyio.sleep(0.2)  # the writer's next round (every ~20 ms)
+                for trial in tune.ExperimentAnalysis(ended.local_dir).trials:
+                    if trial.trial_id == event.trial_id:
+                        on_disk[trial.config["x"]] = trial.status
+        analysis = await exp.analysis()
+    by_x = {t.config["x"]: t.status for t in analysis.trials}
+    assert by_x == {0.1: "TERMINATED", 0.2: "ERROR", 5.0: "TERMINATED"}
+    assert on_disk == {0.1: "TERMINATED", 0.2: "ERROR"}

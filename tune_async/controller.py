@@ -901,8 +901,7 @@ class Controller:
             self.lane.notify("on_trial_complete", trial_id, None)
             await self.callbacks.on_trial_complete(iteration=self.iteration,
                                                    trials=self.trial_views, trial=self._v(trial))
-            self.persistence.must_survive(trial)
-            self._publish_completed(trial)
+            self._completed(trial)
             await self._side_decision(removed)
 
     async def _side_decision(self, value: Any) -> None:
@@ -976,7 +975,7 @@ class Controller:
             self.lane.notify("on_trial_complete", trial.trial_id, result)
             await self.callbacks.on_trial_complete(iteration=self.iteration, trials=self.trial_views,
                                                    trial=self._v(trial))
-            self._publish_completed(trial)
+            self._completed(trial)
         return event, decision
 
     async def _export_at_end(self, trial: Trial) -> None:
@@ -1045,8 +1044,7 @@ class Controller:
             await self._register_checkpoint(trial, checkpoint_path, result)
         await self.callbacks.on_trial_complete(iteration=self.iteration, trials=self.trial_views,
                                                trial=self._v(trial))
-        self._publish_completed(trial)
-        self.persistence.must_survive(trial)  # a finished trial must never run again
+        self._completed(trial)
 
     # ---- checkpoints ------------------------------------------------------------------------
     async def _save_now(self, trial: Trial) -> str | None:
@@ -1123,8 +1121,7 @@ class Controller:
         self._transition(trial, Event.STOP)
         await self.callbacks.on_trial_complete(iteration=self.iteration, trials=self.trial_views,
                                                trial=self._v(trial))
-        self._publish_completed(trial)
-        self.persistence.must_survive(trial)
+        self._completed(trial)
 
     async def _add_by_user(self, command: AddTrialCommand) -> str:
         """A trial of the (first) experiment with the given config, stop and resources."""
@@ -1163,7 +1160,10 @@ class Controller:
                     TuneError("The experiment ended before the command was decided"))
         self._pending_commands.clear()
 
-    def _publish_completed(self, trial: Trial) -> None:
+    def _completed(self, trial: Trial) -> None:
+        """A trial finished for good: journaled (a crash before the next snapshot must
+        not run it again) and published."""
+        self.persistence.must_survive(trial)
         if self.events:
             self.events.publish(ev.TrialCompleted(trial.trial_id, dict(trial.last_result or {})))
 
@@ -1187,6 +1187,7 @@ class Controller:
             self._transition(trial, Event.RETRY)
             self.queue.requeue_at_end(trial)  # as 1.x (held until its release finished)
             return
+        self.persistence.must_survive(trial)  # errored for good: resume does not retry it
         await self._side_decision(
             await call_hook(self.scheduler.on_trial_error, self.view, self._v(trial)))
         self.lane.notify("on_trial_complete", trial.trial_id, None, True)
@@ -1267,7 +1268,7 @@ class Controller:
                         iteration=self.iteration, trials=self.trial_views, trial=self._v(trial))
                 else:
                     await call_hook(self.scheduler.on_trial_remove, self.view, self._v(trial))
-                self._publish_completed(trial)
+                self._completed(trial)
 
     def _interrupt_running(self) -> None:
         """Ctrl+C / cancellation: running trials go back to the queue, resumable later."""
