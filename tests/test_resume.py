@@ -561,9 +561,9 @@ def test_finished_trials_are_journaled_not_each_rewriting_the_state(results_dir,
         snapshots.append(path)
         real_write(path, text)
 
-    def counting_append(self, seq, entry_text):
-        journal_lines.append(seq)
-        real_append(self, seq, entry_text)
+    def counting_append(self, lines):
+        journal_lines.extend(seq for seq, _ in lines)
+        real_append(self, lines)
 
     monkeypatch.setattr(state_module, "write_snapshot", counting_write)
     monkeypatch.setattr(Journal, "append", counting_append)

@@ -198,10 +198,14 @@ class Journal:
         self.path = path
         self._file: Any = None
 
-    def append(self, seq: int, entry_text: str) -> None:
+    def append(self, lines: list[tuple[int, str]]) -> None:
+        """Append ``(seq, entry text)`` lines, in order, in one write (each system call
+        off the loop is a GIL handoff with the loop's thread)."""
+        if not lines:
+            return
         if self._file is None:
             self._file = open(self.path, "a")  # noqa: SIM115 - kept open between appends
-        self._file.write(f'{{"seq": {seq}, "entry": {entry_text}}}\n')
+        self._file.write("".join(f'{{"seq": {seq}, "entry": {text}}}\n' for seq, text in lines))
         self._file.flush()
 
     def reset(self) -> None:
@@ -435,16 +439,20 @@ class ExperimentPersistence:
 
     def _write(self, jobs: list[_Snapshot | _JournalLine | None]) -> None:
         self._flush_files()  # before the state: files hold what it says was recorded
+        lines: list[tuple[int, str]] = []  # journal lines, written together
         for job in jobs:
             if job is None:
                 continue
             if isinstance(job, _Snapshot):
+                self._journal.append(lines)  # (they reach the disk before the snapshot)
+                lines = []
                 began = time.perf_counter()
                 write_snapshot(self.state_file, _snapshot_parts(job))
                 self._journal.reset()
                 self._cost = max(self._cost, time.perf_counter() - began)
             else:
-                self._journal.append(job.seq, job.entry)
+                lines.append((job.seq, job.entry))
+        self._journal.append(lines)
         self._serializer.compress_finished()
 
     def close(self) -> None:
