@@ -87,6 +87,29 @@ def test_fifty_trials_run_together_in_few_actors(tmp_path):
         "trials of one host ran at the same time on its loop")
 
 
+def test_trials_starting_together_put_their_class_into_the_object_store_once(
+        tmp_path, monkeypatch):
+    """Fifty trials start at once: the first puts the trainable class, the others wait
+    for it (each put serializes the class holding the GIL: a thousand of them held the
+    driver's loop back for tens of milliseconds at a time)."""
+    import ray
+
+    puts = []
+    real_put = ray.put
+
+    def counting_put(value, *args, **kwargs):
+        puts.append(value)
+        return real_put(value, *args, **kwargs)
+
+    monkeypatch.setattr(ray, "put", counting_put)
+    analysis = tune.run(io_trainable, num_samples=50, stop={"training_iteration": 2},
+                        config={"i": tune.sample_from(lambda _: os.urandom(4).hex()),
+                                "dir": str(tmp_path)},
+                        **run_args(tmp_path))
+    assert all(t.status == "TERMINATED" for t in analysis.trials)
+    assert len([v for v in puts if isinstance(v, type)]) == 1, puts
+
+
 def test_exact_steps_with_a_dict_stop(tmp_path):
     analysis = tune.run(io_trainable, num_samples=12, stop={"training_iteration": 3},
                         config={"i": tune.grid_search(list(range(2))), "dir": str(tmp_path)},

@@ -349,6 +349,7 @@ class _Host:
     error: BaseException | None = None
     dead: bool = False
     node_id: str | None = None
+    node_lookup: anyio.Lock = attrs.field(factory=anyio.Lock)  # one lookup, not one per trial
     # Fetches and stops go out together in polls: requests not sent yet, the futures of
     # those unanswered, and stops not sent yet ((key, keep_for_reuse)).
     queue: list = attrs.field(factory=list)
@@ -434,13 +435,18 @@ class HostPool:
             host.created.set()
 
     async def _node_of(self, host: _Host) -> str:
-        if host.node_id is None:
-            try:
-                # The first call on a new actor's handle blocks in Ray (tens of ms seen
-                # here): sent from a worker thread, not the loop.
-                host.node_id = await (await anyio.to_thread.run_sync(host.actor.node_id.remote))
-            except BaseException as exc:
-                raise self._failure(host, exc) from None
+        # The trials placed on a new host all ask at once (500 with trials_per_worker=500):
+        # one asks, the others wait for its answer (each asking was a thread hop, and
+        # worker threads started for them, while the loop waited for each start).
+        async with host.node_lookup:
+            if host.node_id is None:
+                try:
+                    # The first call on a new actor's handle blocks in Ray (tens of ms
+                    # seen here): sent from a worker thread, not the loop.
+                    host.node_id = await (
+                        await anyio.to_thread.run_sync(host.actor.node_id.remote))
+                except BaseException as exc:
+                    raise self._failure(host, exc) from None
         return host.node_id
 
     # -- per-trial calls ----------------------------------------------------------------

@@ -137,6 +137,7 @@ class RayExecutor:
         # until a worker holds them, so a cancelled launch never leaks one.
         self._unready_groups: set[Any] = set()
         self._class_refs: dict[int, list] = {}
+        self._class_put: anyio.Lock | None = None  # one put per class, however many start
         self._actor_cls: Any = None
 
     # ---- capacity -----------------------------------------------------------
@@ -520,11 +521,19 @@ class RayExecutor:
         import ray
 
         ref = self._class_refs.get(id(cls))
-        if ref is None:
-            # ray.put (not cloudpickle bytes): ObjectRefs inside the trainable, e.g. from
-            # with_parameters, must go through Ray's serializer to stay resolvable.
-            put = await anyio.to_thread.run_sync(ray.put, cls)
-            ref = self._class_refs.setdefault(id(cls), [put])
+        if ref is not None:
+            return ref
+        # Trials starting together (1,000 of them, on shared hosts) wait for the first
+        # one's put: each put serializes the class in a thread holding the GIL, and a
+        # thousand of them kept the loop from it for tens of milliseconds at a time.
+        if self._class_put is None:
+            self._class_put = anyio.Lock()
+        async with self._class_put:
+            ref = self._class_refs.get(id(cls))
+            if ref is None:
+                # ray.put (not cloudpickle bytes): ObjectRefs inside the trainable, e.g.
+                # from with_parameters, must go through Ray's serializer to stay resolvable.
+                ref = self._class_refs[id(cls)] = [await anyio.to_thread.run_sync(ray.put, cls)]
         return ref
 
 
