@@ -220,20 +220,35 @@ async def test_a_trial_a_scheduler_or_an_error_ends_is_on_disk_before_the_next_s
         counter(config)
 
     kwargs = run_kwargs(tmp_path, config={"x": tune.grid_search([0.1, 0.2, 5.0]),
-                                          "steps": 100, "pause": 0.02},
+                                          "steps": 100_000, "pause": 0.01},
                         scheduler=_StopsTheFirst(), raise_on_failed_trial=False)
-    on_disk = {}  # x -> its status on disk soon after it ended, the long trial running
-    async with tune.start(trainable, **kwargs) as exp:
-        async for event in exp.events():
-            if isinstance(event, (tune.TrialCompleted, tune.TrialErrored)):
+
+    def status_on_disk(experiment_dir, trial_id):
+        for trial in tune.ExperimentAnalysis(experiment_dir).trials:
+            if trial.trial_id == trial_id:
+                return trial.status
+        return None
+
+    on_disk = {}  # x -> its status on disk after it ended, the long trial still running
+    with anyio.fail_after(120):  # (the long trial runs until the two are seen)
+        async with tune.start(trainable, **kwargs) as exp:
+            async for event in exp.events():
+                if not isinstance(event, (tune.TrialCompleted, tune.TrialErrored)):
+                    continue
                 ended = next(t for t in exp.trials if t.trial_id == event.trial_id)
                 if ended.config["x"] == 5.0:
                     continue
-                await anyio.sleep(0.2)  # the writer's next round (every ~20 ms)
-                for trial in tune.ExperimentAnalysis(ended.local_dir).trials:
-                    if trial.trial_id == event.trial_id:
-                        on_disk[trial.config["x"]] = trial.status
-        analysis = await exp.analysis()
+                status = None
+                with anyio.move_on_after(10):  # the writer's next round (every ~20 ms)
+                    while status not in ("TERMINATED", "ERROR"):
+                        await anyio.sleep(0.02)
+                        status = status_on_disk(ended.local_dir, ended.trial_id)
+                long_trial = next(t for t in exp.trials if t.config["x"] == 5.0)
+                assert long_trial.status == "RUNNING", "seen before the run's last snapshot"
+                on_disk[ended.config["x"]] = status
+                if len(on_disk) == 2:
+                    await exp.stop()
+            analysis = await exp.analysis()
     by_x = {t.config["x"]: t.status for t in analysis.trials}
     assert by_x == {0.1: "TERMINATED", 0.2: "ERROR", 5.0: "TERMINATED"}
     assert on_disk == {0.1: "TERMINATED", 0.2: "ERROR"}
