@@ -232,6 +232,7 @@ def test_finished_trials_reach_the_disk_while_a_simulation_runs(results_dir, mon
                         callbacks=[CountOnDisk()], local_dir=results_dir, verbose=0)
     assert len(analysis.trials) == 200
     assert len(lags) == 8
-    # Each trial is two journal lines (added, finished): 10 queued jobs, one batch in
-    # the writer's hands and one being queued, is some 10-15 trials.
-    assert max(lags) <= 30, lags
+    # A step queues a few jobs (a trial's journal lines: added, finished): at most ~13
+    # queued and a batch as large in the writer's hands, ~25 jobs. Unbounded, the lag
+    # grew with the run (179 trials by the 200th).
+    assert max(lags) <= 40, lags
