@@ -399,10 +399,7 @@ class ExperimentPersistence:
         while self.backlogged:
             if self._taken is None:
                 self._taken = anyio.Event()
-            taken = self._taken
-            if self._wakeup is not None:
-                self._wakeup.set()
-            await taken.wait()
+            await self._taken.wait()
 
     # ---- writing (in a worker thread, in order) ------------------------------------------
     def _submit(self, job: _Snapshot | _JournalLine | None) -> None:

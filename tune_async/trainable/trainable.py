@@ -53,14 +53,14 @@ from tune_async.utils.util import date_str
 logger = logging.getLogger(__name__)
 
 SETUP_TIME_THRESHOLD_S = 10
+METADATA_SUFFIX = ".tune_metadata"
+CHECKPOINT_PICKLE = "checkpoint"
 
 
 @functools.cache
 def _hostname() -> str:
     # Once per process: a trainable is made per trial (a system call each, otherwise).
     return socket.gethostname()
-METADATA_SUFFIX = ".tune_metadata"
-CHECKPOINT_PICKLE = "checkpoint"
 
 
 @attrs.define
@@ -138,8 +138,6 @@ class Trainable:
         self._hostname = _hostname()
         self._pid = os.getpid()
         self._node_ip: str | None = None
-        self._last_ts = -1
-        self._last_date = ""
         self._pending_error: BaseException | None = None
         self._aio: EventLoopThread | HostedLoop | None = None
         start = time.time()
@@ -408,13 +406,9 @@ class Trainable:
         if MEAN_LOSS in result:
             result[NEG_MEAN_LOSS] = -result[MEAN_LOSS]
         now = time.time()
-        ts = int(now)
-        if ts != self._last_ts:  # strftime once per second, not per result
-            self._last_ts = ts
-            self._last_date = time.strftime("%Y-%m-%d_%H-%M-%S", time.localtime(now))
         result[EXPERIMENT_ID] = self._experiment_id
-        result[DATE] = self._last_date
-        result[TIMESTAMP] = ts
+        result[DATE] = date_str(now)  # (formatted once a second, not per result)
+        result[TIMESTAMP] = int(now)
         result[TIME_THIS_ITER_S] = time_this_iter
         result[TIME_TOTAL_S] = self._time_total
         result[PID] = self._pid

@@ -170,9 +170,11 @@ def json_dumps(value: Any, **kwargs: Any) -> str:
 _date = (-1, "")  # (second, its date string): trial names ask many times a second
 
 
-def date_str() -> str:
+def date_str(now: float | None = None) -> str:
+    """``now`` (default: the time) as ``YYYY-MM-DD_HH-MM-SS``, formatted once a second."""
     global _date
-    now = time.time()
+    if now is None:
+        now = time.time()
     second = int(now)
     if _date[0] != second:
         _date = (second, time.strftime("%Y-%m-%d_%H-%M-%S", time.localtime(now)))
