@@ -230,6 +230,74 @@ def test_the_heap_is_frozen_during_a_run_and_unfrozen_after(tmp_path, monkeypatc
     assert seen == [0]
 
 
+class _Node:
+    """An object that can be part of a reference cycle and be watched by a weakref."""
+
+
+def test_a_runs_full_collections_free_cycles_and_freeze_what_survives_until_it_ends(
+        monkeypatch):
+    import gc
+    import weakref
+
+    from tune_async.utils import heap
+
+    monkeypatch.setattr(heap, "REFREEZE_AFTER_S", 0.0)  # every full collection refreezes
+    thresholds = gc.get_threshold()
+    with heap.frozen_heap():
+        assert gc.get_threshold() == (*thresholds[:2], heap.FULL_COLLECTION_THRESHOLD)
+        dead = _Node()
+        dead.me = dead
+        dead_ref = weakref.ref(dead)
+        alive = _Node()
+        alive.me = alive
+        alive_ref = weakref.ref(alive)
+        del dead
+        frozen = gc.get_freeze_count()
+        gc.collect()
+        assert dead_ref() is None  # unreachable at the collection: freed, not frozen
+        assert gc.get_freeze_count() > frozen  # the survivors are frozen
+        del alive
+        gc.collect()
+        assert alive_ref() is not None  # frozen while alive: waits for the run's end
+    assert gc.get_freeze_count() == 0
+    assert gc.get_threshold() == thresholds
+    gc.collect()
+    assert alive_ref() is None
+
+
+def test_thresholds_an_application_sets_during_a_run_are_kept():
+    import gc
+
+    from tune_async.utils import heap
+
+    thresholds = gc.get_threshold()
+    try:
+        with heap.frozen_heap():
+            gc.set_threshold(1000, 20, 30)
+        assert gc.get_threshold() == (1000, 20, 30)
+        assert gc.get_freeze_count() == 0
+    finally:
+        gc.set_threshold(*thresholds)
+
+
+def test_an_application_that_froze_its_heap_is_left_alone():
+    import gc
+
+    from tune_async.utils import heap
+
+    thresholds = gc.get_threshold()
+    gc.freeze()
+    try:
+        frozen = gc.get_freeze_count()
+        with heap.frozen_heap():
+            assert gc.get_threshold() == thresholds
+            gc.collect()
+            assert gc.get_freeze_count() == frozen
+        assert gc.get_freeze_count() == frozen
+    finally:
+        gc.unfreeze()
+
+
 class SwitchIntervalSearcher(Searcher):
     """Records the interpreter's switch interval when it is asked (in the lane's thread)."""
 
