@@ -8,6 +8,8 @@ from __future__ import annotations
 import threading
 import time
 
+import anyio
+import anyio.lowlevel
 import pytest
 
 from tune_async.state import ExperimentPersistence, load_state, trials_from_state
@@ -69,6 +71,57 @@ async def test_every_write_goes_to_a_thread(tmp_path):
         await store.flush()
     assert threading.get_ident() not in recorder.threads
     assert len(recorder.threads) == 3
+
+
+@pytest.mark.asyncio
+async def test_journaling_many_trials_lets_the_loop_run_between_chunks(tmp_path, monkeypatch):
+    monkeypatch.setattr(ExperimentPersistence, "YIELD_AFTER_S", 0.0)  # a chunk per entry
+    store = persistence(tmp_path)
+    await store.snapshot([], {"name": "x"}, 0.0)
+    beats = 0
+    seen = []
+    real_entry = store._serializer.entry
+
+    def entry(trial):
+        seen.append(beats)
+        return real_entry(trial)
+
+    store._serializer.entry = entry
+
+    async def beat():
+        nonlocal beats
+        while True:
+            beats += 1
+            await anyio.lowlevel.checkpoint()
+
+    for trial in make_trials(20):
+        store.must_survive(trial)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(beat)
+        await anyio.lowlevel.checkpoint()
+        await store.journal_survivors()
+        tg.cancel_scope.cancel()
+    assert len(seen) == 20
+    assert len(set(seen)) == 20  # another task ran between each two entries
+
+
+@pytest.mark.asyncio
+async def test_trials_a_cancel_leaves_unjournaled_are_journaled_by_the_next_call(
+        tmp_path, monkeypatch):
+    monkeypatch.setattr(ExperimentPersistence, "YIELD_AFTER_S", 0.0)
+    trials = make_trials(10)
+    store = persistence(tmp_path)
+    await store.snapshot([], {"name": "x"}, 0.0)  # the journal follows this state file
+    for trial in trials:
+        store.must_survive(trial)
+    with anyio.CancelScope() as scope:
+        scope.cancel()  # lands at the first yield, after the first entry
+        await store.journal_survivors()
+    await store.journal_survivors()  # the cleanup's call
+    await store.flush(final=True)
+    store.close()
+    restored = trials_from_state(load_state(store.state_file))
+    assert sorted(t.trial_id for t in restored) == [t.trial_id for t in trials]
 
 
 WRITE_MAIN_TRIAL = """

@@ -378,7 +378,7 @@ class Controller:
         self.accepting.set()
         self._busy_since = time.perf_counter()
         await self._fill()
-        self.persistence.journal_survivors()
+        await self.persistence.journal_survivors()
         while not self._is_finished():
             await self._wait_for_blocking_subscribers()
             event = await inbox.receive()
@@ -415,7 +415,7 @@ class Controller:
                 and await call_hook(self._stopper_all)):
             await self._stop_all("stopper")
         await self._fill()
-        self.persistence.journal_survivors()
+        await self.persistence.journal_survivors()
         if self.persistence.backlogged:
             await self._wait_for_writer()
         if self._unjournaled:
@@ -1411,7 +1411,7 @@ class Controller:
                 await self._keep_undelivered_suggestions()
                 if settled:
                     self.lane.state = self._searcher_state_now()
-                self.persistence.journal_survivors()  # a step cut short by a cancel
+                await self.persistence.journal_survivors()  # a step cut short by a cancel
                 await self._snapshot()
                 await self.persistence.flush(final=True)  # also closes ended trials' files
                 # Everything is journaled now: pruned checkpoints go before the end hooks

@@ -377,15 +377,31 @@ class ExperimentPersistence:
         self._cost = time.perf_counter() - began
         self._submit(_Snapshot(head, entries, self._seq))
 
-    def journal_survivors(self) -> None:
-        """Journal the trials that must survive a crash (new ones too: O(1) each)."""
+    async def journal_survivors(self) -> None:
+        """Journal the trials that must survive a crash (new ones too: O(1) each).
+
+        With a yield once a chunk has taken a while: the first step of a run admits up
+        to 1,000 new trials (``max_pending_trials``), 20-40 ms of encoding. Those not
+        journaled when a cancel lands in a yield stay queued for the cleanup's call."""
         if not self._to_persist:
             return
-        to_persist, self._to_persist = self._to_persist, {}
+        trials = list(self._to_persist.values())
+        self._to_persist = {}
         self._before_write()
-        for trial in to_persist.values():
-            self._seq += 1
-            self._submit(_JournalLine(self._seq, self._serializer.entry(trial)))
+        journaled = 0
+        clock = time.perf_counter
+        since = clock()
+        try:
+            for trial in trials:
+                self._seq += 1
+                self._submit(_JournalLine(self._seq, self._serializer.entry(trial)))
+                journaled += 1
+                if clock() - since >= self.YIELD_AFTER_S:
+                    await anyio.lowlevel.checkpoint()
+                    since = clock()
+        finally:
+            for trial in trials[journaled:]:
+                self._to_persist.setdefault(trial.trial_id, trial)
 
     def flush_files_soon(self) -> None:
         """Have the writer flush the result files (nothing else to write)."""
