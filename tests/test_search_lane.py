@@ -169,3 +169,39 @@ async def test_news_during_a_request_lets_the_searcher_be_asked_again():
         tg.cancel_scope.cancel()
     assert len(posted[1].suggestions) == 1
     assert alg.calls == ["next_trial", "on_trial_complete", "next_trial"]
+
+
+async def test_variants_made_on_the_loop_come_in_chunks_with_the_loop_running_between(
+        tmp_path, monkeypatch):
+    import collections
+
+    from tune_async import search_lane
+    from tune_async.suggest import BasicVariantGenerator
+
+    beats = 0
+    seen = []
+    real_next_trial = BasicVariantGenerator.next_trial
+
+    def next_trial(self):
+        seen.append(beats)
+        return real_next_trial(self)
+
+    monkeypatch.setattr(BasicVariantGenerator, "next_trial", next_trial)
+
+    async def beat():
+        nonlocal beats
+        while True:
+            beats += 1
+            await anyio.lowlevel.checkpoint()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(beat)
+        analysis = await tune.arun(lambda config: tune.report(x=config["x"]),
+                                   config={"x": tune.uniform(0, 1)}, num_samples=300,
+                                   local_dir=str(tmp_path), verbose=0,
+                                   trial_executor=ScriptedExecutor(slots=1))
+        tg.cancel_scope.cancel()
+    assert len(analysis.trials) == 300
+    # The first request was for all 300 (up to 1,000 wait at once): made 50 at a time,
+    # each chunk (and the last call, which says the search is over) at its own beat.
+    assert max(collections.Counter(seen).values()) <= search_lane.ON_LOOP_SUGGESTIONS + 1

@@ -63,6 +63,10 @@ class _Call:
         return self.fn(*self.args)
 
 
+# A count, not a time: a simulation's decisions must not depend on the machine's speed.
+ON_LOOP_SUGGESTIONS = 50
+
+
 class SearcherLane:
     """Runs ``search_alg``'s hooks in order; replies through ``post`` or callbacks."""
 
@@ -101,9 +105,15 @@ class SearcherLane:
         self._enqueue(_Call(name, hook, args))
 
     def request_suggestions(self, limit: int) -> None:
-        """Ask for up to ``limit`` suggestions, unless a request is out or nothing changed."""
+        """Ask for up to ``limit`` suggestions, unless a request is out or nothing changed.
+
+        On the loop, one call makes at most ``ON_LOOP_SUGGESTIONS`` (the controller asks
+        again once it has admitted them): a run's first request is for up to 1,000, and
+        a variant takes ~40 us to make, which held the loop 30-50 ms at start-up."""
         if self.requesting or not self._answer_may_change or limit <= 0:
             return
+        if self._on_loop:
+            limit = min(limit, ON_LOOP_SUGGESTIONS)
         self.requesting = True
         self._news_at_request = self._news
         self._enqueue(_Call("_suggest", self._suggest, (limit,)))
