@@ -42,8 +42,6 @@ from tune_async.result import (
     TRAINING_ITERATION,
 )
 from tune_async.utils.util import (
-    atomic_write_bytes,
-    atomic_write_text,
     flatten_dict,
     in_made_dir,
     json_dumps,
@@ -100,18 +98,38 @@ def write_params(logdir: str, config: dict) -> None:
     except Exception as exc:  # an unpicklable config must not fail the trial
         logger.warning("Could not pickle the config of %s: %s", logdir, exc)
         data = None
-    in_made_dir(logdir, atomic_write_text, os.path.join(logdir, EXPR_PARAM_FILE), text)
+    in_made_dir(logdir, _write_file, os.path.join(logdir, EXPR_PARAM_FILE),
+                text.encode("utf-8"))
     if data is not None:
-        atomic_write_bytes(os.path.join(logdir, EXPR_PARAM_PICKLE_FILE), data)
+        _write_file(os.path.join(logdir, EXPR_PARAM_PICKLE_FILE), data)
 
 
-_APPEND_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _CLOEXEC
+_APPEND_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | _CLOEXEC
 
 
-def _open_for_append(path: str) -> int:
-    """A descriptor appending to ``path``, its directory made if missing: one system
-    call where it exists (a Python file object costs five more)."""
-    return in_made_dir(os.path.dirname(path), os.open, path, _APPEND_FLAGS, 0o666)
+def _write_file(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` in place, as 1.x writes the params files: once per
+    trial start, before anything reads them. Through a temporary file and a rename it
+    was two system calls more per file (the writer's thread waits for the GIL after
+    each, and each is a metadata operation on disk)."""
+    fd = os.open(path, _WRITE_FLAGS, 0o666)
+    try:
+        write_all(fd, data)
+    finally:
+        os.close(fd)
+
+
+def _create_or_append(path: str) -> tuple[int, bool]:
+    """A descriptor appending to ``path`` (its directory made if missing), and whether
+    this call created the file: one system call for a new file (the usual case; a
+    Python file object costs five more), two for an existing one."""
+    try:
+        return in_made_dir(os.path.dirname(path), os.open, path,
+                           _APPEND_FLAGS | os.O_EXCL, 0o666), True
+    except FileExistsError:
+        return os.open(path, _APPEND_FLAGS, 0o666), False
 
 
 class _AppendOnlyFile:
@@ -127,6 +145,7 @@ class _AppendOnlyFile:
         self._path = path
         self._prelude = prelude  # run once before the first write (e.g. params files)
         self._fd: int | None = None  # None: not opened yet; _CLOSED: closed
+        self.created = False  # the file did not exist before it was opened here
         self._chunks: collections.deque[bytes] = collections.deque()
         self._lock = threading.Lock()
         if not deferred:  # created now, as 1.x's loggers do; else by the first flush
@@ -148,12 +167,16 @@ class _AppendOnlyFile:
                 fd, self._fd = self._fd, _CLOSED
                 os.close(fd)
 
+    def ensure_open(self) -> None:
+        with self._lock:
+            self._open()
+
     def _open(self) -> None:
         if self._fd is None:
             prelude, self._prelude = self._prelude, None
             if prelude is not None:
                 prelude()
-            self._fd = _open_for_append(self._path)
+            self._fd, self.created = _create_or_append(self._path)
 
     def _drain(self) -> None:
         if not self._chunks:
@@ -218,10 +241,10 @@ class _CsvWriter:
         if not deferred:
             _ensure_dir(logdir)
         self._path = os.path.join(logdir, EXPR_PROGRESS_FILE)
-        self._fields = None if deferred else _existing_header(self._path)
+        self._file = _AppendOnlyFile(self._path, deferred)
+        self._fields = None if deferred else self._header_before_open()
         self._early_rows: list[dict] | None = [] if deferred else None  # None: header known
         self._header_lock = threading.Lock()
-        self._file = _AppendOnlyFile(self._path, deferred)
         self._line = io.StringIO()
         self._writer = csv.writer(self._line)
 
@@ -245,7 +268,8 @@ class _CsvWriter:
         any, and write the rows that waited for it, in order."""
         if self._early_rows is None:
             return
-        fields = _existing_header(self._path)  # outside the lock: the loop may wait on it
+        self._file.ensure_open()
+        fields = self._header_before_open()  # outside the lock: the loop may wait on it
         with self._header_lock:
             if self._early_rows is None:
                 return  # settled meanwhile by a close on another thread
@@ -255,6 +279,11 @@ class _CsvWriter:
             for row in self._early_rows:
                 self._write_row(writer, line, row)
             self._early_rows = None
+
+    def _header_before_open(self) -> list[str] | None:
+        """The header of the file as it was before it was opened here (a restarted
+        trial's; a file this writer created has none to read)."""
+        return None if self._file.created else _existing_header(self._path)
 
     def flush(self) -> None:
         self._settle_header()
