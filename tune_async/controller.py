@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import anyio
-import anyio.lowlevel
 import anyio.to_thread
 import attrs
 
@@ -52,7 +51,7 @@ from tune_async.transitions import Effect, Event
 from tune_async.trial import Trial, TrialStatus, TrialView, unwrap
 from tune_async.trial_dirs import TrialDirs, list_names, may_use_trial_dirs_on_loop
 from tune_async.trial_tasks import TrialTasks
-from tune_async.utils.util import flatten_dict
+from tune_async.utils.util import Pacer, flatten_dict
 from tune_async.waiting import WaitingQueue
 
 if sys.version_info < (3, 11):  # pragma: no cover - the backport anyio depends on
@@ -250,7 +249,7 @@ class Controller:
         self._awaiting_journal: set[Callable[[], None]] = set()  # ... handed to a flush
         self._start_time = 0.0
         self._deadline: float | None = None
-        self._busy_since = 0.0
+        self._pacer = Pacer(YIELD_AFTER_S)  # the consumer's turn on the loop
         self._stopper_all = getattr(settings.stopper, "stop_all", None)
         implements = getattr(self.callbacks, "implements", lambda hook: True)
         self._observes_steps = (implements("on_step_begin"), implements("on_step_end"))
@@ -376,13 +375,13 @@ class Controller:
     async def _consume(self, inbox: Inbox) -> None:
         self._accepting = True
         self.accepting.set()
-        self._busy_since = time.perf_counter()
+        self._pacer.restart()
         await self._fill()
         await self.persistence.journal_survivors()
         while not self._is_finished():
             await self._wait_for_blocking_subscribers()
             event = await inbox.receive()
-            self._busy_since = time.perf_counter()
+            self._pacer.restart()
             await self._step(event)
 
     async def _wait_for_blocking_subscribers(self) -> None:
@@ -392,12 +391,6 @@ class Controller:
         awaits still goes through: its caller may be that very subscriber."""
         while self.events.full() and not self._pending_commands:
             await self.events.wait_for_room()
-
-    async def _yield_if_busy(self) -> None:
-        """Let the loop serve others once this event's work has taken a while."""
-        if time.perf_counter() - self._busy_since >= YIELD_AFTER_S:
-            await anyio.lowlevel.checkpoint()
-            self._busy_since = time.perf_counter()
 
     # ---- the consumer --------------------------------------------------------------
     async def _step(self, event: Any) -> None:
@@ -475,7 +468,7 @@ class Controller:
             if self.queue.is_held(trial):
                 break  # still being released: it can run once that finished
             await self._start(trial)
-            await self._yield_if_busy()
+            await self._pacer.now_and_then()
         self._check_stalled()
 
     def _admit_new_trials(self) -> None:
@@ -499,7 +492,7 @@ class Controller:
                 # stands for its suggestion.
                 continue
             await self._add_trial(self._trial_from(suggestion))
-            await self._yield_if_busy()
+            await self._pacer.now_and_then()
 
     def _ended_search(self) -> bool:
         """Stopped for good (a stopper, a budget, fail_fast): no new trials. An interrupted
@@ -852,7 +845,7 @@ class Controller:
                 if index < last:
                     self._warn_mid_batch(trial, event, index + 1, len(results))
             await self._end_step()
-            await self._yield_if_busy()
+            await self._pacer.now_and_then()
         event, decision = deferred or (Event.CONTINUE, _CONTINUE)
         await self._apply_decision(trial, event, decision)
         self._exploit_all_waiting(exploits)

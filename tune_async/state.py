@@ -16,12 +16,11 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import anyio
-import anyio.lowlevel
 import attrs
 import cloudpickle
 
 from tune_async.trial import Trial
-from tune_async.utils.util import atomic_write_text, json_dumps
+from tune_async.utils.util import Pacer, atomic_write_text, json_dumps
 
 STATE_PREFIX = "experiment_state-"
 
@@ -363,13 +362,10 @@ class ExperimentPersistence:
         head = self._serializer.head(runner_data, start_time, searcher_state, self._seq,
                                      scheduler_state)
         entries = []
-        stored_entry, clock = self._serializer.stored_entry, time.perf_counter
-        since = clock()
+        stored_entry, pacer = self._serializer.stored_entry, Pacer(self.YIELD_AFTER_S)
         for trial in trials:
             entries.append(stored_entry(trial))
-            if clock() - since >= self.YIELD_AFTER_S:
-                await anyio.lowlevel.checkpoint()
-                since = clock()
+            await pacer.now_and_then()
         self._in_snapshot = {t.trial_id for t in trials}
         self._to_persist.clear()
         self._dirty = False
@@ -389,16 +385,13 @@ class ExperimentPersistence:
         self._to_persist = {}
         self._before_write()
         journaled = 0
-        clock = time.perf_counter
-        since = clock()
+        pacer = Pacer(self.YIELD_AFTER_S)
         try:
             for trial in trials:
                 self._seq += 1
                 self._submit(_JournalLine(self._seq, self._serializer.entry(trial)))
                 journaled += 1
-                if clock() - since >= self.YIELD_AFTER_S:
-                    await anyio.lowlevel.checkpoint()
-                    since = clock()
+                await pacer.now_and_then()
         finally:
             for trial in trials[journaled:]:
                 self._to_persist.setdefault(trial.trial_id, trial)

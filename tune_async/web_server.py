@@ -37,7 +37,6 @@ import logging
 import math
 import os
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Iterable
@@ -53,6 +52,7 @@ from tune_async import events as ev
 from tune_async.controller import AddTrialCommand, StopAll, StopTrialCommand
 from tune_async.error import TuneError
 from tune_async.trial import TrialView
+from tune_async.utils.util import Pacer
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
@@ -436,23 +436,11 @@ def _info_encoder(request: web.Request) -> Any:
 async def _encode_each(trials: list, encode: Any) -> list:
     """``encode`` each trial, yielding to the loop now and then (many trials)."""
     infos = []
-    pause = _Pacer()
+    pause = Pacer(YIELD_AFTER_S)
     for trial in trials:
         infos.append(encode(trial))
         await pause.now_and_then()
     return infos
-
-
-class _Pacer:
-    """Yields to the loop once a piece of work has held it for YIELD_AFTER_S."""
-
-    def __init__(self) -> None:
-        self._since = time.perf_counter()
-
-    async def now_and_then(self) -> None:
-        if time.perf_counter() - self._since > YIELD_AFTER_S:
-            await asyncio.sleep(0)
-            self._since = time.perf_counter()
 
 
 async def _dumps_in_pieces(value: Any, depth: int) -> str:
@@ -462,7 +450,7 @@ async def _dumps_in_pieces(value: Any, depth: int) -> str:
     its whole length; encoded item by item, the loop gets a turn every few ms.
     """
     parts: list[str] = []
-    pause = _Pacer()
+    pause = Pacer(YIELD_AFTER_S)
 
     async def encode(item: Any, levels: int) -> None:
         if levels == 0 or not isinstance(item, (dict, list)) or not item:

@@ -46,6 +46,7 @@ from tune_async.utils.util import (
     in_made_dir,
     json_dumps,
     write_all,
+    write_file,
 )
 
 if TYPE_CHECKING:
@@ -98,27 +99,14 @@ def write_params(logdir: str, config: dict) -> None:
     except Exception as exc:  # an unpicklable config must not fail the trial
         logger.warning("Could not pickle the config of %s: %s", logdir, exc)
         data = None
-    in_made_dir(logdir, _write_file, os.path.join(logdir, EXPR_PARAM_FILE),
+    # In place, as 1.x writes them: once per trial start, before anything reads them.
+    in_made_dir(logdir, write_file, os.path.join(logdir, EXPR_PARAM_FILE),
                 text.encode("utf-8"))
     if data is not None:
-        _write_file(os.path.join(logdir, EXPR_PARAM_PICKLE_FILE), data)
+        write_file(os.path.join(logdir, EXPR_PARAM_PICKLE_FILE), data)
 
 
-_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-_WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _CLOEXEC
-_APPEND_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | _CLOEXEC
-
-
-def _write_file(path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` in place, as 1.x writes the params files: once per
-    trial start, before anything reads them. Through a temporary file and a rename it
-    was two system calls more per file (the writer's thread waits for the GIL after
-    each, and each is a metadata operation on disk)."""
-    fd = os.open(path, _WRITE_FLAGS, 0o666)
-    try:
-        write_all(fd, data)
-    finally:
-        os.close(fd)
+_APPEND_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
 
 
 def _create_or_append(path: str) -> tuple[int, bool]:

@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import anyio.lowlevel
+
 logger = logging.getLogger(__name__)
 
 
@@ -88,6 +90,23 @@ def in_made_dir(directory: str, fn: Callable[..., Any], *args: Any) -> Any:
         return fn(*args)
 
 
+class Pacer:
+    """Yields to the event loop once a piece of work has held it for ``every_s``."""
+
+    def __init__(self, every_s: float = 0.002) -> None:
+        self.every_s = every_s
+        self._since = time.perf_counter()
+
+    def restart(self) -> None:
+        """A new piece of work begins: the loop had its turn."""
+        self._since = time.perf_counter()
+
+    async def now_and_then(self) -> None:
+        if time.perf_counter() - self._since >= self.every_s:
+            await anyio.lowlevel.checkpoint()
+            self._since = time.perf_counter()
+
+
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
 _WRITE_CHUNK = 1 << 18  # parts are gathered up to this size per write call
 
@@ -100,17 +119,28 @@ def _atomic_write(path: str, parts: Iterable[bytes]) -> None:
     # another thread take the GIL, which the writer's thread then waits to get back.
     directory, name = os.path.split(path)
     tmp = os.path.join(directory, f".tmp_{name}.{os.getpid()}.{threading.get_ident()}.part")
-    fd = os.open(tmp, _NEW_FILE_FLAGS, 0o666)  # (failing: there is nothing to remove)
     try:
-        try:
-            _write_parts(fd, parts)
-        finally:
-            os.close(fd)
+        _write_new(tmp, parts)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+def write_file(path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` in place (created or truncated), not atomically: for a
+    file written once before anything reads it (1.x's params files), where a temporary
+    file and a rename would be two system calls and a metadata operation more."""
+    _write_new(path, (data,))
+
+
+def _write_new(path: str, parts: Iterable[bytes]) -> None:
+    fd = os.open(path, _NEW_FILE_FLAGS, 0o666)
+    try:
+        _write_parts(fd, parts)
+    finally:
+        os.close(fd)
 
 
 def _write_parts(fd: int, parts: Iterable[bytes]) -> None:
