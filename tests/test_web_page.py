@@ -13,6 +13,7 @@ import json
 import os
 import pathlib
 import shutil
+import tempfile
 import time
 
 import aiohttp
@@ -71,12 +72,15 @@ class Page:
 async def chromium(profile: pathlib.Path):
     """A headless Chromium; yields a Page on a blank tab. Stopped (and awaited) on exit."""
     profile.mkdir(parents=True, exist_ok=True)
+    # Its profile lock (a socket dir) goes to TMPDIR and would outlive it there; a
+    # socket path has at most 107 bytes, so a short directory of our own, removed below.
+    lock_dir = tempfile.TemporaryDirectory(prefix="tune-chromium-")
     log = open(profile / "chromium.log", "wb")  # closed below, after chromium exits
     process = await anyio.open_process(
         [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
          "--disable-dev-shm-usage", "--window-size=1100,900", "--remote-debugging-port=0",
          f"--user-data-dir={profile}", "about:blank"],
-        stdout=log, stderr=log)
+        stdout=log, stderr=log, env={**os.environ, "TMPDIR": lock_dir.name})
     try:
         port = await _devtools_port(profile / "DevToolsActivePort", process)
         async with aiohttp.ClientSession() as session:
@@ -95,6 +99,7 @@ async def chromium(profile: pathlib.Path):
                 await process.wait()
             await process.aclose()
             log.close()
+            lock_dir.cleanup()
 
 
 async def _devtools_port(path: pathlib.Path, process) -> int:
