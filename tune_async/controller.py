@@ -261,7 +261,7 @@ class Controller:
         # simulated second.
         self.persistence = ExperimentPersistence(
             settings.experiment_dir, settings.session_str, time.monotonic, self._flush_loggers,
-            flush_files=self._flush_files, bounded_backlog=hasattr(self.clock, "hold"),
+            flush_files=self._flush_files, virtual_clock=hasattr(self.clock, "hold"),
         )
         self.trial_dirs = TrialDirs(on_loop=may_use_trial_dirs_on_loop(self.callbacks),
                                     list_in_background=self._list_in_background,
@@ -418,9 +418,10 @@ class Controller:
                                            name="prune after the journal")
 
     async def _wait_for_writer(self) -> None:
-        """The state writer fell far behind under a virtual clock: wait until it takes
-        its queue, the clock held meanwhile (time must not move while the consumer waits)."""
-        with self.clock.hold():
+        """The state writer fell far behind: wait until it takes its queue; a virtual
+        clock held meanwhile (time must not move while the consumer waits)."""
+        hold = getattr(self.clock, "hold", contextlib.nullcontext)
+        with hold():
             await self.persistence.wait_for_writer()
 
     async def _handle(self, event: Any) -> None:
