@@ -77,9 +77,12 @@ _SUBMODULES = ("checkpoint_manager", "function_runner", "logger", "progress_repo
                "utils")
 __getattr__, __dir__ = lazy_attributes(__name__, _NAMES, _SUBMODULES)
 if not in_ray_worker():
-    # The driver: everything now, the run's executor too, so that nothing is imported
-    # on the event loop later (imports block it for tens of ms).
-    import_all(__name__, _NAMES, _SUBMODULES, also=("tune_async.execution.ray_executor",))
+    # The driver: everything now, the run's executor and ray too, so that nothing is
+    # imported while a loop runs: an import blocks it, even from another thread (ray's,
+    # in the thread that starts Ray, stalled a heartbeat beside it 48-60 ms: loading
+    # its C++ core holds the GIL).
+    import_all(__name__, _NAMES, _SUBMODULES,
+               also=("tune_async.execution.ray_executor", "ray"))
 
 __version__ = "0.1.0"
 

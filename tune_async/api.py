@@ -23,6 +23,8 @@ from tune_async.controller import Controller, ControllerSettings
 from tune_async.error import TuneError
 from tune_async.experiment import Experiment, convert_to_experiment_list
 from tune_async.utils.cancel import run_with_orderly_cancel
+from tune_async.utils.gil import short_switch_interval
+from tune_async.utils.heap import frozen_heap
 from tune_async.utils.util import date_str, env_number
 
 logger = logging.getLogger(__name__)
@@ -240,8 +242,6 @@ class _Job:
 
     async def _execute(self) -> Any:
         from tune_async.analysis import ExperimentAnalysis
-        from tune_async.utils.gil import short_switch_interval
-        from tune_async.utils.heap import frozen_heap
 
         if self.before_run is not None:
             await self.before_run()
