@@ -12,6 +12,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
+from tests.disk_lag import LagOnDisk
 from tune_async.state import ExperimentPersistence, load_state, trials_from_state
 from tune_async.trial import Trial, TrialStatus
 
@@ -163,28 +164,16 @@ def _lags_on_disk_with_a_slow_writer(results_dir, monkeypatch, max_backlog):
 
     monkeypatch.setattr(ExperimentPersistence, "_write", slow_write)
     monkeypatch.setattr(ExperimentPersistence, "MAX_BACKLOG_REAL_TIME", max_backlog)
-    lags = []
-
-    class CountOnDisk(tune.Callback):
-        finished = 0
-
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            self.finished += 1
-            if self.finished % 20 == 0:
-                try:
-                    on_disk = tune.ExperimentAnalysis(trial.local_dir).trials
-                except tune.TuneError:  # no state written yet
-                    on_disk = []
-                lags.append(self.finished - sum(t.status == "TERMINATED" for t in on_disk))
+    lag_on_disk = LagOnDisk(every=20)
 
     def trainable(config):
         tune.report(loss=config["i"])
 
     analysis = tune.run(trainable, config={"i": tune.grid_search(list(range(300)))},
                         trial_executor=tune.LocalExecutor(max_concurrent=50),
-                        callbacks=[CountOnDisk()], local_dir=results_dir, verbose=0)
+                        callbacks=[lag_on_disk], local_dir=results_dir, verbose=0)
     assert len(analysis.trials) == 300
-    return lags
+    return lag_on_disk.lags
 
 
 def test_in_real_time_a_writer_that_cannot_keep_up_holds_the_run_back_not_memory(

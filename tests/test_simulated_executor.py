@@ -7,6 +7,7 @@ import os
 import time
 
 import tune_async as tune
+from tests.disk_lag import LagOnDisk
 from tune_async.clock import FakeClock
 from tune_async.schedulers import ASHAScheduler, FIFOScheduler
 from tune_async.testing import ExecutorConformance
@@ -210,27 +211,14 @@ def test_finished_trials_reach_the_disk_while_a_simulation_runs(results_dir, mon
 
     _writing_slowly(monkeypatch, 0.01)
     monkeypatch.setattr(ExperimentPersistence, "MAX_BACKLOG", 10)
-    lags = []
-
-    class CountOnDisk(tune.Callback):
-        def __init__(self):
-            self.finished = 0
-
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            self.finished += 1
-            if self.finished % 25 == 0:
-                try:
-                    on_disk = tune.ExperimentAnalysis(trial.local_dir).trials
-                except tune.TuneError:  # no state written yet
-                    on_disk = []
-                done = sum(t.status == "TERMINATED" for t in on_disk)
-                lags.append(self.finished - done)
+    lag_on_disk = LagOnDisk(every=25)
 
     executor = tune.SimulatedExecutor(curve, slots=8)
     analysis = tune.run(executor.trainable, config={"i": tune.grid_search(list(range(200)))},
                         stop={"training_iteration": 2}, trial_executor=executor,
-                        callbacks=[CountOnDisk()], local_dir=results_dir, verbose=0)
+                        callbacks=[lag_on_disk], local_dir=results_dir, verbose=0)
     assert len(analysis.trials) == 200
+    lags = lag_on_disk.lags
     assert len(lags) == 8
     # A step queues a few jobs (a trial's journal lines: added, finished): at most ~13
     # queued and a batch as large in the writer's hands, ~25 jobs. Unbounded, the lag
