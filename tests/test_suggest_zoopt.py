@@ -36,9 +36,11 @@ class TestZOOptParallelConformance(SearcherConformance):
 def test_finds_the_optimum_and_beats_random_search(results_dir):
     def make(seed):
         np.random.seed(seed)  # ZOOpt draws from numpy's global random state
-        return ZOOptSearch(budget=40, parallel_num=2)
+        return ZOOptSearch(budget=40)
 
-    check_beats_random(make, budget=40, tolerance=0.5, results_dir=results_dir)
+    # One trial at a time: with two, the order in which a batch's results reach SRacos
+    # changes what it suggests next, and a seed's best loss varied (0.05 to 1.14).
+    check_beats_random(make, budget=40, tolerance=0.5, results_dir=results_dir, batch=False)
 
 
 def test_every_domain_converts_and_constants_are_merged(results_dir):
