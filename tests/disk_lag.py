@@ -1,8 +1,23 @@
-"""A callback that measures how far the state on disk lags behind finished trials."""
+"""A disk that cannot keep up, and how far the state on disk lags behind finished trials."""
 
 from __future__ import annotations
 
+import time
+
 import tune_async as tune
+from tune_async.state import ExperimentPersistence
+
+
+def write_slowly(monkeypatch, per_write: float = 0.0, per_job: float = 0.0) -> None:
+    """The state writer's thread takes ``per_write`` seconds per write plus ``per_job``
+    per job queued in it (a slow disk)."""
+    write = ExperimentPersistence._write
+
+    def slow_write(self, jobs):
+        time.sleep(per_write + per_job * len(jobs))
+        write(self, jobs)
+
+    monkeypatch.setattr(ExperimentPersistence, "_write", slow_write)
 
 
 class LagOnDisk(tune.Callback):

@@ -12,7 +12,7 @@ import anyio
 import anyio.lowlevel
 import pytest
 
-from tests.disk_lag import LagOnDisk
+from tests.disk_lag import LagOnDisk, write_slowly
 from tune_async.state import ExperimentPersistence, load_state, trials_from_state
 from tune_async.trial import Trial, TrialStatus
 
@@ -151,19 +151,14 @@ def test_a_trial_holding_main_module_objects_loads_in_another_process(tmp_path):
     assert restored[0].config["act"](4) == 8
 
 
-def _lags_on_disk_with_a_slow_writer(results_dir, monkeypatch, max_backlog):
-    """Finished trials minus those the state on disk calls finished, every 20 trials, in
-    a real-time run whose writer takes 1 ms per queued job (a disk that cannot keep up)."""
+def test_in_real_time_a_writer_that_cannot_keep_up_holds_the_run_back_not_memory(
+        results_dir, monkeypatch):
+    """Past MAX_BACKLOG_REAL_TIME queued jobs the consumer waits for the writer to take
+    them: what is not on disk yet (and held in memory meanwhile) stays bounded."""
     import tune_async as tune
 
-    write = ExperimentPersistence._write
-
-    def slow_write(self, jobs):
-        time.sleep(0.001 * len(jobs))
-        write(self, jobs)
-
-    monkeypatch.setattr(ExperimentPersistence, "_write", slow_write)
-    monkeypatch.setattr(ExperimentPersistence, "MAX_BACKLOG_REAL_TIME", max_backlog)
+    write_slowly(monkeypatch, per_job=0.001)
+    monkeypatch.setattr(ExperimentPersistence, "MAX_BACKLOG_REAL_TIME", 10)
     lag_on_disk = LagOnDisk(every=20)
 
     def trainable(config):
@@ -173,14 +168,7 @@ def _lags_on_disk_with_a_slow_writer(results_dir, monkeypatch, max_backlog):
                         trial_executor=tune.LocalExecutor(max_concurrent=50),
                         callbacks=[lag_on_disk], local_dir=results_dir, verbose=0)
     assert len(analysis.trials) == 300
-    return lag_on_disk.lags
-
-
-def test_in_real_time_a_writer_that_cannot_keep_up_holds_the_run_back_not_memory(
-        results_dir, monkeypatch):
-    """Past MAX_BACKLOG_REAL_TIME queued jobs the consumer waits for the writer to take
-    them: what is not on disk yet (and held in memory meanwhile) stays bounded."""
-    lags = _lags_on_disk_with_a_slow_writer(results_dir, monkeypatch, max_backlog=10)
+    lags = lag_on_disk.lags
     # At most ~11 jobs queued and a batch as large in the writer's hands; two journal
     # lines per trial (added, finished), and the state read back may miss the last write.
     assert max(lags) <= 40, lags

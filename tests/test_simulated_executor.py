@@ -7,7 +7,7 @@ import os
 import time
 
 import tune_async as tune
-from tests.disk_lag import LagOnDisk
+from tests.disk_lag import LagOnDisk, write_slowly
 from tune_async.clock import FakeClock
 from tune_async.schedulers import ASHAScheduler, FIFOScheduler
 from tune_async.testing import ExecutorConformance
@@ -167,19 +167,6 @@ def test_pbt_pauses_and_exploits_on_the_virtual_clock(results_dir):
     assert executor.clock.now() >= 12.0, "two slots for four trials: at least two rounds"
 
 
-def _writing_slowly(monkeypatch, seconds):
-    """The state writer's thread takes ``seconds`` per write (a slow disk)."""
-    from tune_async.state import ExperimentPersistence
-
-    write = ExperimentPersistence._write
-
-    def slow_write(self, jobs):
-        time.sleep(seconds)
-        write(self, jobs)
-
-    monkeypatch.setattr(ExperimentPersistence, "_write", slow_write)
-
-
 def _asha_grid_run(results_dir):
     executor = tune.SimulatedExecutor(curve, slots=4)
     analysis = tune.run(executor.trainable, config={"i": tune.grid_search(list(range(40)))},
@@ -197,7 +184,7 @@ def test_a_writer_that_falls_behind_holds_virtual_time_not_the_decisions(
     from tune_async.state import ExperimentPersistence
 
     unhurried = _asha_grid_run(results_dir)
-    _writing_slowly(monkeypatch, 0.02)
+    write_slowly(monkeypatch, per_write=0.02)
     monkeypatch.setattr(ExperimentPersistence, "MAX_BACKLOG", 2)
     held_back = _asha_grid_run(results_dir)
     assert held_back == unhurried
@@ -209,7 +196,7 @@ def test_finished_trials_reach_the_disk_while_a_simulation_runs(results_dir, mon
     (not all at the end, held in memory until then)."""
     from tune_async.state import ExperimentPersistence
 
-    _writing_slowly(monkeypatch, 0.01)
+    write_slowly(monkeypatch, per_write=0.01)
     monkeypatch.setattr(ExperimentPersistence, "MAX_BACKLOG", 10)
     lag_on_disk = LagOnDisk(every=25)
 
