@@ -7,6 +7,8 @@ left, and ``resume=True`` finishes every trial with each result recorded exactly
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import json
 import os
 import subprocess
@@ -56,11 +58,18 @@ def live_placement_groups():
     return [pg for pg in ray.util.placement_group_table().values() if pg["state"] != "REMOVED"]
 
 
+def cpus_in_use():
+    import ray
+
+    return ray.cluster_resources()["CPU"] - ray.available_resources().get("CPU", 0.0)
+
+
 async def wait_until_released(timeout_s=10.0):
-    """Ray marks a killed actor DEAD a moment after ray.kill returns."""
+    """Ray marks a killed actor DEAD, and frees what it held, a moment after ray.kill."""
     with anyio.move_on_after(timeout_s):
-        while live_trial_actors() or live_placement_groups():
+        while live_trial_actors() or live_placement_groups() or cpus_in_use():
             await anyio.sleep(0.02)
+    assert cpus_in_use() == 0, "Ray still counts CPUs in use, with no actor or group left"
     return live_trial_actors(), live_placement_groups()
 
 
@@ -97,7 +106,10 @@ async def test_cancel_at_any_moment_leaks_nothing_and_resume_finishes(results_di
     assert await wait_until_released() == ([], [])
 
 
-async def test_cancel_during_a_placement_group_wait_removes_the_group(results_dir):
+@contextlib.asynccontextmanager
+async def one_cpu_held_outside_tune():
+    """Half the CPUs are held by an actor of the test's own: a 2-CPU group cannot be
+    placed until it is released (by leaving the block, or by calling what it yields)."""
     import ray
 
     @ray.remote(num_cpus=1)
@@ -105,11 +117,17 @@ async def test_cancel_during_a_placement_group_wait_removes_the_group(results_di
         def ready(self):
             return True
 
-    # Half the CPUs are held outside Tune: the trial's 2-CPU group cannot be placed yet.
     blocker = Blocker.remote()
     with anyio.fail_after(60):  # (a CPU left held by an earlier test would show here)
         await blocker.ready.remote()
     try:
+        yield functools.partial(ray.kill, blocker)
+    finally:
+        ray.kill(blocker)
+
+
+async def test_cancel_during_a_placement_group_wait_removes_the_group(results_dir):
+    async with one_cpu_held_outside_tune():
         async with anyio.create_task_group() as tg:
             tg.start_soon(lambda: tune.arun(
                 stepper, name="pg_wait", local_dir=results_dir, verbose=0,
@@ -120,9 +138,29 @@ async def test_cancel_during_a_placement_group_wait_removes_the_group(results_di
             await anyio.sleep(0.2)
             assert [pg["state"] for pg in live_placement_groups()] == ["PENDING"]
             tg.cancel_scope.cancel()
-        assert await wait_until_released() == ([], [])
-    finally:
-        ray.kill(blocker)
+    assert await wait_until_released() == ([], [])
+
+
+async def test_a_group_ray_cannot_place_is_reported_then_runs_once_placed(
+        results_dir, monkeypatch, caplog):
+    # Tune counted room for the group; Ray cannot place it (the test's actor holds a CPU
+    # Tune does not know of): the wait is named in the log, and the trial runs after.
+    monkeypatch.setenv("TUNE_WARN_INSUFFICENT_RESOURCE_THRESHOLD_S", "0.3")
+    async with one_cpu_held_outside_tune() as release:
+        async with anyio.create_task_group() as tg:
+            async def run():
+                tg.analysis = await tune.arun(
+                    stepper, name="pg_unplaced", local_dir=results_dir, verbose=0,
+                    resources_per_trial=PlacementGroupFactory([{"CPU": 2}]))
+            tg.start_soon(run)
+            with anyio.fail_after(30):
+                while "has waited" not in caplog.text:
+                    await anyio.sleep(0.05)
+            release()
+    assert "(2 CPU) has waited 0.3 s" in caplog.text
+    assert "Ray reports 1 CPU available of 2 CPU" in caplog.text
+    [trial] = tg.analysis.trials
+    assert trial.status == "TERMINATED" and recorded_steps(trial) == list(range(1, STEPS + 1))
 
 
 class HangingCallback(tune.Callback):

@@ -19,6 +19,7 @@ from tune_async.execution.ledger import LEDGER
 from tune_async.resources import Resources
 from tune_async.trial import Trial
 from tune_async.utils.placement_groups import PlacementGroupFactory
+from tune_async.utils.util import env_number
 
 logger = logging.getLogger(__name__)
 
@@ -507,7 +508,7 @@ class RayExecutor:
         pg = factory()
         self._unready_groups.add(pg)
         try:
-            await pg.ready()
+            await _placed(pg, factory)
         except BaseException:
             self._unready_groups.discard(pg)
             with anyio.CancelScope(shield=True):
@@ -535,6 +536,37 @@ class RayExecutor:
                 # from with_parameters, must go through Ray's serializer to stay resolvable.
                 ref = self._class_refs[id(cls)] = [await anyio.to_thread.run_sync(ray.put, cls)]
         return ref
+
+
+async def _placed(pg: Any, factory: PlacementGroupFactory) -> None:
+    """Wait until Ray places ``pg``, warning every threshold while it cannot: this
+    experiment counted room for it, so the wait means something else holds resources (a
+    driver beside it, an autoscaler still adding nodes, or resources Ray did not free)."""
+    threshold = env_number("TUNE_WARN_INSUFFICENT_RESOURCE_THRESHOLD_S", 60.0) or None
+    ready = pg.ready()
+    waited = 0.0
+    while True:
+        with anyio.move_on_after(threshold):
+            await ready
+            return
+        waited += threshold
+        available, total = await anyio.to_thread.run_sync(_read_available)
+        logger.warning(
+            "A trial's placement group (%s) has waited %g s for Ray to place it, although "
+            "this experiment counted room for it: Ray reports %s available of %s. Another "
+            "driver or resources Ray has not freed may hold them (`ray status` shows them).",
+            _describe(factory.required_resources()), waited, _describe(available),
+            _describe(total))
+
+
+def _read_available() -> tuple[dict[str, float], dict[str, float]]:
+    """The cluster's available and total CPUs and GPUs (blocking Ray calls)."""
+    import ray
+
+    def cpus_gpus(resources: dict) -> dict[str, float]:
+        return {k: float(v) for k, v in resources.items() if k in ("CPU", "GPU")}
+
+    return cpus_gpus(ray.available_resources()), cpus_gpus(ray.cluster_resources())
 
 
 async def _cancel_and_stop(worker: _Worker) -> None:
