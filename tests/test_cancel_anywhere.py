@@ -163,6 +163,42 @@ async def test_a_group_ray_cannot_place_is_reported_then_runs_once_placed(
     assert trial.status == "TERMINATED" and recorded_steps(trial) == list(range(1, STEPS + 1))
 
 
+class OneStepSlowCleanup(tune.Trainable):
+    """Trial x=0 takes one CPU, x=1 both: the second's launch evicts the first's idle
+    worker, and waits for its cleanup before killing it."""
+
+    @classmethod
+    def default_resource_request(cls, config):
+        return PlacementGroupFactory([{"CPU": 1 + config["x"]}])
+
+    def step(self):
+        return {"done": True}
+
+    def cleanup(self):
+        time.sleep(5)
+
+
+class Completions(tune.Callback):
+    def __init__(self):
+        self.first = anyio.Event()
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.first.set()
+
+
+async def test_cancel_while_an_evicted_worker_cleans_up_kills_it(results_dir):
+    completions = Completions()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: tune.arun(
+            OneStepSlowCleanup, config={"x": tune.grid_search([0, 1])}, name="evicting",
+            local_dir=results_dir, verbose=0, callbacks=[completions]))
+        with anyio.fail_after(60):
+            await completions.first.wait()
+        await anyio.sleep(1.0)  # the second trial's launch now waits for that cleanup
+        tg.cancel_scope.cancel()
+    assert await wait_until_released() == ([], [])
+
+
 class HangingCallback(tune.Callback):
     async def on_experiment_end(self, trials, **info):
         await anyio.sleep_forever()

@@ -634,15 +634,19 @@ def _take_due_stop(worker: _Worker, cancel_timer: bool = True) -> bool | None:
 
 async def _retire(workers: list[Any]) -> None:
     """Kill evicted idle workers (or hosts) once their last trial's stop has run (bounded):
-    its cleanup must not be cut off."""
-    with anyio.move_on_after(RETIRE_WAIT_S):
-        for worker in workers:
-            if isinstance(worker, _Worker):
-                _send_due_stop(worker)
-                if worker.stopping is not None:
-                    with contextlib.suppress(Exception):
-                        await worker.stopping
-    await _kill_off_loop(workers)
+    its cleanup must not be cut off. Nobody else holds them: a cancel while waiting still
+    kills them."""
+    try:
+        with anyio.move_on_after(RETIRE_WAIT_S):
+            for worker in workers:
+                if isinstance(worker, _Worker):
+                    _send_due_stop(worker)
+                    if worker.stopping is not None:
+                        with contextlib.suppress(Exception):
+                            await worker.stopping
+    finally:
+        with anyio.CancelScope(shield=True):
+            await _kill_off_loop(workers)
 
 
 async def _kill_off_loop(workers: list[_Worker], groups: list[Any] = ()) -> None:
