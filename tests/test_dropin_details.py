@@ -456,3 +456,39 @@ def test_wait_for_gpu_polls_until_the_memory_is_released(monkeypatch):
         tune.utils.wait_for_gpu(7)
     with pytest.raises(ValueError, match="must be type str/int"):
         tune.utils.wait_for_gpu(1.5)
+
+
+# ---- default_resource_request sees each trial's config (1.x's Trial asks per trial) ----------
+
+
+class SizedByConfig(tune.Trainable):
+    @classmethod
+    def default_resource_request(cls, config):
+        return tune.PlacementGroupFactory([{"CPU": config["cpus"]}])
+
+    def step(self):
+        import ray
+
+        return {"cpus_granted": sum(ray.get_runtime_context().get_assigned_resources()
+                                    .get(k, 0) for k in ("CPU",)), "done": True}
+
+
+@pytest.mark.ray
+def test_default_resource_request_is_asked_with_each_trials_config(results_dir):
+    analysis = tune.run(SizedByConfig, config={"cpus": tune.grid_search([1, 2])},
+                        local_dir=results_dir, verbose=0)
+    assert [t.placement_group_factory.required_resources()["CPU"] for t in analysis.trials] \
+        == [1, 2]
+    assert [t.last_result["cpus_granted"] for t in analysis.trials] == [1, 2]
+
+
+def test_default_resource_request_beside_resources_per_trial_fails_before_any_trial(
+        results_dir):
+    from tests.scripted_executor import ScriptedExecutor
+
+    executor = ScriptedExecutor()
+    with pytest.raises(ValueError, match="Please clear the `resources_per_trial` option"):
+        tune.run(SizedByConfig, config={"cpus": tune.grid_search([1, 2])},
+                 resources_per_trial={"cpu": 1}, local_dir=results_dir, verbose=0,
+                 trial_executor=executor)
+    assert executor.started == []

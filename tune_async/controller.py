@@ -510,7 +510,7 @@ class Controller:
             experiment_tag=suggestion.experiment_tag,
             evaluated_params=dict(suggestion.evaluated_params),
             local_dir=exp.checkpoint_dir,
-            resources=exp.resources,
+            resources=exp.resources_for(suggestion.config),
             stopping_criterion=dict(exp.stop_criteria),
             max_failures=exp.max_failures,
             experiment_name=exp.name,

@@ -91,7 +91,12 @@ class Experiment:
         check_picklable(self.trainable_cls, self._run_identifier)
         self.stop_criteria, self.stopper = make_stopper(stop)
         self.time_budget_s = _validate_time_budget(time_budget_s)
-        self.resources = _parse_resources(resources_per_trial, self.trainable_cls, config)
+        self._resources_spec = resources_per_trial
+        # A trainable's default_resource_request sees each trial's own config, as in 1.x's
+        # Trial (the experiment's, with its grid and samples unresolved, would not do).
+        self._asks_trainable = _asks_for_resources(self.trainable_cls)
+        self.resources = _parse_resources(
+            resources_per_trial, None if self._asks_trainable else self.trainable_cls, config)
         self.num_samples = _validate_num_samples(num_samples)
         validate_checkpoint_params(
             checkpoint_freq, keep_checkpoints_num, checkpoint_score_attr, restore
@@ -147,6 +152,12 @@ class Experiment:
             return cls(name, **spec)
         except TypeError as exc:
             raise TuneValueError(f"Improper argument from JSON: {exc}") from exc
+
+    def resources_for(self, config: dict) -> Resources | PlacementGroupFactory:
+        """The resources of a trial with this (resolved) config."""
+        if not self._asks_trainable:
+            return self.resources
+        return _parse_resources(self._resources_spec, self.trainable_cls, config)
 
     @property
     def local_dir(self) -> str:
@@ -283,8 +294,17 @@ def _validate_log_to_file(value: Any) -> None:
     )
 
 
+def _asks_for_resources(trainable_cls: type) -> bool:
+    """Whether the trainable defines its own ``default_resource_request``."""
+    from tune_async.trainable.trainable import Trainable
+
+    default = getattr(trainable_cls, "default_resource_request", None)
+    return inspect.ismethod(default) and (
+        getattr(default, "__func__", None) is not Trainable.default_resource_request.__func__)
+
+
 def _parse_resources(
-    spec: Any, trainable_cls: type, config: dict
+    spec: Any, trainable_cls: type | None, config: dict
 ) -> Resources | PlacementGroupFactory:
     default = getattr(trainable_cls, "default_resource_request", None)
     default_request = None
