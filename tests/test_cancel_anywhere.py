@@ -69,8 +69,10 @@ async def wait_until_released(timeout_s=10.0):
     with anyio.move_on_after(timeout_s):
         while live_trial_actors() or live_placement_groups() or cpus_in_use():
             await anyio.sleep(0.02)
-    assert cpus_in_use() == 0, "Ray still counts CPUs in use, with no actor or group left"
-    return live_trial_actors(), live_placement_groups()
+    left = live_trial_actors(), live_placement_groups()
+    if left == ([], []):
+        assert cpus_in_use() == 0, "Ray still counts CPUs in use, with no actor or group left"
+    return left
 
 
 def run_args(results_dir, name, **extra):
@@ -84,9 +86,9 @@ def recorded_steps(trial):
         return [json.loads(line)["step"] for line in f]
 
 
-async def cancel_after(delay_s, **kwargs):
+async def cancel_after(delay_s, trainable=stepper, **kwargs):
     async with anyio.create_task_group() as tg:
-        tg.start_soon(lambda: tune.arun(stepper, **kwargs))
+        tg.start_soon(lambda: tune.arun(trainable, **kwargs))
         await anyio.sleep(delay_s)
         tg.cancel_scope.cancel()
 
@@ -196,6 +198,20 @@ async def test_cancel_while_an_evicted_worker_cleans_up_kills_it(results_dir):
             await completions.first.wait()
         await anyio.sleep(1.0)  # the second trial's launch now waits for that cleanup
         tg.cancel_scope.cancel()
+    assert await wait_until_released() == ([], [])
+
+
+class SlowSteps(tune.Trainable):
+    def step(self):
+        time.sleep(3)  # not interruptible: a stop waits for it (up to the grace period)
+        return {"x": 1}
+
+
+async def test_cancel_while_a_stopped_trial_is_released_kills_its_worker(results_dir):
+    # The time budget stops the trial mid-step; its release waits for that step (up to
+    # the grace period), and the run is cancelled meanwhile.
+    await cancel_after(2.0, **dict(run_args(results_dir, "releasing"), time_budget_s=1.0),
+                       trainable=SlowSteps)
     assert await wait_until_released() == ([], [])
 
 

@@ -386,9 +386,11 @@ class RayExecutor:
             return
         worker.pending_setup = None
         if in_flight or failed or self.fresh_process_per_trial:
-            if in_flight and not failed:
-                await _cancel_and_stop(worker)
-            await _retire([worker])  # a previous trial's stop still due runs first
+            try:
+                if in_flight and not failed:
+                    await _cancel_and_stop(worker)
+            finally:  # held by nobody now: killed even when the run is cancelled meanwhile
+                await _retire([worker])  # a previous trial's stop still due runs first
         else:
             # The stop rides with the next trial's setup, or goes alone shortly (Ray runs
             # one caller's calls to an actor in order): the worker is idle from here on.
@@ -495,8 +497,13 @@ class RayExecutor:
         # loop, and one created while the launch was cancelled is killed, not leaked.
         create = functools.partial(self._actor_cls.options(**options).remote,
                                    self._driver_sys_path, self._driver_node_id)
-        actor = await _in_thread_to_completion(
-            create, discard=lambda made: _kill_now([made], [pg] if pg is not None else []))
+        groups = [pg] if pg is not None else []
+        try:
+            actor = await _in_thread_to_completion(
+                create, discard=lambda made: _kill_now([made], groups))
+        except Exception:  # Ray refused the actor: its group is nobody's either
+            await _kill_off_loop([], groups)
+            raise
         return _Worker(actor=actor, key=key, request=request_of(trial), placement_group=pg)
 
     async def _ready_group(self, factory: PlacementGroupFactory) -> Any:
