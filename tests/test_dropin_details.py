@@ -492,3 +492,34 @@ def test_default_resource_request_beside_resources_per_trial_fails_before_any_tr
                  resources_per_trial={"cpu": 1}, local_dir=results_dir, verbose=0,
                  trial_executor=executor)
     assert executor.started == []
+
+
+# ---- function signatures 1.x accepts: anything callable as f(config[, checkpoint_dir=]) -------
+
+
+def with_defaults(config, epochs=3):
+    for i in range(epochs):
+        tune.report(i=i)
+
+
+def checkpointing_with_defaults(config, checkpoint_dir=None, epochs=2):
+    for i in range(epochs):
+        tune.report(i=i, restored=checkpoint_dir is not None)
+
+
+@pytest.mark.parametrize("fn, reported", [(with_defaults, 3), (checkpointing_with_defaults, 2)])
+def test_function_trainables_may_take_parameters_with_defaults(fn, reported, results_dir):
+    analysis = tune.run(fn, local_dir=results_dir, verbose=0,
+                        trial_executor=tune.LocalExecutor())
+    [trial] = analysis.trials
+    assert trial.status == "TERMINATED" and trial.last_result["i"] == reported - 1
+
+
+def test_a_function_needing_another_argument_is_refused_before_any_trial(results_dir):
+    def needs_data(config, data):
+        pass
+
+    with pytest.raises(ValueError, match=r"Unknown argument.*Found: \['config', 'data'\]"):
+        tune.run(needs_data, local_dir=results_dir, verbose=0,
+                 trial_executor=tune.LocalExecutor())
+    assert os.listdir(results_dir) == []

@@ -46,6 +46,7 @@ from tune_async.trainable.session import (
     TrialSession,
 )
 from tune_async.trainable.trainable import Trainable, _metadata_path
+from tune_async.utils.util import _binds
 
 logger = logging.getLogger(__name__)
 
@@ -516,36 +517,25 @@ class AsyncFunctionTrainable(FunctionTrainable):
 
 
 def _call_mode(fn: Callable[..., Any]) -> str:
-    """How to call ``fn``: with config only, plus ``checkpoint_dir``, or plus a reporter."""
-    name = getattr(fn, "__name__", repr(fn))
+    """How to call ``fn``, as 1.x's wrap_function decides: plus ``checkpoint_dir`` if it
+    takes that keyword, else plus a reporter if it takes ``reporter``, else config only;
+    parameters with defaults may follow (``f(config, checkpoint_dir=None, epochs=10)``)."""
     try:
-        params = list(inspect.signature(fn).parameters.values())
+        inspect.signature(fn)
     except (TypeError, ValueError):  # builtins and the like: assume f(config)
         return _MODE_CONFIG
-    positional = [
-        p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-    ]
-    var_positional = any(p.kind == p.VAR_POSITIONAL for p in params)
-    known = (_MODE_CHECKPOINT, _MODE_REPORTER)
-    extra = [p.name for p in positional[1:] if p.name not in known]
-    extra += [
-        p.name
-        for p in params
-        if p.kind == p.KEYWORD_ONLY and p.default is p.empty and p.name not in known
-    ]
-    if (not positional and not var_positional) or extra:
-        found = [p.name for p in params]
-        raise ValueError(
-            f"Unknown argument found in the Trainable function {name!r}. The function "
-            "args must include a 'config' positional parameter. Any other args must be "
-            f"'checkpoint_dir'. Found: {found}"
-        )
-    names = {p.name for p in params}
-    if _MODE_CHECKPOINT in names:
+    if _binds(fn, {}, checkpoint_dir=None):
         return _MODE_CHECKPOINT
-    if _MODE_REPORTER in names:
+    if _binds(fn, {}, reporter=None):
         return _MODE_REPORTER
-    return _MODE_CONFIG
+    if _binds(fn, {}):
+        return _MODE_CONFIG
+    name = getattr(fn, "__name__", repr(fn))
+    raise ValueError(
+        f"Unknown argument found in the Trainable function {name!r}. The function args "
+        "must include a 'config' positional parameter. Any other args must be "
+        f"'checkpoint_dir'. Found: {list(inspect.signature(fn).parameters)}"
+    )
 
 
 def accepts_checkpoint_dir(fn: Callable[..., Any]) -> bool:
