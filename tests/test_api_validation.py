@@ -6,6 +6,7 @@ in-process ScriptedExecutor (no Ray).
 
 from __future__ import annotations
 
+import datetime
 import inspect
 import os
 import sys
@@ -115,23 +116,6 @@ def test_reporter_with_own_metric_alone_runs(results_dir, capsys):
     assert "loss" in capsys.readouterr().out
 
 
-def test_metric_given_to_run_and_searcher(results_dir):
-    from tune_async.suggest import Searcher
-
-    class OwnSearcher(Searcher):
-        def __init__(self):
-            super().__init__(metric="acc", mode="max")
-
-        def set_search_properties(self, metric, mode, config):
-            return False
-
-        def suggest(self, trial_id):
-            return {}
-
-    rejected(results_dir, ValueError, "metric", search_alg=OwnSearcher(), metric="loss",
-             mode="min")
-
-
 # ---- fail_fast ---------------------------------------------------------------------------
 @pytest.mark.parametrize("fail_fast", [True, "raise", "RAISE"])
 def test_fail_fast_needs_zero_max_failures(results_dir, fail_fast):
@@ -229,9 +213,14 @@ def test_bad_num_samples(results_dir, num_samples):
     rejected(results_dir, ValueError, "num_samples", num_samples=num_samples)
 
 
-@pytest.mark.parametrize("budget", [-1, 0, "10"])
+@pytest.mark.parametrize("budget", [-1, float("nan"), "10"])
 def test_bad_time_budget(results_dir, budget):
     rejected(results_dir, ValueError, "time_budget_s", time_budget_s=budget)
+
+
+@pytest.mark.parametrize("budget", [0, datetime.timedelta(0)])
+def test_a_zero_time_budget_is_no_budget(results_dir, budget):
+    runs(results_dir, time_budget_s=budget)  # 1.x: `if time_budget_s:`
 
 
 @pytest.mark.parametrize("verbose", [7, -1, "3", 2.0])
@@ -355,7 +344,8 @@ def test_sync_on_checkpoint_warns_and_runs(results_dir):
 
 
 def test_legacy_sync_kwargs_with_sync_config_rejected(results_dir):
-    rejected(results_dir, ValueError, "sync_config", sync_to_driver=False,
+    # (a false one beside it is ignored, as 1.x did: tests/test_run_1x_details.py)
+    rejected(results_dir, ValueError, "sync_config", sync_to_driver=True,
              sync_config=tune.SyncConfig())
 
 
@@ -369,10 +359,10 @@ def test_removed_parameters_say_what_to_use(results_dir, param, value, replaceme
     assert replacement in str(err)
 
 
-def test_run_errored_only_warns_naming_resume(results_dir):
-    # Mapped onto resume="ERRORED_ONLY", which needs a saved experiment.
+def test_run_errored_only_is_ignored_with_a_warning_naming_resume(results_dir):
+    # 1.x accepted it and used it for nothing: a fresh run just runs.
     with pytest.warns(DeprecationWarning, match='resume="ERRORED_ONLY"'):
-        rejected(results_dir, ValueError, "Called resume", run_errored_only=True)
+        runs(results_dir, run_errored_only=True)
 
 
 def test_run_errored_only_false_warns_and_runs(results_dir):

@@ -22,6 +22,7 @@ from tune_async.clock import RealClock
 from tune_async.controller import Controller, ControllerSettings
 from tune_async.error import TuneError
 from tune_async.experiment import Experiment, convert_to_experiment_list
+from tune_async.result import DEFAULT_METRIC
 from tune_async.utils.cancel import run_with_orderly_cancel
 from tune_async.utils.gil import short_switch_interval
 from tune_async.utils.heap import frozen_heap
@@ -72,7 +73,6 @@ async def arun(
     raise_on_failed_trial: bool = True,
     callbacks: Sequence | None = None,
     loggers: Sequence | None = None,
-    trials_per_worker: int = 1,
     ray_auto_init: Any = None,
     run_errored_only: Any = None,
     global_checkpoint_period: Any = None,
@@ -82,6 +82,7 @@ async def arun(
     sync_to_driver: Any = None,
     sync_on_checkpoint: Any = None,
     _remote: Any = None,
+    trials_per_worker: int = 1,
     _clock: Any = None,
 ) -> Any:
     """Run an experiment; awaitable form of :func:`run`, same arguments and result.
@@ -95,7 +96,7 @@ async def arun(
     return await job.execute()
 
 
-def run(run_or_experiment: Any, **kwargs: Any) -> Any:
+def run(run_or_experiment: Any, *args: Any, **kwargs: Any) -> Any:
     """Executes training (ray.tune 1.x ``tune.run``); returns an ``ExperimentAnalysis``.
 
     Args:
@@ -165,11 +166,13 @@ def run(run_or_experiment: Any, **kwargs: Any) -> Any:
     event loop is already running (Jupyter). The first Ctrl+C stops the
     experiment gracefully and returns what was recorded.
     """
-    job = _prepare_run(run_or_experiment=run_or_experiment, **kwargs)
+    # 1.x's arguments in 1.x's order, by position too (tune.run(train, "name")).
+    bound = inspect.signature(arun).bind(run_or_experiment, *args, **kwargs)
+    job = _prepare_run(**bound.arguments)
     return _run_blocking(job)
 
 
-# ``run`` takes exactly arun's keywords; show them to help() and IDEs.
+# ``run`` takes exactly arun's arguments; show them to help() and IDEs.
 run.__signature__ = inspect.signature(arun)  # type: ignore[attr-defined]
 
 
@@ -250,10 +253,11 @@ class _Job:
         switch_s = self.switch_interval_s if self.controller.lane.works_in_thread else 0.0
         with frozen_heap(self.gc_freeze), short_switch_interval(switch_s):
             trials = await self._run_controller()
-        if self.raise_on_failed_trial and not self.controller.interrupted:
-            incomplete = [t for t in trials if t.status != "TERMINATED"]
-            if incomplete:
+        incomplete = [t for t in trials if t.status != "TERMINATED"]
+        if incomplete:
+            if self.raise_on_failed_trial and not self.controller.interrupted:
                 raise TuneError("Trials did not complete", incomplete)
+            logger.error("Trials did not complete: %s", incomplete)
         # It reads the state file back: off the loop.
         return await anyio.to_thread.run_sync(functools.partial(
             ExperimentAnalysis, self.controller.state_file, trials=trials,
@@ -358,13 +362,11 @@ def _prepare_run(**kwargs: Any) -> _Job:
 def _experiments_of(a: SimpleNamespace) -> list[Experiment]:
     """The Experiments to run: given directly, or built from tune.run's arguments."""
     run = a.run_or_experiment
-    if isinstance(run, Experiment) or (
-        isinstance(run, list) and run and all(isinstance(e, Experiment) for e in run)
-    ):
-        return convert_to_experiment_list(run)
+    items = run if isinstance(run, list) and run else [run]
+    # As 1.x: each item that is not an Experiment becomes one with tune.run's arguments.
     return [
-        Experiment(
-            name=a.name, run=run, stop=a.stop, time_budget_s=a.time_budget_s,
+        item if isinstance(item, Experiment) else Experiment(
+            name=a.name, run=item, stop=a.stop, time_budget_s=a.time_budget_s,
             config=a.config, resources_per_trial=a.resources_per_trial,
             num_samples=a.num_samples, local_dir=a.local_dir,
             trial_name_creator=a.trial_name_creator,
@@ -374,6 +376,7 @@ def _experiments_of(a: SimpleNamespace) -> list[Experiment]:
             checkpoint_score_attr=a.checkpoint_score_attr, export_formats=a.export_formats,
             max_failures=a.max_failures, restore=a.restore,
         )
+        for item in items
     ]
 
 
@@ -425,10 +428,8 @@ def _map_deprecated(
             "global_checkpoint_period is deprecated and has no replacement argument: set the "
             "TUNE_GLOBAL_CHECKPOINT_S environment variable instead."
         )
-    if run_errored_only is not None:
-        _deprecated("run_errored_only", 'resume="ERRORED_ONLY"')
-        if run_errored_only:
-            resume = "ERRORED_ONLY"
+    if run_errored_only is not None:  # accepted and unused, as in 1.x
+        _deprecated("run_errored_only", 'resume="ERRORED_ONLY" (it is ignored)')
     if with_server is not None:
         _deprecated("with_server", "server_port")
         if with_server and server_port is None:
@@ -438,6 +439,10 @@ def _map_deprecated(
         "sync_to_driver": sync_to_driver, "sync_on_checkpoint": sync_on_checkpoint,
     }
     given = {k: v for k, v in legacy_sync.items() if v is not None}
+    if given and sync_config is not None and not any(given.values()):
+        for key in given:  # 1.x ignores false ones beside sync_config
+            _deprecated(key, f"sync_config=tune.SyncConfig({key}=...) (it is ignored)")
+        given = {}
     if given:
         if sync_config is not None:
             raise ValueError(
@@ -594,13 +599,11 @@ def _build_search_alg(search_alg: Any, metric: Any, mode: Any, config: dict) -> 
             "that `config` does not contain any more parameter definitions - include them "
             "in the search algorithm's search space if necessary."
         )
-    if metric or mode:
-        searcher_metric = getattr(search_alg, "metric", None)
-        if searcher_metric and metric and searcher_metric != metric:
-            raise ValueError(
-                "You passed a `metric` to tune.run(), but the search algorithm was already "
-                f"instantiated with its own metric ({searcher_metric!r}). Pass it to only one."
-            )
+    searcher_metric = getattr(search_alg, "metric", None)
+    if searcher_metric and metric and searcher_metric != metric:
+        # 1.x runs on silently: the searcher keeps its metric, the analysis takes run's.
+        logger.warning("The search algorithm optimises its own metric %r; tune.run's "
+                       "metric %r is only the analysis' default", searcher_metric, metric)
     return search_alg
 
 
@@ -759,7 +762,9 @@ def _strict_metrics(metric: Any, scheduler: Any, search_alg: Any) -> tuple[str, 
     names: list[str] = []
     for value in (metric, getattr(scheduler, "metric", None), getattr(search_alg, "metric", None)):
         values = value if isinstance(value, (list, tuple)) else [value]
-        names += [v for v in values if isinstance(v, str) and v and v not in names]
+        # (1.x checks no anonymous "_metric": mode alone names no metric to require)
+        names += [v for v in values
+                  if isinstance(v, str) and v and v != DEFAULT_METRIC and v not in names]
     return tuple(names)
 
 

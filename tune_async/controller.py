@@ -928,6 +928,10 @@ class Controller:
             checkpoint_path = result.get(CHECKPOINT_PATH)
             result = dict(trial.last_result, done=True)
             trial.last_result = result
+            try:
+                await self._ask_stopper(trial, result)  # 1.x's stopper sees this one too
+            except Exception as exc:  # noqa: BLE001 - a failing stopper fails the trial
+                raise _ResultRejected(exc) from exc
             await self._export_at_end(trial)
             await self._notify_complete(trial, result, record=False,
                                         checkpoint_path=checkpoint_path)
@@ -938,7 +942,7 @@ class Controller:
         done = bool(result.get(DONE))
         try:
             self._check_metrics(result)
-            stop = done or await self._should_stop(trial, result)
+            stop = await self._should_stop(trial, result) or done
         except Exception as exc:  # noqa: BLE001 - a bad result or stopper fails the trial
             raise _ResultRejected(exc) from exc
         if stop:
@@ -992,13 +996,18 @@ class Controller:
             raise rejected from None
 
     async def _should_stop(self, trial: Trial, result: dict) -> bool:
+        """1.x's order: the stopper sees every result (a done one too), then the criteria."""
         from tune_async.stopper import dict_criteria_met
 
+        if await self._ask_stopper(trial, result):
+            return True
         criteria = trial.stopping_criterion
         if criteria:
             flat = result if not any("/" in k for k in criteria) else flatten_dict(result)
-            if dict_criteria_met(criteria, flat):
-                return True
+            return dict_criteria_met(criteria, flat)
+        return False
+
+    async def _ask_stopper(self, trial: Trial, result: dict) -> bool:
         stopper = self.s.stopper
         return stopper is not None and bool(await call_hook(stopper, trial.trial_id, result))
 

@@ -207,12 +207,12 @@ def _validate_time_budget(value: Any) -> float | None:
         return None
     if isinstance(value, datetime.timedelta):
         value = value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
         raise ValueError(
-            f"time_budget_s must be a positive number of seconds or a datetime.timedelta, "
+            f"time_budget_s must be a number of seconds >= 0 or a datetime.timedelta, "
             f"got {value!r}"
         )
-    return float(value)
+    return float(value) or None  # 0: no budget, as 1.x's `if time_budget_s:`
 
 
 def _validate_checkpoint_policy(trainable_cls: type, freq: int, at_end: bool) -> None:
