@@ -90,7 +90,7 @@ def test_is_valid_function_rejects_stopper_lookalike():
 
 
 def test_combined_stopper_is_or_over_both_methods():
-    combined = CombinedStopper(MaximumIterationStopper(2), StopAllAfter(3))
+    combined = CombinedStopper(StopAllAfter(3), MaximumIterationStopper(2))
     assert combined("t", {}) is False
     assert combined("t", {}) is True  # max_iter reached
     assert combined.stop_all() is False
@@ -98,10 +98,10 @@ def test_combined_stopper_is_or_over_both_methods():
     assert combined.stop_all() is True
 
 
-def test_combined_stopper_calls_every_child():
+def test_combined_stopper_stops_asking_at_the_first_true():
     a, b = MaximumIterationStopper(1), StopAllAfter(10)
-    CombinedStopper(a, b)("t", {})
-    assert b.calls == 1  # not short-circuited by ``a`` stopping
+    assert CombinedStopper(a, b)("t", {}) is True
+    assert b.calls == 0  # 1.x: any(<generator>) short-circuits after ``a`` stopped
 
 
 def test_combined_stopper_rejects_non_stoppers():
@@ -310,7 +310,7 @@ def test_make_stopper_stopper_instance():
 
 def test_make_stopper_list_combines():
     a, b = MaximumIterationStopper(1), StopAllAfter(1)
-    criteria, stopper = make_stopper([a, b])
+    criteria, stopper = make_stopper([b, a])  # ``b`` first: ``a`` stopping ends the round
     assert criteria == {}
     assert isinstance(stopper, CombinedStopper)
     assert stopper("t", {}) is True

@@ -15,7 +15,7 @@ import math
 import time
 import warnings
 from collections import defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterator
 from numbers import Number
 from typing import Any
 
@@ -72,6 +72,9 @@ class NoopStopper(Stopper):
 class CombinedStopper(Stopper):
     """Stop when any of the given stoppers says so (OR on both methods).
 
+    The children are asked in order and the first True ends the round (1.x): a
+    child after it is not called with that result, nor asked ``stop_all()``.
+
     Args:
         *stoppers (Stopper): the stoppers to combine. Async children are
             supported: the combined hook then returns an awaitable.
@@ -87,22 +90,33 @@ class CombinedStopper(Stopper):
         self._stoppers = stoppers
 
     def __call__(self, trial_id: str, result: dict) -> Any:
-        # Every child sees every result (stateful stoppers count calls), as in 1.x.
-        return _any_of([s(trial_id, result) for s in self._stoppers])
+        # Stops asking at the first True, as 1.x's ``any(<generator>)``: the children
+        # after it do not see this result.
+        return _any_of(s(trial_id, result) for s in self._stoppers)
 
     def stop_all(self) -> Any:
-        return _any_of([s.stop_all() for s in self._stoppers])
+        return _any_of(s.stop_all() for s in self._stoppers)
 
 
-def _any_of(values: list) -> Any:
-    if not any(inspect.isawaitable(v) for v in values):
-        return any(values)
+def _any_of(values: Iterator) -> Any:
+    """``any(values)`` over a lazy iterator; from its first awaitable on, an awaitable."""
+    for value in values:
+        if inspect.isawaitable(value):
+            return _any_of_awaited(value, values)
+        if value:
+            return True
+    return False
 
-    async def _awaited() -> bool:
-        results = [await v if inspect.isawaitable(v) else v for v in values]
-        return any(results)
 
-    return _awaited()
+async def _any_of_awaited(first: Awaitable, rest: Iterator) -> bool:
+    if await first:
+        return True
+    for value in rest:
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return True
+    return False
 
 
 class FunctionStopper(Stopper):

@@ -11,7 +11,7 @@ import os
 import platform
 import uuid
 import weakref
-from numbers import Number
+from numbers import Integral, Number
 from typing import Any
 
 import attrs
@@ -46,12 +46,30 @@ _NOT_NUMBERS = frozenset({bool, str, type(None), list, tuple})  # skipped withou
 _CONFIG_NUMBERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _numbers(flat: dict, prefix: str) -> list[tuple[str, float]]:
-    return [(prefix + k, float(v)) for k, v in flat.items()
+def _numbers(flat: dict, prefix: str) -> list[tuple[str, int | float]]:
+    return [(prefix + k, _plain(v)) for k, v in flat.items()
             if not isinstance(v, bool) and isinstance(v, Number)]
 
 
-def _config_numbers(trial: Trial, config: dict) -> list[tuple[str, float]]:
+def _plain(value: Number) -> int | float:
+    """A Python int or float: an integer stays an integer (as 1.x kept values as
+    reported), and a numpy int32's sum cannot overflow, nor a float32's lose digits."""
+    kind = type(value)
+    if kind is int or kind is float:
+        return value
+    return int(value) if isinstance(value, Integral) else float(value)
+
+
+@attrs.define(eq=False)
+class _Track:
+    """A metric's running state behind its public stats (private, so not in them)."""
+
+    count: int  # values so far: ``avg`` is ``total / count``
+    total: int | float
+    values: list  # the last max(LAST_N) values, for the last-N averages
+
+
+def _config_numbers(trial: Trial, config: dict) -> list[tuple[str, int | float]]:
     cached = _CONFIG_NUMBERS.get(trial)
     if cached is not None and (cached[0] is config or cached[0] == config):
         return cached[1]
@@ -131,11 +149,11 @@ class Trial:
     error_msg: str | None = None
     start_time: float | None = None
     last_update_time: float = 0.0
-    # Read through the ``metric_analysis`` property: the last-N averages are computed
-    # when someone reads them, not on every result (the per-result path stays short).
+    # Read through the ``metric_analysis`` property: avg and the last-N averages are
+    # computed when someone reads them, not on every result (the per-result path stays short).
     _metric_analysis: dict = attrs.field(factory=dict, alias="metric_analysis")
-    # {metric: its last max(LAST_N) values}; 1.x's shape is the ``metric_n_steps`` view.
-    _windows: dict = attrs.field(factory=dict, init=False)
+    # {metric: _Track}; 1.x's ``metric_n_steps`` is a view of their values.
+    _tracks: dict = attrs.field(factory=dict, init=False)
     _averages_stale: bool = attrs.field(default=False, init=False)
     restore_path: str | None = None
     checkpoint: Any = None  # the newest persistent Checkpoint (restore point on retry/resume)
@@ -146,6 +164,19 @@ class Trial:
     log_to_file: Any = False  # the experiment's log_to_file (True, a name, or a pair)
     export_formats: list = attrs.field(factory=list)  # exported when the trial finishes
     extra: dict = attrs.field(factory=dict)  # room for later issues (checkpoint manager, ...)
+
+    # Pickled as attrs pickles a slotted class ({field: value}), so the records in
+    # state files load across versions; older ones get their tracks rebuilt.
+    def __getstate__(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in attrs.fields(Trial)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for f in attrs.fields(Trial):
+            if f.name in state:
+                object.__setattr__(self, f.name, state[f.name])
+        if "_tracks" not in state:
+            self._tracks = _tracks_of_old_record(self._metric_analysis,
+                                                 state.get("_windows") or {})
 
     # ---- names -------------------------------------------------------------
     @property
@@ -198,8 +229,8 @@ class Trial:
         Kept while the trial runs; a finished trial drops them (its averages stay in
         ``metric_analysis``), which bounds the driver's memory in large experiments.
         """
-        return {key: {str(n): collections.deque(window[-n:], maxlen=n) for n in LAST_N}
-                for key, window in self._windows.items()}
+        return {key: {str(n): collections.deque(track.values[-n:], maxlen=n) for n in LAST_N}
+                for key, track in self._tracks.items()}
 
     def has_checkpoint(self) -> bool:
         """Whether the trial has a checkpoint to restore from (its own or ``restore``)."""
@@ -254,17 +285,18 @@ class Trial:
     def metric_analysis(self) -> dict:
         """``{metric: {"max", "min", "avg", "last", "last-5-avg", "last-10-avg"}}``."""
         if self._averages_stale:
-            for key, window in self._windows.items():
+            for key, track in self._tracks.items():
                 stats = self._metric_analysis[key]
+                stats["avg"] = track.total / track.count
                 for k in LAST_N:
-                    last = window[-k:]
+                    last = track.values[-k:]
                     stats[_WINDOW_NAMES[k]] = sum(last) / len(last)
             self._averages_stale = False
         return self._metric_analysis
 
     def reset_metric_analysis(self) -> None:
         self._metric_analysis = {}
-        self._windows = {}
+        self._tracks = {}
         self._averages_stale = False
 
     # ---- per-metric statistics (used by ExperimentAnalysis scopes) ---------
@@ -272,49 +304,57 @@ class Trial:
         """Keep max/min/avg/last/last-5-avg/last-10-avg for every numeric metric.
 
         Keys are the flattened result's (``a/b`` for nested values, ``config/...``
-        included, as 1.x). This runs once per result, so plain ints and floats are
-        recognised by their type, and the config, the same for most of a trial's
-        life, is flattened once per distinct config rather than per result.
+        included, as 1.x); max/min/last keep the values as reported (an int stays an
+        int). This runs once per result, so plain ints and floats are recognised by
+        their type, and the config, the same for most of a trial's life, is
+        flattened once per distinct config rather than per result.
         """
         update = self._update_metric
         self._averages_stale = True
         for key, value in result.items():
             kind = type(value)
             if kind is float or kind is int:
-                update(key, float(value))
+                update(key, value)
             elif kind is dict:
                 items = (_config_numbers(self, value) if key == "config"
                          else _numbers(flatten_dict(value), f"{key}/"))
                 for name, number in items:
                     update(name, number)
             elif kind not in _NOT_NUMBERS and isinstance(value, Number):
-                update(key, float(value))
+                update(key, _plain(value))
 
-    def _update_metric(self, key: str, value: float) -> None:
-        stats = self._metric_analysis.get(key)
-        if stats is None:
-            self._windows[key] = [value]  # the last max(LAST_N) values (a small list)
-            self._metric_analysis[key] = {"max": value, "min": value, "avg": value,
-                                          "last": value, "_count": 1}
+    def _update_metric(self, key: str, value: int | float) -> None:
+        track = self._tracks.get(key)
+        if track is None:
+            self._start_metric(key, value)
             return
-        count = stats.get("_count", 1) + 1
+        stats = self._metric_analysis[key]
         if value == value:  # not NaN; a NaN max/min stays (as builtin max/min keep it)
             if value > stats["max"]:
                 stats["max"] = value
             if value < stats["min"]:
                 stats["min"] = value
-        stats["avg"] += (value - stats["avg"]) / count
         stats["last"] = value
-        stats["_count"] = count
-        window = self._windows[key]
-        window.append(value)
-        if len(window) > _WINDOW:
-            del window[0]
+        track.count += 1
+        track.total += value  # avg and the last-N averages are computed when read
+        values = track.values
+        values.append(value)
+        if len(values) > _WINDOW:
+            del values[0]
+
+    def _start_metric(self, key: str, value: int | float) -> None:
+        stats = self._metric_analysis.get(key)
+        if stats is not None:  # stats read back from a file: go on as if from one value
+            self._tracks[key] = _Track(1, stats["avg"], [stats["last"]])
+            self._update_metric(key, value)
+            return
+        self._tracks[key] = _Track(1, value, [value])
+        self._metric_analysis[key] = {"max": value, "min": value, "avg": value, "last": value}
 
     def compact(self) -> None:
         """A finished trial gets no more results: settle its statistics, drop the windows."""
-        self.metric_analysis  # noqa: B018 - settles the last-N averages
-        self._windows = {}
+        self.metric_analysis  # noqa: B018 - settles the averages
+        self._tracks = {}
 
     # ---- paths -------------------------------------------------------------
     def init_logdir(self, dirname: str) -> str:
@@ -360,11 +400,18 @@ class Trial:
             "last_update_time": self.last_update_time,
             "evaluated_params": self.evaluated_params,
             "checkpoints": self._persistent_checkpoints(),
-            "metric_analysis": {
-                k: {s: v for s, v in st.items() if not s.startswith("_")}
-                for k, st in self.metric_analysis.items()
-            },
+            "metric_analysis": self.metric_analysis,
         }
+
+
+def _tracks_of_old_record(stats_by_key: dict, windows: dict) -> dict[str, _Track]:
+    """Tracks for a Trial pickled before ``_tracks``: its counts were "_count" in the stats."""
+    tracks = {}
+    for key, stats in stats_by_key.items():
+        count = stats.pop("_count", 1)
+        if key in windows:  # not yet compacted: results may follow
+            tracks[key] = _Track(count, stats["avg"] * count, list(windows[key]))
+    return tracks
 
 
 class TrialView:

@@ -203,7 +203,10 @@ class Analysis:
         return {p: dict(c) for p, c in configs.items()}
 
     def dataframe(self, metric: str | None = None, mode: str | None = None) -> pd.DataFrame:
-        """One row per trial, with ``config/<key>`` columns (nested keys "a/b") and ``logdir``.
+        """One row per trial, with ``config/<key>`` columns and ``logdir``.
+
+        As in 1.x only the config's top-level keys become columns: a nested dict
+        stays whole (``config/opt`` holds ``{"lr": 1}``), as ``get_all_configs(prefix=True)``.
 
         Args:
             metric (str): with ``mode``, the column that picks each trial's row.
@@ -225,10 +228,9 @@ class Analysis:
         if mode:
             self._check_metric_reported(metric)
         rows = self._retrieve_rows(metric, mode)
-        configs = self._configs_by_path()
+        configs = self.get_all_configs(prefix=True)
         for path, row in rows.items():
-            config = flatten_dict(configs.get(path, {}))
-            row.update({CONFIG_PREFIX + k: v for k, v in config.items()})
+            row.update(configs.get(path, {}))
             row["logdir"] = path
         return pd.DataFrame(list(rows.values()))
 
