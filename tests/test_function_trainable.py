@@ -294,7 +294,7 @@ def test_checkpoint_dir_requires_step():
             pass
 
 
-def test_checkpoint_dir_outside_session_yields_temp_dir(monkeypatch):
+def test_checkpoint_dir_outside_session_yields_a_dir(monkeypatch):
     monkeypatch.setattr(session, "_warned", set())
     with pytest.warns(UserWarning, match="Session not detected"):
         with session.checkpoint_dir(step=1) as d:

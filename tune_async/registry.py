@@ -19,7 +19,7 @@ _registry: dict[str, type[Trainable]] = {}
 _lock = threading.Lock()
 
 
-def _to_trainable_cls(name: str, trainable: Any) -> type[Trainable]:
+def _to_trainable_cls(name: str, trainable: Any, warn: bool = True) -> type[Trainable]:
     if isinstance(trainable, type):
         if not issubclass(trainable, Trainable):
             raise TypeError(
@@ -28,7 +28,7 @@ def _to_trainable_cls(name: str, trainable: Any) -> type[Trainable]:
             )
         return trainable
     if callable(trainable):
-        return wrap_function(trainable)
+        return wrap_function(trainable, warn=warn)
     raise TypeError(
         f"register_trainable({name!r}): expected a Trainable subclass or a function, "
         f"got {type(trainable).__name__}."
@@ -46,7 +46,7 @@ def register_trainable(name: str, trainable: Any, warn: bool = True) -> None:
     """
     if not isinstance(name, str):
         raise TypeError(f"register_trainable: `name` must be a str, got {type(name).__name__}.")
-    cls = _to_trainable_cls(name, trainable)
+    cls = _to_trainable_cls(name, trainable, warn)
     if warn and cls is not trainable:
         logger.debug("Detected function for trainable %r; wrapped it as a Trainable.", name)
     with _lock:

@@ -123,7 +123,7 @@ def counting_function(config: dict) -> dict | None:
     return None
 
 
-CountingFunction = wrap_function(counting_function)
+CountingFunction = wrap_function(counting_function, warn=False)
 
 
 class FailingSetupTrainable(Trainable):
@@ -167,7 +167,7 @@ async def async_counting_function(config: dict) -> dict | None:
     return None
 
 
-AsyncCountingFunction = wrap_function(async_counting_function)
+AsyncCountingFunction = wrap_function(async_counting_function, warn=False)
 
 
 class AsyncFailingSetupTrainable(FailingSetupTrainable):

@@ -18,6 +18,8 @@ import copy
 import inspect
 import logging
 import os
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -45,7 +47,7 @@ from tune_async.trainable.session import (
     StopTrial,
     TrialSession,
 )
-from tune_async.trainable.trainable import Trainable, _metadata_path
+from tune_async.trainable.trainable import Trainable, _metadata_path, _unpack
 from tune_async.utils.util import _binds
 
 logger = logging.getLogger(__name__)
@@ -96,6 +98,8 @@ class FunctionTrainable(Trainable):
         self._restore_dir: str | None = None
         self._last_checkpoint: str | None = None
         self._finished = False
+        # Where restore_from_object unpacked the checkpoint the function reads.
+        self._temp_checkpoint: str | None = None
 
     # -- the function's thread ------------------------------------------------------------
 
@@ -159,8 +163,12 @@ class FunctionTrainable(Trainable):
     def _stop_thread(self) -> None:
         session, thread = self._session, self._thread
         self._session = self._thread = None
-        if session is None or thread is None:
-            return
+        if session is not None and thread is not None:
+            self._end_thread(session, thread)
+        # The function that read the unpacked in-memory checkpoint has ended.
+        self._remove_temp_checkpoint()
+
+    def _end_thread(self, session: TrialSession, thread: Any) -> None:
         session.stop()
         if thread is not threading.current_thread():
             thread.join(self._stop_timeout_s)
@@ -351,7 +359,10 @@ class FunctionTrainable(Trainable):
         """
         if checkpoint_dir is not None:
             raise ValueError("Checkpoint path should not be used with function API.")
-        return self._save_to(self.logdir)[1]
+        path = self._save_to(self.logdir)[1]
+        if self._temp_checkpoint is not None and _within(path, self._temp_checkpoint):
+            self._temp_checkpoint = None  # now a checkpoint of the trial: kept (as in 1.x)
+        return path
 
     def _save_to(self, parent: str) -> tuple[str, str]:
         if self._last_checkpoint is not None:
@@ -380,6 +391,30 @@ class FunctionTrainable(Trainable):
         if not os.path.exists(_metadata_path(path)) and not os.path.isdir(path):
             path = os.path.dirname(path)
         return super()._read_metadata(path)
+
+    def restore_from_object(self, obj: bytes) -> None:
+        """Restore from bytes :meth:`save_to_object` returned.
+
+        The function reads the unpacked ``checkpoint_tmp*`` directory while it runs, so
+        it is removed when the function stops (stop, reset or the next restore).
+        """
+        target = tempfile.mkdtemp(prefix="checkpoint_tmp", dir=self.logdir)
+        try:
+            self.restore(_unpack(obj, target))  # stops the function, removing the last one
+        except BaseException:
+            shutil.rmtree(target, ignore_errors=True)
+            raise
+        self._temp_checkpoint = target
+
+    def _remove_temp_checkpoint(self) -> None:
+        target, self._temp_checkpoint = self._temp_checkpoint, None
+        if target is not None:
+            shutil.rmtree(target, ignore_errors=True)
+
+
+def _within(path: str, directory: str) -> bool:
+    directory = os.path.abspath(directory)
+    return os.path.commonpath([os.path.abspath(path), directory]) == directory
 
 
 async def _drain(value: Any, session: TrialSession) -> Any:
@@ -543,7 +578,7 @@ def accepts_checkpoint_dir(fn: Callable[..., Any]) -> bool:
     return _call_mode(fn) == _MODE_CHECKPOINT
 
 
-def wrap_function(fn: Callable[..., Any]) -> type[Trainable]:
+def wrap_function(fn: Callable[..., Any], warn: bool = True) -> type[Trainable]:
     """Turn a training function into a :class:`Trainable` class.
 
     Args:
@@ -552,6 +587,8 @@ def wrap_function(fn: Callable[..., Any]) -> type[Trainable]:
             (or yield) a dict of metrics or a number (reported as ``_metric``).
             ``async def`` functions (reporting with ``await tune.areport``) and async
             generators run on an event loop (:class:`AsyncFunctionTrainable`).
+        warn: Log 1.x's "Function checkpointing is disabled" warning for a plain
+            ``f(config)`` (as 1.x's ``wrap_function(train_func, warn=True)``).
 
     Returns:
         A :class:`FunctionTrainable` subclass running ``fn``.
@@ -561,11 +598,22 @@ def wrap_function(fn: Callable[..., Any]) -> type[Trainable]:
     if not callable(fn):
         raise TypeError(f"wrap_function expects a callable, got {type(fn).__name__}.")
     mode = _call_mode(fn)
+    if warn and mode == _MODE_CONFIG and not _is_async_generator(fn):
+        logger.warning(
+            "Function checkpointing is disabled. This may result in unexpected behavior "
+            "when using checkpointing features or certain schedulers. To enable, set the "
+            "train function arguments to be `func(config, checkpoint_dir=None)`.")
     name = getattr(fn, "__name__", type(fn).__name__)
     base = AsyncFunctionTrainable if is_async_callable(fn) else FunctionTrainable
     bases = tuple(getattr(fn, "__mixins__", ())) + (base,)
     attrs = {"_function": staticmethod(fn), "_call_mode": mode, "__module__": __name__}
     return type(name if name.isidentifier() else "ImplicitFunc", bases, attrs)
+
+
+def _is_async_generator(fn: Callable[..., Any]) -> bool:
+    """Async generators are beyond 1.x, whose warning concerns plain functions."""
+    return inspect.isasyncgenfunction(fn) or inspect.isasyncgenfunction(
+        getattr(fn, "__call__", None))  # noqa: B004 - callable objects
 
 
 def _grant(session: Any, max_results: int, stop: dict | None) -> None:

@@ -16,7 +16,6 @@ import collections
 import contextlib
 import contextvars
 import os
-import tempfile
 import threading
 import time
 import warnings
@@ -393,14 +392,15 @@ def checkpoint_dir(step: Any) -> Iterator[str]:
     Args:
         step: Index of the checkpoint (usually the epoch); names the directory
             ``checkpoint_<step:06d>`` inside the trial directory. Required.
+
+    Outside a session (the function called directly) it yields the working directory.
     """
     if step is None:
         raise ValueError("checkpoint_dir(step) requires a `step`, e.g. the epoch; got None.")
     session = get_session()
     if session is None:
         _warn_no_session("checkpoint_dir")
-        with tempfile.TemporaryDirectory(prefix="tune_checkpoint_") as tmp:
-            yield tmp
+        yield os.path.abspath("./")  # 1.x: the files stay where a direct call can find them
         return
     path = session.make_checkpoint_dir(step)
     yield path

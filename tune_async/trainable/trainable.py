@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import functools
+import importlib.metadata
 import inspect
 import io
 import logging
@@ -58,6 +59,16 @@ CHECKPOINT_PICKLE = "checkpoint"
 
 
 @functools.cache
+def _ray_version() -> str | None:
+    """The installed Ray's version (1.x records it in checkpoint metadata), without
+    importing Ray."""
+    try:
+        return importlib.metadata.version("ray")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+@functools.cache
 def _hostname() -> str:
     # Once per process: a trainable is made per trial (a system call each, otherwise).
     return socket.gethostname()
@@ -81,8 +92,9 @@ class TrialInfo:
 
 
 def _overrides(obj: object, name: str) -> bool:
-    """Whether ``obj``'s class defines ``name`` (a legacy 1.x hook such as ``_setup``)."""
-    return callable(getattr(type(obj), name, None))
+    """Whether ``obj``'s class overrides the legacy 1.x hook ``name`` (such as ``_setup``):
+    the base class defines each one as a default, so ``super()._setup(config)`` works."""
+    return getattr(type(obj), name, None) is not getattr(Trainable, name)
 
 
 def _warn_legacy(old: str, new: str) -> None:
@@ -238,8 +250,31 @@ class Trainable:
         """Called with every result; by default forwards it to the ``logger_creator`` logger."""
         if _overrides(self, "_log_result"):
             _warn_legacy("_log_result", "log_result")
-            self._log_result(result)
-        elif self._result_logger is not None:
+        self._log_result(result)
+
+    # -- legacy 1.x hooks (deprecated): defaults, so ``super()._setup(config)`` etc. work ---
+
+    def _setup(self, config: dict) -> None:
+        """Deprecated: override :meth:`setup`."""
+
+    def _train(self) -> dict:
+        """Deprecated: override :meth:`step`."""
+        raise NotImplementedError
+
+    def _save(self, tmp_checkpoint_dir: str) -> str | dict:
+        """Deprecated: override :meth:`save_checkpoint`."""
+        raise NotImplementedError
+
+    def _restore(self, checkpoint: str | dict) -> None:
+        """Deprecated: override :meth:`load_checkpoint`."""
+        raise NotImplementedError
+
+    def _stop(self) -> None:
+        """Deprecated: override :meth:`cleanup`."""
+
+    def _log_result(self, result: dict) -> None:
+        """Deprecated: override :meth:`log_result`; forwards to the ``logger_creator`` logger."""
+        if self._result_logger is not None:
             self._result_logger.on_result(result)
 
     @classmethod
@@ -402,9 +437,10 @@ class Trainable:
         # trainable reports itself wins.
         result.setdefault(TIMESTEPS_TOTAL, self._timesteps_total)
         result.setdefault(EPISODES_TOTAL, self._episodes_total)
-        result[TRAINING_ITERATION] = self._iteration
-        if MEAN_LOSS in result:
-            result[NEG_MEAN_LOSS] = -result[MEAN_LOSS]
+        # A value the trainable reports itself wins (1.x); no neg_mean_loss for a zero loss.
+        result.setdefault(TRAINING_ITERATION, self._iteration)
+        if result.get(MEAN_LOSS):
+            result.setdefault(NEG_MEAN_LOSS, -result[MEAN_LOSS])
         now = time.time()
         result[EXPERIMENT_ID] = self._experiment_id
         result[DATE] = date_str(now)  # (formatted once a second, not per result)
@@ -490,6 +526,8 @@ class Trainable:
             "timesteps_total": self._timesteps_total,
             "episodes_total": self._episodes_total,
             "saved_as_dict": saved_as_dict,
+            "experiment_id": self._experiment_id,
+            "ray_version": _ray_version(),
         }
 
     def _write_metadata(self, path: str, saved_as_dict: bool) -> None:
@@ -507,6 +545,8 @@ class Trainable:
             return pickle.load(f)
 
     def _apply_metadata(self, meta: dict) -> None:
+        # Kept across save/restore (1.x); checkpoints written before it was saved lack it.
+        self._experiment_id = meta.get("experiment_id", self._experiment_id)
         self._iteration = meta["iteration"]
         self._time_total = meta["time_total"]
         self._timesteps_total = meta["timesteps_total"]
@@ -540,10 +580,16 @@ class Trainable:
             shutil.rmtree(tmp, ignore_errors=True)
 
     def restore_from_object(self, obj: bytes) -> None:
-        """Restore from bytes :meth:`save_to_object` returned."""
+        """Restore from bytes :meth:`save_to_object` returned.
+
+        They are unpacked into a ``checkpoint_tmp*`` directory in the logdir, removed
+        once restored (as in 1.x).
+        """
         target = tempfile.mkdtemp(prefix="checkpoint_tmp", dir=self.logdir)
-        path = _unpack(obj, target)
-        self.restore(path)
+        try:
+            self.restore(_unpack(obj, target))
+        finally:
+            shutil.rmtree(target, ignore_errors=True)
 
     def export_model(self, export_formats: str | list[str], export_dir: str | None = None) -> dict:
         """Export the model with ``_export_model``; returns ``{format: path}``."""
