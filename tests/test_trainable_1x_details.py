@@ -100,13 +100,19 @@ def test_class_restore_from_object_removes_its_temp_dir_on_failure(info, tmp_pat
     assert temp_dirs(t.logdir) == []
 
 
-def test_function_restore_from_object_removes_its_temp_dir_at_stop(info, tmp_path):
+def counting_blob(tmp_path, steps):
+    """The counting function's class, and its state after ``steps`` results as bytes."""
     cls = wrap_function(counting_fn)
     source = cls(trial_info=trial(tmp_path, "source"))
-    source.train()
-    source.train()
+    for _ in range(steps):
+        source.train()
     blob = source.save_to_object()
     source.stop()
+    return cls, blob
+
+
+def test_function_restore_from_object_removes_its_temp_dir_at_stop(info, tmp_path):
+    cls, blob = counting_blob(tmp_path, 2)
     t = cls(trial_info=info)
     t.restore_from_object(blob)
     assert t.train()["value"] == 3  # the function read the unpacked checkpoint
@@ -118,11 +124,7 @@ def test_function_restore_from_object_removes_its_temp_dir_at_stop(info, tmp_pat
 
 
 def test_function_reset_removes_the_temp_dir(info, tmp_path):
-    cls = wrap_function(counting_fn)
-    source = cls(trial_info=trial(tmp_path, "source"))
-    source.train()
-    blob = source.save_to_object()
-    source.stop()
+    cls, blob = counting_blob(tmp_path, 1)
     t = cls(trial_info=info)
     t.restore_from_object(blob)
     t.train()
@@ -134,11 +136,7 @@ def test_function_reset_removes_the_temp_dir(info, tmp_path):
 def test_function_save_of_the_restored_checkpoint_keeps_it(info, tmp_path):
     """A save before the function reports a new checkpoint returns the unpacked one: it
     becomes the trial's checkpoint and is kept (as in 1.x)."""
-    cls = wrap_function(counting_fn)
-    source = cls(trial_info=trial(tmp_path, "source"))
-    source.train()
-    blob = source.save_to_object()
-    source.stop()
+    cls, blob = counting_blob(tmp_path, 1)
     t = cls(trial_info=info)
     t.restore_from_object(blob)
     path = t.save()
