@@ -17,7 +17,7 @@ import pytest
 import tune_async as tune
 from tune_async.registry import _to_trainable_cls
 from tune_async.schedulers import PopulationBasedTraining
-from tune_async.trainable import session
+from tune_async.trainable import function_trainable, session
 from tune_async.trainable.function_trainable import wrap_function
 from tune_async.trainable.trainable import Trainable, TrialInfo
 
@@ -375,11 +375,15 @@ def disabled_warnings(caplog):
             if r.name == FUNCTION_LOGGER and r.getMessage().startswith(DISABLED)]
 
 
-def test_plain_function_warns_once_per_wrap(caplog):
+def test_a_plain_function_given_to_run_warns_once_per_process(caplog, monkeypatch,
+                                                               results_dir):
     def plain(config):
         tune.report(x=1)
 
+    monkeypatch.setattr(function_trainable, "_checkpointing_warned", False)
     caplog.set_level(logging.WARNING, logger=FUNCTION_LOGGER)
+    for _ in range(2):
+        tune.run(plain, local_dir=results_dir, verbose=0, trial_executor=tune.LocalExecutor())
     wrap_function(plain)
     records = disabled_warnings(caplog)
     assert len(records) == 1 and records[0].levelno == logging.WARNING
@@ -389,13 +393,15 @@ def test_plain_function_warns_once_per_wrap(caplog):
         "function arguments to be `func(config, checkpoint_dir=None)`.")
 
 
-def test_no_checkpointing_warning_for_checkpointable_async_generators_or_classes(caplog):
+def test_no_checkpointing_warning_for_checkpointable_async_generators_or_classes(caplog,
+                                                                               monkeypatch):
     def checkpointable(config, checkpoint_dir=None):
         tune.report(x=1)
 
     async def agen(config):
         yield {"x": 1}
 
+    monkeypatch.setattr(function_trainable, "_checkpointing_warned", False)
     caplog.set_level(logging.WARNING, logger=FUNCTION_LOGGER)
     wrap_function(checkpointable)
     wrap_function(agen)

@@ -127,7 +127,7 @@ def resolve_trainable(run: Any) -> tuple[str, type[Trainable]]:
         return name, run
     if callable(run):
         name = _name_of(run)
-        register_trainable(name, run, warn=False)
+        register_trainable(name, run)  # (1.x's "Function checkpointing is disabled")
         return name, _registry[name]
     raise TuneValueError("Improper 'run' - not string nor trainable.")
 

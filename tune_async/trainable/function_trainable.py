@@ -578,6 +578,9 @@ def accepts_checkpoint_dir(fn: Callable[..., Any]) -> bool:
     return _call_mode(fn) == _MODE_CHECKPOINT
 
 
+_checkpointing_warned = False
+
+
 def wrap_function(fn: Callable[..., Any], warn: bool = True) -> type[Trainable]:
     """Turn a training function into a :class:`Trainable` class.
 
@@ -588,7 +591,8 @@ def wrap_function(fn: Callable[..., Any], warn: bool = True) -> type[Trainable]:
             ``async def`` functions (reporting with ``await tune.areport``) and async
             generators run on an event loop (:class:`AsyncFunctionTrainable`).
         warn: Log 1.x's "Function checkpointing is disabled" warning for a plain
-            ``f(config)`` (as 1.x's ``wrap_function(train_func, warn=True)``).
+            ``f(config)``, once per process (as 1.x's ``wrap_function(train_func,
+            warn=True)``).
 
     Returns:
         A :class:`FunctionTrainable` subclass running ``fn``.
@@ -598,7 +602,10 @@ def wrap_function(fn: Callable[..., Any], warn: bool = True) -> type[Trainable]:
     if not callable(fn):
         raise TypeError(f"wrap_function expects a callable, got {type(fn).__name__}.")
     mode = _call_mode(fn)
-    if warn and mode == _MODE_CONFIG and not _is_async_generator(fn):
+    global _checkpointing_warned
+    if warn and mode == _MODE_CONFIG and not _is_async_generator(fn) and (
+            not _checkpointing_warned):
+        _checkpointing_warned = True  # once per process, as 1.x's log_once
         logger.warning(
             "Function checkpointing is disabled. This may result in unexpected behavior "
             "when using checkpointing features or certain schedulers. To enable, set the "
