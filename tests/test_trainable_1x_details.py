@@ -408,3 +408,26 @@ def test_no_checkpointing_warning_for_checkpointable_async_generators_or_classes
     wrap_function(lambda config: None, warn=False)
     _to_trainable_cls("counter", Counter)
     assert disabled_warnings(caplog) == []
+
+
+# -- 7. a plain function's "null" checkpoint: restored, the function and its counters restart --
+
+
+def fails_once_at_3(config):
+    flag = config["flag"]
+    for step in range(1, 5):
+        if step == 3 and not os.path.exists(flag):
+            open(flag, "w").close()
+            raise RuntimeError("once")
+        tune.report(step=step)
+
+
+def test_a_retry_from_a_null_checkpoint_restarts_the_iterations(results_dir, tmp_path):
+    analysis = tune.run(fails_once_at_3, config={"flag": str(tmp_path / "failed")},
+                        checkpoint_freq=1, max_failures=1, local_dir=results_dir, verbose=0,
+                        trial_executor=tune.LocalExecutor())
+    [trial] = analysis.trials
+    assert trial.status == "TERMINATED"
+    rows = analysis.trial_dataframes[trial.logdir][["step", "training_iteration"]]
+    # the function started over, and training_iteration says so (1.x)
+    assert rows.values.tolist() == [[1, 1], [2, 2], [1, 1], [2, 2], [3, 3], [4, 4]]

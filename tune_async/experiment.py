@@ -218,7 +218,8 @@ def _validate_time_budget(value: Any) -> float | None:
 def _validate_checkpoint_policy(trainable_cls: type, freq: int, at_end: bool) -> None:
     """1.x rule: only a function that checkpoints itself (``checkpoint_dir``) refuses these.
 
-    A plain ``f(config)`` accepts them; its checkpoints hold only Tune's counters.
+    A plain ``f(config)`` accepts them; its checkpoints are "null": restored, the function
+    and its counters start over (1.x).
     """
     if not _is_checkpointable_function(trainable_cls):
         return

@@ -371,7 +371,10 @@ class FunctionTrainable(Trainable):
         os.makedirs(path, exist_ok=True)
         for marker in (CHECKPOINT_MARKER, NULL_MARKER):
             open(os.path.join(path, marker), "a").close()
-        self._write_metadata(path, saved_as_dict=False)
+        # Restored, the function starts over, and so do the counters (1.x): its
+        # training_iteration then says how far the function got.
+        self._write_metadata(path, saved_as_dict=False, iteration=0, timesteps_total=0,
+                             episodes_total=0)
         return path, path
 
     def load_checkpoint(self, checkpoint: str | dict) -> None:

@@ -530,9 +530,9 @@ class Trainable:
             "ray_version": _ray_version(),
         }
 
-    def _write_metadata(self, path: str, saved_as_dict: bool) -> None:
+    def _write_metadata(self, path: str, saved_as_dict: bool, **overrides: Any) -> None:
         with open(_metadata_path(path), "wb") as f:
-            pickle.dump(self._metadata(saved_as_dict), f)
+            pickle.dump({**self._metadata(saved_as_dict), **overrides}, f)
 
     def _read_metadata(self, path: str) -> dict:
         meta_path = _metadata_path(path)
