@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import glob
+import json
 import logging
 import os
 import pickle
@@ -431,3 +432,32 @@ def test_a_retry_from_a_null_checkpoint_restarts_the_iterations(results_dir, tmp
     rows = analysis.trial_dataframes[trial.logdir][["step", "training_iteration"]]
     # the function started over, and training_iteration says so (1.x)
     assert rows.values.tolist() == [[1, 1], [2, 2], [1, 1], [2, 2], [3, 3], [4, 4]]
+
+
+# -- 8. made outside Tune, a trainable logs its results as 1.x's default logger did ---------
+
+
+class Steps(Trainable):
+    def step(self):
+        return {"loss": 1.0 / (self.iteration + 1)}
+
+
+def test_a_trainable_made_outside_tune_writes_its_result_files(monkeypatch, tmp_path):
+    monkeypatch.setenv("TUNE_RESULT_DIR", str(tmp_path))
+    t = Steps(config={"lr": 0.1})
+    t.train()
+    t.train()
+    t.stop()
+    assert os.path.dirname(t.logdir) == str(tmp_path)
+    with open(os.path.join(t.logdir, "result.json")) as f:
+        rows = [json.loads(line) for line in f]
+    assert [r["training_iteration"] for r in rows] == [1, 2]
+    assert rows[0]["config"] == {"lr": 0.1}
+    assert os.path.exists(os.path.join(t.logdir, "progress.csv"))
+
+
+def test_a_trainable_run_by_tune_leaves_result_files_to_the_driver(results_dir):
+    analysis = tune.run(Steps, stop={"training_iteration": 2}, local_dir=results_dir,
+                        verbose=0, trial_executor=tune.LocalExecutor())
+    with open(os.path.join(analysis.trials[0].logdir, "result.json")) as f:
+        assert len(f.readlines()) == 2  # written once, by the driver

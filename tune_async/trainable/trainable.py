@@ -133,6 +133,8 @@ class Trainable:
         config: Hyperparameters and other configs given to ``setup``. Default ``{}``.
         logger_creator: Optional ``fn(config) -> Logger``; the logger's ``logdir`` becomes
             the trainable's logdir and it receives every result (1.x compatibility).
+            Outside Tune without one, results go to ``result.json``/``progress.csv`` in
+            the logdir (1.x's default ``UnifiedLogger``).
         trial_info: The trial this trainable runs for; None outside Tune.
     """
 
@@ -146,6 +148,9 @@ class Trainable:
         self._trial_info = trial_info or TrialInfo()
         self._result_logger = logger_creator(self.config) if logger_creator else None
         self._logdir = getattr(self._result_logger, "logdir", None) or self._trial_info.logdir
+        # Made outside Tune with no logger: its results go to result.json/progress.csv in
+        # its logdir (1.x's default UnifiedLogger), made with the first result.
+        self._default_logger = trial_info is None and logger_creator is None
         self._reset_counters()
         self._hostname = _hostname()
         self._pid = os.getpid()
@@ -273,7 +278,12 @@ class Trainable:
         """Deprecated: override :meth:`cleanup`."""
 
     def _log_result(self, result: dict) -> None:
-        """Deprecated: override :meth:`log_result`; forwards to the ``logger_creator`` logger."""
+        """Deprecated: override :meth:`log_result`; forwards to the ``logger_creator`` logger
+        (outside Tune, with none, to 1.x's default ``UnifiedLogger`` in the logdir)."""
+        if self._result_logger is None and self._default_logger:
+            from tune_async.logger import UnifiedLogger
+
+            self._result_logger = UnifiedLogger(self.config, self.logdir)
         if self._result_logger is not None:
             self._result_logger.on_result(result)
 
