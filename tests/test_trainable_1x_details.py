@@ -461,3 +461,16 @@ def test_a_trainable_run_by_tune_leaves_result_files_to_the_driver(results_dir):
                         verbose=0, trial_executor=tune.LocalExecutor())
     with open(os.path.join(analysis.trials[0].logdir, "result.json")) as f:
         assert len(f.readlines()) == 2  # written once, by the driver
+
+
+def test_train_buffered_and_delete_checkpoint(info, caplog):
+    t = Counter(config={}, trial_info=info)
+    results = t.train_buffered(buffer_time_s=10.0, max_buffer_length=3)
+    assert [r["training_iteration"] for r in results] == [1, 2, 3]
+    path = t.save()  # <logdir>/checkpoint_000003/value
+    assert os.listdir(info.logdir) == ["checkpoint_000003"]
+    t.delete_checkpoint(path)
+    assert os.listdir(info.logdir) == []
+    t.delete_checkpoint(path)  # gone: a warning, as 1.x
+    assert "Checkpoint path not found during deletion" in caplog.text
+    t.stop()

@@ -387,6 +387,24 @@ class Trainable:
                 break
         return results
 
+    def train_buffered(self, buffer_time_s: float, max_buffer_length: int = 1000) -> list[dict]:
+        """1.x's name for :meth:`train_batch`: results of :meth:`train` calls until
+        ``buffer_time_s`` passed (at least one), ``max_buffer_length`` of them, a done
+        result or a checkpoint."""
+        return self.train_batch(max_buffer_length, buffer_time_s)
+
+    def delete_checkpoint(self, checkpoint_path: str) -> None:
+        """Delete the checkpoint directory holding ``checkpoint_path`` (1.x). Tune prunes
+        checkpoints from the driver, without calling this."""
+        from tune_async.utils.trainable import TrainableUtil
+
+        try:
+            checkpoint_dir = TrainableUtil.find_checkpoint_dir(checkpoint_path)
+        except FileNotFoundError:
+            logger.warning("Checkpoint path not found during deletion: %s", checkpoint_path)
+        else:
+            shutil.rmtree(checkpoint_dir)
+
     async def atrain(self) -> dict:
         """:meth:`train` on a trial host's shared loop (``async def step``)."""
         start = time.time()
