@@ -60,7 +60,9 @@ class Repeater(_WrapperSearcher):
     ``num_samples=15`` gets 3 suggestions evaluated 5 times each. Leftover
     trials (``num_samples % repeat``) are ignored, with a warning. The wrapped
     searcher sees one trial per group (the first one's id) whose result is
-    ``{metric: nanmean(scores)}``; a missing metric counts as NaN.
+    ``{metric: nanmean(scores)}``; a missing metric counts as NaN. As in 1.x,
+    intermediate results (``on_trial_result``) and ``on_pause``/``on_unpause``
+    are not passed on to the wrapped searcher.
 
     Arguments:
         searcher: Searcher object that the Repeater will optimize.
@@ -105,6 +107,19 @@ class Repeater(_WrapperSearcher):
             config[TRIAL_INDEX] = index_in_group
         self._trial_id_to_group[trial_id] = group
         return config
+
+    # The wrapped searcher only knows each group's first trial id, and 1.x's Repeater
+    # tells it nothing before the group's mean: intermediate results and pause /
+    # unpause notifications are not forwarded (a searcher keyed by trial id would
+    # otherwise see ids it never suggested).
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        return None
+
+    def on_pause(self, trial_id: str) -> None:
+        return None
+
+    def on_unpause(self, trial_id: str) -> None:
+        return None
 
     def on_trial_complete(
         self, trial_id: str, result: dict | None = None, error: bool = False

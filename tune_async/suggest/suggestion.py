@@ -256,6 +256,14 @@ class _WrapperSearcher(Searcher):
         self.__dict__.update(state)
 
 
+class _ConcurrencyLimiterError(ValueError, AssertionError):
+    """A bad ``max_concurrent`` or a duplicate trial id given to ConcurrencyLimiter.
+
+    1.x checks both with ``assert``; this is a ValueError that 1.x scripts catching
+    AssertionError also catch.
+    """
+
+
 class ConcurrencyLimiter(_WrapperSearcher):
     """A wrapper algorithm for limiting the number of concurrent trials.
 
@@ -275,9 +283,13 @@ class ConcurrencyLimiter(_WrapperSearcher):
 
     def __init__(self, searcher: Searcher, max_concurrent: int, batch: bool = False):
         if isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int):
-            raise ValueError(f"max_concurrent must be a positive int, got {max_concurrent!r}")
+            raise _ConcurrencyLimiterError(
+                f"max_concurrent must be a positive int, got {max_concurrent!r}"
+            )
         if max_concurrent <= 0:
-            raise ValueError(f"max_concurrent must be a positive int, got {max_concurrent!r}")
+            raise _ConcurrencyLimiterError(
+                f"max_concurrent must be a positive int, got {max_concurrent!r}"
+            )
         self.searcher = searcher
         self.max_concurrent = max_concurrent
         self.batch = batch
@@ -287,7 +299,9 @@ class ConcurrencyLimiter(_WrapperSearcher):
 
     def suggest(self, trial_id: str) -> Any:
         if trial_id in self.live_trials:
-            raise ValueError(f"Trial ID {trial_id} must be unique: already found in set.")
+            raise _ConcurrencyLimiterError(
+                f"Trial ID {trial_id} must be unique: already found in set."
+            )
         if len(self.live_trials) >= self.max_concurrent:
             logger.debug(
                 "Not providing a suggestion for %s due to concurrency limit: %s/%s.",
