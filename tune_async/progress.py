@@ -35,7 +35,7 @@ from tune_async.result import (
     TIMESTEPS_TOTAL,
     TRAINING_ITERATION,
 )
-from tune_async.utils.util import SafeFallbackEncoder
+from tune_async.utils.util import json_dumps
 
 if TYPE_CHECKING:
     from tune_async.trial import Trial
@@ -501,14 +501,29 @@ def best_trial_str(
     return f"Current best trial: {trial.trial_id} with {metric}={value} and parameters={params}"
 
 
-def _trial_location(trial: Trial) -> str:
+def _local_node_ip() -> str:
+    """The driver's node IP as results name it (Ray's when Ray runs here, as the
+    trainables' ``node_ip`` is; else the in-process executor's ``127.0.0.1``)."""
+    ray = sys.modules.get("ray")
+    if ray is not None:
+        try:
+            if ray.is_initialized():
+                return ray.util.get_node_ip_address()
+        except Exception:
+            pass
+    return "127.0.0.1"
+
+
+def _trial_location(trial: Trial, local_ip: str | None = None) -> str:
+    """The ``loc`` cell, as 1.x's ``Location``: ``pid=N`` for a trial on the driver's
+    node, ``host:pid`` on another node, empty before the trial reported anything."""
     result = trial.last_result or {}
     node_ip, pid = result.get(NODE_IP), result.get(PID)
-    if node_ip and pid:
-        return f"{node_ip}:{pid}"
-    if pid:
+    if not pid:
+        return ""
+    if not node_ip or node_ip == (local_ip if local_ip is not None else _local_node_ip()):
         return f"pid={pid}"
-    return "None"
+    return f"{node_ip}:{pid}"
 
 
 def _group_by_state(trials: list[Trial]) -> dict[str, list[Trial]]:
@@ -618,8 +633,9 @@ def trial_progress_table(
         + [_header(parameter_columns, k) for k in param_keys]
         + [_header(metric_columns, k) for k in metric_keys]
     )
+    local_ip = _local_node_ip()
     rows = [
-        [str(t), str(t.status), _trial_location(t)]
+        [str(t), str(t.status), _trial_location(t, local_ip)]
         + [_lookup(k, t.config) for k in param_keys]
         + [_lookup(k, t.last_result) for k in metric_keys]
         for t in shown
@@ -691,10 +707,16 @@ _HIDDEN_IN_PRINT = ("config", "hist_stats")
 
 
 def pretty_print(result: dict) -> str:
-    """The result as indented ``key: value`` lines (sorted, ``config`` dropped, JSON-safe)."""
+    """The result as YAML, as 1.x printed it (``yaml.safe_dump``, block style: sorted
+    keys, ``true``/``false``, lists as ``- item`` lines, ending in a newline), with
+    ``config``, ``hist_stats`` and None values dropped and values made JSON-safe."""
     shown = {k: v for k, v in result.items() if k not in _HIDDEN_IN_PRINT and v is not None}
-    safe = json.loads(json.dumps(shown, cls=SafeFallbackEncoder))
-    return "\n".join(_pretty_lines(safe, 0))
+    safe = json.loads(json_dumps(shown))
+    try:
+        import yaml
+    except ImportError:  # (Ray depends on PyYAML) indented ``key: value`` lines instead
+        return "\n".join(_pretty_lines(safe, 0)) + "\n"
+    return yaml.safe_dump(safe, default_flow_style=False)
 
 
 def _pretty_lines(value: dict, indent: int) -> list[str]:
@@ -783,7 +805,7 @@ class TrialProgressCallback(Callback):
         self._last_result_str[trial.trial_id] = brief
         if self._verbosity >= Verbosity.V3_TRIAL_DETAILS:
             print(f"Result for {trial}:")
-            print("  " + pretty_print(result).replace("\n", "\n  "))
+            print("  " + pretty_print(result).rstrip("\n").replace("\n", "\n  "))
             return
         if error:
             error_file = trial.error_file or os.path.join(trial.logdir or "", EXPR_ERROR_FILE)

@@ -211,11 +211,44 @@ def _existing_header(path: str) -> list[str] | None:
     return next(csv.reader([first]))
 
 
+def _plain_types() -> frozenset[type]:
+    types = {int, float, str, bool, type(None), list}
+    try:
+        import numpy as np
+
+        types |= {np.float64, np.float32, np.int64, np.int32, np.bool_, np.ndarray}
+    except ImportError:  # pragma: no cover - numpy is a dependency
+        pass
+    return frozenset(types)
+
+
+_PLAIN_TYPES = _plain_types()  # result values that are never dicts (no isinstance needed)
+
+
 def _progress_row(result: dict) -> dict:
     row = {k: v for k, v in result.items() if k != "config"}
-    if dict in map(type, row.values()):  # C-speed scan: this runs once per result
-        row = flatten_dict(row, delimiter="/")
+    # C-speed scan: this runs once per result; only a value of another type (a dict,
+    # a dict subclass, ...) pays for the isinstance checks.
+    if not _PLAIN_TYPES.issuperset(map(type, row.values())) and any(
+        isinstance(v, dict) for v in row.values()
+    ):
+        row = _flatten_like_1x(row)
     return row
+
+
+def _flatten_like_1x(row: dict) -> dict:
+    """1.x's ``flatten_dict`` as ``progress.csv`` shows it: a nested dict (of any dict
+    type) becomes ``a/b`` keys placed after the keys of its level, one level at a time
+    (``{"a": {"x": 1}, "b": 2}`` -> ``b, a/x``); an empty one leaves no column."""
+    while True:
+        nested = [key for key, value in row.items() if isinstance(value, dict)]
+        if not nested:
+            return row
+        added = {}
+        for key in nested:
+            for subkey, value in row.pop(key).items():
+                added[f"{key}/{subkey}"] = value
+        row.update(added)
 
 
 class _CsvWriter:

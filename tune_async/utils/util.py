@@ -165,7 +165,8 @@ def write_all(fd: int, data: bytes) -> None:
 
 
 class SafeFallbackEncoder(json.JSONEncoder):
-    """JSON encoder that never fails: numpy scalars become numbers, the rest ``repr``."""
+    """JSON encoder that never fails: numpy scalars become numbers, the rest ``str(value)``
+    (1.x's fallback: a ``Path`` is ``"/data/x"``), or its ``repr`` if ``str`` fails."""
 
     def default(self, value: Any) -> Any:
         try:
@@ -183,7 +184,10 @@ class SafeFallbackEncoder(json.JSONEncoder):
             pass
         if isinstance(value, (set, tuple)):
             return list(value)
-        return repr(value)
+        try:
+            return str(value)
+        except Exception:  # noqa: BLE001 - never fail on a value a log cannot show
+            return repr(value)
 
 
 _ENCODER = SafeFallbackEncoder()  # stateless: one instance serves every plain call
