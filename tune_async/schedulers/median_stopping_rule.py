@@ -83,7 +83,9 @@ class MedianStoppingRule(FIFOScheduler):
             ``mode="max"``).
         metric: The training result objective value attribute. If None but a mode
             was passed, ``"_metric"`` is used.
-        mode: One of {min, max}: whether the metric is minimized or maximized.
+        mode: One of {min, max}: whether the metric is minimized or maximized. As in
+            1.x, once ``tune.run`` passed its metric/mode, a metric without a mode is
+            minimized.
         grace_period: Only stop trials at least this old in time. The mean is only
             computed from this time onwards. The units are those of ``time_attr``.
         min_samples_required: Minimum number of trials to compute the median over.
@@ -117,9 +119,19 @@ class MedianStoppingRule(FIFOScheduler):
         self._results: dict[str, _History] = {}
         self._stopped_trials: set[str] = set()
         self._last_pause: dict[str, float] = {}
+        self._properties_set = False  # tune.run passed its metric/mode (1.x: mode -> min)
+
+    def set_search_properties(self, metric: str | None, mode: str | None) -> bool:
+        if not super().set_search_properties(metric, mode):
+            return False
+        # 1.x's MedianStoppingRule picks its comparison here even without a mode (min),
+        # so a metric alone (from the constructor or tune.run) is enough from now on.
+        self._properties_set = True
+        return True
 
     def on_trial_add(self, trial_runner: Any, trial: Any) -> None:
-        self._check_metric_and_mode()
+        if not (self._properties_set and self._metric):
+            self._check_metric_and_mode()
 
     def on_trial_result(self, trial_runner: Any, trial: Any, result: dict) -> str:
         """Stop a trial whose best value by time t is strictly worse than the median of
@@ -176,7 +188,8 @@ class MedianStoppingRule(FIFOScheduler):
         value = result[self._metric]
         if isinstance(value, bool) or not isinstance(value, Real):
             return math.nan
-        return metric_op(self._mode) * float(value)
+        # No mode (tune.run gave none): 1.x compares with `min`.
+        return metric_op(self._mode or "min") * float(value)
 
     def results_before_decision(self, trial_runner: Any, trial: Any) -> int | None:
         if trial.trial_id in self._stopped_trials:

@@ -53,7 +53,6 @@ class PB2(PopulationBasedTraining):
 
     Args:
         time_attr: The result attribute measuring progress (increasing).
-        reward_attr: Deprecated: use ``metric`` and ``mode="max"``.
         metric: The result attribute to optimise.
         mode: ``"min"`` or ``"max"``.
         perturbation_interval: Trials are considered for perturbation every this
@@ -72,7 +71,6 @@ class PB2(PopulationBasedTraining):
     def __init__(
         self,
         time_attr: str = "time_total_s",
-        reward_attr: str | None = None,
         metric: str | None = None,
         mode: str | None = None,
         perturbation_interval: float = 60.0,
@@ -97,7 +95,7 @@ class PB2(PopulationBasedTraining):
         if not hyperparam_bounds:
             raise TuneError("`hyperparam_bounds` must be specified to use PB2 scheduler.")
         super().__init__(
-            time_attr=time_attr, reward_attr=reward_attr, metric=metric, mode=mode,
+            time_attr=time_attr, metric=metric, mode=mode,
             perturbation_interval=perturbation_interval, hyperparam_mutations=None,
             quantile_fraction=quantile_fraction, resample_probability=0.0,
             custom_explore_fn=None, log_config=log_config, require_attrs=require_attrs,

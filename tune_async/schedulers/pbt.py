@@ -210,7 +210,6 @@ class PopulationBasedTraining(FIFOScheduler):
         mode: ``"min"`` or ``"max"``.
         perturbation_interval: Trials are considered for perturbation every
             this many units of ``time_attr`` (each one saves state, so not too often).
-        burn_in_period: No perturbation before this much ``time_attr`` has passed.
         hyperparam_mutations: ``{key: spec}``; a spec is a list (discrete values,
             perturbed to an adjacent one), a tune search space object or a callable
             (continuous: ×1.2 or ×0.8, or resampled), or a dict of such specs for a
@@ -224,6 +223,9 @@ class PopulationBasedTraining(FIFOScheduler):
             (else a warning and the result is ignored).
         synch: Synchronous PBT: every trial waits (PAUSED) at each perturbation
             point until all have reached it, then all are perturbed at once.
+        burn_in_period: No perturbation before this much ``time_attr`` has passed.
+            (Not a 1.3 argument: it comes last, so 1.x's positional order, with
+            ``hyperparam_mutations`` sixth, is kept.)
     """
 
     def __init__(
@@ -233,7 +235,6 @@ class PopulationBasedTraining(FIFOScheduler):
         metric: str | None = None,
         mode: str | None = None,
         perturbation_interval: float = 60.0,
-        burn_in_period: float = 0.0,
         hyperparam_mutations: dict | None = None,
         quantile_fraction: float = 0.25,
         resample_probability: float = 0.25,
@@ -241,6 +242,7 @@ class PopulationBasedTraining(FIFOScheduler):
         log_config: bool = True,
         require_attrs: bool = True,
         synch: bool = False,
+        burn_in_period: float = 0.0,
     ) -> None:
         hyperparam_mutations = hyperparam_mutations or {}
         if not isinstance(hyperparam_mutations, dict):
