@@ -501,6 +501,9 @@ def best_trial_str(
     return f"Current best trial: {trial.trial_id} with {metric}={value} and parameters={params}"
 
 
+_LOOPBACK = "127.0.0.1"
+
+
 def _local_node_ip() -> str:
     """The driver's node IP as results name it (Ray's when Ray runs here, as the
     trainables' ``node_ip`` is; else the in-process executor's ``127.0.0.1``)."""
@@ -511,7 +514,7 @@ def _local_node_ip() -> str:
                 return ray.util.get_node_ip_address()
         except Exception:
             pass
-    return "127.0.0.1"
+    return _LOOPBACK
 
 
 def _trial_location(trial: Trial, local_ip: str | None = None) -> str:
@@ -521,7 +524,9 @@ def _trial_location(trial: Trial, local_ip: str | None = None) -> str:
     node_ip, pid = result.get(NODE_IP), result.get(PID)
     if not pid:
         return ""
-    if not node_ip or node_ip == (local_ip if local_ip is not None else _local_node_ip()):
+    # (The in-process executor's trials say 127.0.0.1 even when Ray runs here too.)
+    if node_ip in (None, "", _LOOPBACK) or node_ip == (
+            local_ip if local_ip is not None else _local_node_ip()):
         return f"pid={pid}"
     return f"{node_ip}:{pid}"
 
