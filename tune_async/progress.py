@@ -35,6 +35,7 @@ from tune_async.result import (
     TIMESTEPS_TOTAL,
     TRAINING_ITERATION,
 )
+from tune_async.trainable.trainable import get_node_ip
 from tune_async.utils.util import json_dumps
 
 if TYPE_CHECKING:
@@ -501,23 +502,10 @@ def best_trial_str(
     return f"Current best trial: {trial.trial_id} with {metric}={value} and parameters={params}"
 
 
-_LOOPBACK = "127.0.0.1"
+_LOOPBACK = "127.0.0.1"  # what the in-process executor's trials report
 
 
-def _local_node_ip() -> str:
-    """The driver's node IP as results name it (Ray's when Ray runs here, as the
-    trainables' ``node_ip`` is; else the in-process executor's ``127.0.0.1``)."""
-    ray = sys.modules.get("ray")
-    if ray is not None:
-        try:
-            if ray.is_initialized():
-                return ray.util.get_node_ip_address()
-        except Exception:
-            pass
-    return _LOOPBACK
-
-
-def _trial_location(trial: Trial, local_ip: str | None = None) -> str:
+def _trial_location(trial: Trial, local_ip: str) -> str:
     """The ``loc`` cell, as 1.x's ``Location``: ``pid=N`` for a trial on the driver's
     node, ``host:pid`` on another node, empty before the trial reported anything."""
     result = trial.last_result or {}
@@ -525,8 +513,7 @@ def _trial_location(trial: Trial, local_ip: str | None = None) -> str:
     if not pid:
         return ""
     # (The in-process executor's trials say 127.0.0.1 even when Ray runs here too.)
-    if node_ip in (None, "", _LOOPBACK) or node_ip == (
-            local_ip if local_ip is not None else _local_node_ip()):
+    if node_ip in (None, "", _LOOPBACK, local_ip):
         return f"pid={pid}"
     return f"{node_ip}:{pid}"
 
@@ -638,7 +625,7 @@ def trial_progress_table(
         + [_header(parameter_columns, k) for k in param_keys]
         + [_header(metric_columns, k) for k in metric_keys]
     )
-    local_ip = _local_node_ip()
+    local_ip = get_node_ip()  # (Ray's IP while Ray runs here, as trainables report it)
     rows = [
         [str(t), str(t.status), _trial_location(t, local_ip)]
         + [_lookup(k, t.config) for k in param_keys]
