@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import glob
 import json
+import math
 import os
 import pickle
 import sys
@@ -99,6 +100,36 @@ def test_json_logger_appends_one_line_per_result(trial):
     lines = read_lines(os.path.join(trial.logdir, "result.json"))
     assert [line["training_iteration"] for line in lines] == [1, 2, 3]
     assert lines[0]["config"] == {"lr": 0.1}  # result.json keeps the config
+
+
+def test_json_logger_lines_read_back_as_1x_wrote_them(trial):
+    # Plain results take a fast encoder; NaN/Infinity (which it would write as null),
+    # numpy values, enums and other objects must still read back as 1.x's did.
+    import enum
+
+    import numpy as np
+
+    class Color(enum.Enum):
+        RED = 1
+
+    results = [
+        result(1, text='x,y"\n\u00e9\u2028', none=None, flag=True, big=2**70,
+               nested={"a": [1, 2.5, {"b": -0.0}], "t": (1, 2)}),
+        result(2, loss=float("nan"), up=float("inf"), down=[float("-inf")]),
+        result(3, np_float=np.float64(1.5), np_int=np.int32(7), arr=np.arange(3),
+               color=Color.RED, path=os.path.join("a", "b")),
+    ]
+    cb = JsonLoggerCallback()
+    cb.log_trial_start(trial)
+    for i, res in enumerate(results, 1):
+        cb.log_trial_result(i, trial, res)
+    cb.log_trial_end(trial)
+    first, second, third = read_lines(os.path.join(trial.logdir, "result.json"))
+    assert first == json.loads(json.dumps(results[0]))
+    assert math.isnan(second["loss"])
+    assert second["up"] == math.inf and second["down"] == [-math.inf]
+    assert (third["np_float"], third["np_int"], third["arr"]) == (1.5, 7, [0, 1, 2])
+    assert third["color"] == "Color.RED" and third["path"] == os.path.join("a", "b")
 
 
 def test_json_logger_result_without_start_opens_files(trial):

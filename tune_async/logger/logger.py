@@ -45,6 +45,7 @@ from tune_async.utils.util import (
     flatten_dict,
     in_made_dir,
     json_dumps,
+    json_line,
     write_all,
     write_file,
 )
@@ -190,7 +191,7 @@ class _JsonWriter:
         self._file = _AppendOnlyFile(os.path.join(logdir, EXPR_RESULT_FILE), deferred, prelude)
 
     def write(self, result: dict) -> None:
-        self._file.write((json_dumps(result) + "\n").encode("utf-8"))
+        self._file.write(json_line(result))
 
     def flush(self) -> None:
         self._file.flush()

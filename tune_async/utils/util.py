@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import anyio.lowlevel
+import orjson
 
 logger = logging.getLogger(__name__)
 
@@ -199,6 +200,44 @@ def json_dumps(value: Any, **kwargs: Any) -> str:
     if kwargs:
         return json.dumps(value, cls=SafeFallbackEncoder, **kwargs)
     return _ENCODER.encode(value)
+
+
+def json_line(value: Any) -> bytes:
+    """``json_dumps(value) + "\\n"`` as UTF-8 bytes, the same values in compact form.
+
+    A result line is written per result, so the common case (dicts, lists and tuples
+    of str, int, finite float, bool and None) goes through orjson, about 15 times
+    faster than json's C encoder. Anything else takes ``json_dumps`` and keeps its
+    output: NaN and Infinity as 1.x wrote them (orjson writes null), numpy values,
+    enums, subclasses and other objects through ``SafeFallbackEncoder``.
+    """
+    if type(value) is dict and _is_plain(value):
+        try:
+            # orjson's bytes keep the capacity of its working buffer (about 8 KiB per
+            # line, ten times the text): lines waiting for the writer would hold it.
+            # An exact-size copy frees the buffer at once, for the next line to reuse.
+            return bytes(memoryview(orjson.dumps(value, option=orjson.OPT_APPEND_NEWLINE)))
+        except TypeError:  # e.g. a non-str key, an int beyond 64 bits
+            pass
+    return (json_dumps(value) + "\n").encode("utf-8")
+
+
+_PLAIN_SCALARS = frozenset({str, int, bool, type(None)})
+
+
+def _is_plain(values: dict | list | tuple) -> bool:
+    """Whether ``values`` holds only plain JSON values (finite floats), nested too."""
+    for value in values.values() if type(values) is dict else values:
+        cls = value.__class__
+        if cls is float:
+            if value - value:  # nan for NaN and +-inf, 0.0 otherwise
+                return False
+        elif cls is dict or cls is list or cls is tuple:
+            if not _is_plain(value):
+                return False
+        elif cls not in _PLAIN_SCALARS:
+            return False
+    return True
 
 
 _date = (-1, "")  # (second, its date string): trial names ask many times a second
