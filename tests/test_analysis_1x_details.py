@@ -104,6 +104,53 @@ def test_metric_analysis_of_numpy_and_nested_values():
     assert set(trial.metric_analysis["f"]) == STATS
 
 
+def _varied_results(rng, n):
+    """Results whose values change type, go missing, turn NaN and nest (seeded)."""
+    def number():
+        return rng.choice([rng.randint(-5, 5), rng.random(), float("nan"), float("inf"),
+                           None, True, np.float32(rng.random()), np.int64(3), "x"])
+
+    results = []
+    for i in range(n):
+        result = {"training_iteration": i + 1, "loss": rng.random(), "config": {"lr": 0.1}}
+        if rng.random() < 0.2:
+            result["config"] = {"lr": rng.choice([0.1, 0.2]), "nested": {"k": i}}
+        if rng.random() < 0.7:
+            result["odd"] = number()
+        if rng.random() < 0.3:
+            result["info"] = {"a": number(), "b": {"c": rng.randint(0, 3)}}
+        results.append(result)
+    return results
+
+
+def _same(a, b):
+    return a == b or (a != a and b != b)  # NaN equals NaN here
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_batched_metric_analysis_equals_one_result_at_a_time(seed):
+    # The driver folds a trial's results into its statistics in batches; what anyone
+    # reads must be what folding them one at a time gives (values, types, key order).
+    import random
+
+    rng = random.Random(seed)
+    uniform = [{"training_iteration": i, "loss": rng.random(), "config": {"lr": 0.1}}
+               for i in range(1, 80)]
+    for results in (_varied_results(rng, 120), uniform):
+        batched, single = Trial("t"), Trial("t")
+        for result in results:
+            batched.update_metric_analysis(result)
+            single.update_metric_analysis(result)
+            single.metric_analysis  # noqa: B018 - a read folds what is queued
+        assert list(batched.metric_analysis) == list(single.metric_analysis)
+        for key, stats in single.metric_analysis.items():
+            for name, value in stats.items():
+                got = batched.metric_analysis[key][name]
+                assert _same(got, value) and type(got) is type(value), (key, name)
+        assert pickle.loads(pickle.dumps(batched)).metric_analysis.keys() == \
+            single.metric_analysis.keys()
+
+
 def updated(trial, values):
     for value in values:
         trial.update_metric_analysis({"loss": value})

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import collections
 import enum
+import functools
+import operator
 import os
 import platform
 import uuid
@@ -42,6 +44,9 @@ LAST_N = (5, 10)
 _WINDOW_NAMES = {k: f"last-{k}-avg" for k in LAST_N}
 _WINDOW = max(LAST_N)
 _NOT_NUMBERS = frozenset({bool, str, type(None), list, tuple})  # skipped without an ABC check
+_INT_FLOAT = frozenset({int, float})
+_DICT = frozenset({dict})
+_FOLD_AFTER = 32  # queued results per trial before they are folded into the statistics
 # The numeric items of each trial's latest config, flattened once per distinct config.
 _CONFIG_NUMBERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -155,6 +160,9 @@ class Trial:
     # {metric: _Track}; 1.x's ``metric_n_steps`` is a view of their values.
     _tracks: dict = attrs.field(factory=dict, init=False)
     _averages_stale: bool = attrs.field(default=False, init=False)
+    # Results recorded but not yet in the statistics: folded a batch at a time, a
+    # metric at a time (C-speed max/min/sum over a column), and before any read.
+    _unfolded: list = attrs.field(factory=list, init=False)
     restore_path: str | None = None
     checkpoint: Any = None  # the newest persistent Checkpoint (restore point on retry/resume)
     checkpoint_freq: int = 0
@@ -168,12 +176,15 @@ class Trial:
     # Pickled as attrs pickles a slotted class ({field: value}), so the records in
     # state files load across versions; older ones get their tracks rebuilt.
     def __getstate__(self) -> dict[str, Any]:
+        self._fold()
         return {f.name: getattr(self, f.name) for f in attrs.fields(Trial)}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         for f in attrs.fields(Trial):
             if f.name in state:
                 object.__setattr__(self, f.name, state[f.name])
+        if "_unfolded" not in state:  # pickled before results were folded in batches
+            self._unfolded = []
         if "_tracks" not in state:
             self._tracks = _tracks_of_old_record(self._metric_analysis,
                                                  state.get("_windows") or {})
@@ -229,6 +240,7 @@ class Trial:
         Kept while the trial runs; a finished trial drops them (its averages stay in
         ``metric_analysis``), which bounds the driver's memory in large experiments.
         """
+        self._fold()
         return {key: {str(n): collections.deque(track.values[-n:], maxlen=n) for n in LAST_N}
                 for key, track in self._tracks.items()}
 
@@ -284,6 +296,7 @@ class Trial:
     @property
     def metric_analysis(self) -> dict:
         """``{metric: {"max", "min", "avg", "last", "last-5-avg", "last-10-avg"}}``."""
+        self._fold()
         if self._averages_stale:
             for key, track in self._tracks.items():
                 stats = self._metric_analysis[key]
@@ -297,6 +310,7 @@ class Trial:
     def reset_metric_analysis(self) -> None:
         self._metric_analysis = {}
         self._tracks = {}
+        self._unfolded = []
         self._averages_stale = False
 
     # ---- per-metric statistics (used by ExperimentAnalysis scopes) ---------
@@ -305,23 +319,94 @@ class Trial:
 
         Keys are the flattened result's (``a/b`` for nested values, ``config/...``
         included, as 1.x); max/min/last keep the values as reported (an int stays an
-        int). This runs once per result, so plain ints and floats are recognised by
-        their type, and the config, the same for most of a trial's life, is
-        flattened once per distinct config rather than per result.
+        int). This runs once per result, so the result is only queued here: every
+        read of the statistics (and every ``_FOLD_AFTER`` results) folds the queue in.
         """
-        update = self._update_metric
+        unfolded = self._unfolded
+        unfolded.append(result)
+        if len(unfolded) >= _FOLD_AFTER:
+            self._fold()
+
+    def _fold(self) -> None:
+        """Fold the queued results into the statistics, as if one at a time.
+
+        The first result goes value by value (so new metrics are added in the order
+        a result lists them); when the others have the same keys, each metric's
+        values are folded together as a column.
+        """
+        batch = self._unfolded
+        if not batch:
+            return
+        self._unfolded = []
         self._averages_stale = True
+        first = batch[0]
+        self._fold_result(first)
+        rest = batch[1:]
+        if not rest:
+            return
+        keys = first.keys()
+        if not all(result.keys() == keys for result in rest):
+            for result in rest:
+                self._fold_result(result)
+            return
+        for key in keys:
+            self._fold_column(key, [result[key] for result in rest])
+
+    def _fold_result(self, result: dict) -> None:
+        update = self._update_metric
         for key, value in result.items():
             kind = type(value)
             if kind is float or kind is int:
                 update(key, value)
             elif kind is dict:
-                items = (_config_numbers(self, value) if key == "config"
-                         else _numbers(flatten_dict(value), f"{key}/"))
-                for name, number in items:
+                for name, number in self._nested_numbers(key, value):
                     update(name, number)
             elif kind not in _NOT_NUMBERS and isinstance(value, Number):
                 update(key, _plain(value))
+
+    def _fold_column(self, key: str, values: list) -> None:
+        kinds = set(map(type, values))
+        if kinds <= _INT_FLOAT:
+            self._update_metric_values(key, values)
+        elif kinds <= _NOT_NUMBERS:
+            return
+        elif kinds == _DICT:
+            columns: dict[str, list] = {}
+            for value in values:
+                for name, number in self._nested_numbers(key, value):
+                    columns.setdefault(name, []).append(number)
+            for name, column in columns.items():
+                self._update_metric_values(name, column)
+        else:
+            for value in values:
+                self._fold_result({key: value})
+
+    def _nested_numbers(self, key: str, value: dict) -> list[tuple[str, int | float]]:
+        return (_config_numbers(self, value) if key == "config"
+                else _numbers(flatten_dict(value), f"{key}/"))
+
+    def _update_metric_values(self, key: str, values: list) -> None:
+        """``_update_metric`` for each of ``values`` (ints and floats) in order, at C speed."""
+        if key not in self._tracks:
+            self._update_metric(key, values[0])
+            values = values[1:]
+            if not values:
+                return
+        track = self._tracks[key]
+        stats = self._metric_analysis[key]
+        # Builtin max/min keep the first of equal values and skip a NaN after the
+        # first, as the one-value update does.
+        stats["max"] = max(stats["max"], *values)
+        stats["min"] = min(stats["min"], *values)
+        stats["last"] = values[-1]
+        track.count += len(values)
+        # Added in order, as one at a time would (sum() compensates float error from
+        # Python 3.12 on, which would change avg's last digits).
+        track.total = functools.reduce(operator.add, values, track.total)
+        window = track.values
+        window += values[-_WINDOW:]
+        if len(window) > _WINDOW:
+            del window[:-_WINDOW]
 
     def _update_metric(self, key: str, value: int | float) -> None:
         track = self._tracks.get(key)
