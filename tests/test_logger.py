@@ -217,6 +217,22 @@ def test_csv_columns_fixed_by_first_result(trial):
     assert rows == [["a", "nested/x"], ["1", "2"], ["3", "4"], ["6", ""]]
 
 
+def test_csv_rows_of_plain_results_follow_the_first_rows_columns(trial):
+    # Plain rows take a faster path once the columns are known; each kind of row
+    # after the first must still come out as the general path writes it.
+    cb = CSVLoggerCallback()
+    cb.log_trial_start(trial)
+    cb.log_trial_result(1, trial, {"a": 1, "b": 0.5, "s": "x,y", "config": {"lr": 1}})
+    cb.log_trial_result(2, trial, {"b": 1e-05, "a": None, "s": 'q"', "extra": 9})
+    cb.log_trial_result(3, trial, {"a": [1, 2], "b": True, "s": {"deep": 1}})
+    cb.log_trial_result(4, trial, {"a": 2})
+    cb.log_trial_result(5, trial, {"a": 3, "b": float("nan"), "s": "z"})
+    cb.log_trial_end(trial)
+    rows = read_csv(os.path.join(trial.logdir, "progress.csv"))
+    assert rows == [["a", "b", "s"], ["1", "0.5", "x,y"], ["", "1e-05", 'q"'],
+                    ["[1, 2]", "True", ""], ["2", "", ""], ["3", "nan", "z"]]
+
+
 def test_csv_append_writes_no_second_header(trial):
     for _ in range(2):
         cb = CSVLoggerCallback()

@@ -23,6 +23,7 @@ import functools
 import io
 import logging
 import math
+import operator
 import os
 import threading
 import time
@@ -267,10 +268,22 @@ class _CsvWriter:
         self._fields = None if deferred else self._header_before_open()
         self._early_rows: list[dict] | None = [] if deferred else None  # None: header known
         self._header_lock = threading.Lock()
+        self._pick: Callable[[dict], tuple] | None = None  # the columns' values, once known
         self._line = io.StringIO()
         self._writer = csv.writer(self._line)
 
     def write(self, result: dict) -> None:
+        if self._pick is not None:
+            # The usual row: every column a plain top-level value of the result (no
+            # nested dict to flatten), taken in one C call rather than dict by dict.
+            try:
+                values = self._pick(result)
+            except KeyError:  # a column missing from this result: the general path
+                pass
+            else:
+                if _PLAIN_TYPES.issuperset(map(type, values)):
+                    self._file.write(_csv_line(self._writer, self._line, values))
+                    return
         row = _progress_row(result)
         if self._early_rows is not None:
             with self._header_lock:
@@ -284,6 +297,8 @@ class _CsvWriter:
             self._fields = list(row)
             self._file.write(_csv_line(writer, line, self._fields))
         self._file.write(_csv_line(writer, line, [row.get(k, "") for k in self._fields]))
+        if self._pick is None and self._early_rows is None and len(self._fields) > 1:
+            self._pick = operator.itemgetter(*self._fields)  # (one field would not give a tuple)
 
     def _settle_header(self) -> None:
         """(Deferred, first flush, writer's thread) Take the existing file's header, if
