@@ -233,6 +233,45 @@ def test_csv_rows_of_plain_results_follow_the_first_rows_columns(trial):
                     ["[1, 2]", "True", ""], ["2", "", ""], ["3", "nan", "z"]]
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_csv_fast_line_reads_back_as_the_csv_modules(seed):
+    # Plain rows are made from a JSON array; read back, each cell must be the csv
+    # module's (a float's text may differ in layout, never in value), or the row
+    # must be left to the csv module.
+    import io
+    import random
+
+    from tune_async.logger.logger import _csv_line_via_json
+
+    rng = random.Random(seed)
+    pieces = ["a", "", " b ", "null", "true", "x,y", 'q"', "l\nb", "cr\r", "tab\t", "back\\",
+              "\u00e9\u2028", "1e5"]
+    scalars = [lambda: rng.choice(pieces), lambda: rng.randint(-10**12, 10**12),
+               lambda: rng.choice([2**70, -(2**63)]), lambda: rng.uniform(-1e6, 1e6),
+               lambda: rng.choice([1e-05, 5e-324, 1e16, 1e22, -0.0, 0.1, 123.0]),
+               lambda: rng.choice([float("nan"), float("inf"), -float("inf")]),
+               lambda: rng.choice([None, True, False])]
+    fast_rows = 0
+    for _ in range(400):
+        values = tuple(rng.choice(scalars)() for _ in range(rng.randint(2, 8)))
+        out = io.StringIO()
+        csv.writer(out).writerow(values)
+        expected = next(csv.reader([out.getvalue()]))
+        line = _csv_line_via_json(values)
+        if line is None:
+            continue
+        fast_rows += 1
+        assert line.endswith(b"\r\n")
+        got = next(csv.reader([line.decode("utf-8")]))
+        assert len(got) == len(expected), values
+        for value, cell, want in zip(values, got, expected):
+            if type(value) is float:
+                assert float(cell) == float(want), values
+            else:
+                assert cell == want, values
+    assert fast_rows > 50  # the fast path is taken for most plain rows
+
+
 def test_csv_append_writes_no_second_header(trial):
     for _ in range(2):
         cb = CSVLoggerCallback()

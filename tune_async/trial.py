@@ -344,13 +344,19 @@ class Trial:
         rest = batch[1:]
         if not rest:
             return
-        keys = first.keys()
-        if not all(result.keys() == keys for result in rest):
+        keys = tuple(first)
+        columns = None
+        if len(keys) > 1 and set(map(len, rest)) == {len(keys)}:
+            try:  # the same keys in every result: transposed to columns in C
+                columns = zip(*map(operator.itemgetter(*keys), rest), strict=True)
+            except KeyError:
+                pass
+        if columns is None:
             for result in rest:
                 self._fold_result(result)
             return
-        for key in keys:
-            self._fold_column(key, [result[key] for result in rest])
+        for key, column in zip(keys, columns, strict=True):
+            self._fold_column(key, column)
 
     def _fold_result(self, result: dict) -> None:
         update = self._update_metric
@@ -364,7 +370,7 @@ class Trial:
             elif kind not in _NOT_NUMBERS and isinstance(value, Number):
                 update(key, _plain(value))
 
-    def _fold_column(self, key: str, values: list) -> None:
+    def _fold_column(self, key: str, values: tuple) -> None:
         kinds = set(map(type, values))
         if kinds <= _INT_FLOAT:
             self._update_metric_values(key, values)
@@ -385,7 +391,7 @@ class Trial:
         return (_config_numbers(self, value) if key == "config"
                 else _numbers(flatten_dict(value), f"{key}/"))
 
-    def _update_metric_values(self, key: str, values: list) -> None:
+    def _update_metric_values(self, key: str, values: list | tuple) -> None:
         """``_update_metric`` for each of ``values`` (ints and floats) in order, at C speed."""
         if key not in self._tracks:
             self._update_metric(key, values[0])

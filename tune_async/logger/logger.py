@@ -32,6 +32,7 @@ from numbers import Number
 from typing import TYPE_CHECKING, Any
 
 import cloudpickle
+import orjson
 
 from tune_async.callback import Callback
 from tune_async.result import (
@@ -281,7 +282,13 @@ class _CsvWriter:
             except KeyError:  # a column missing from this result: the general path
                 pass
             else:
-                if _PLAIN_TYPES.issuperset(map(type, values)):
+                kinds = set(map(type, values))
+                if kinds <= _JSON_SCALARS:
+                    line = _csv_line_via_json(values)
+                    if line is not None:
+                        self._file.write(line)
+                        return
+                if kinds <= _PLAIN_TYPES:
                     self._file.write(_csv_line(self._writer, self._line, values))
                     return
         row = _progress_row(result)
@@ -329,6 +336,40 @@ class _CsvWriter:
     def close(self) -> None:
         self._settle_header()
         self._file.close()
+
+
+_JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _csv_line_via_json(values: tuple) -> bytes | None:
+    """The CSV line of str/int/float/bool/None values, made from orjson's JSON array of
+    them (several times faster than the csv module, most of whose time goes to float
+    formatting); None when that would differ from the csv module's line.
+
+    It differs in no cell when no string needed a JSON escape (no backslash: no quote,
+    control character or line break, which CSV would quote), none holds a comma (one
+    comma per separator), and no float was NaN or infinite (JSON null, as None is: as
+    many nulls as Nones). Floats take their shortest round-trip form either way;
+    between 1e-5 and 1e-4 it reads ``0.00001`` rather than ``1e-05``.
+    """
+    try:
+        text = orjson.dumps(values)
+    except TypeError:  # an int beyond 64 bits
+        return None
+    if (b"\\" in text or text.count(b",") != len(values) - 1
+            or text.count(b"null") != values.count(None)):
+        return None
+    # Each token sits between commas: a replacement pass takes every other one of a
+    # run of equal tokens, the second the rest. Strings are still quoted here, so a
+    # string "null" is not a null token.
+    row = b"," + text[1:-1] + b","
+    for token, cell in _JSON_TOKEN_CELLS:
+        if token in row:
+            row = row.replace(token, cell).replace(token, cell)
+    return row[1:-1].replace(b'"', b"") + b"\r\n"
+
+
+_JSON_TOKEN_CELLS = ((b",null,", b",,"), (b",false,", b",False,"), (b",true,", b",True,"))
 
 
 def _csv_line(writer: Any, line: io.StringIO, values: list) -> bytes:
