@@ -323,6 +323,36 @@ def test_csv_deferred_reads_the_existing_header_off_the_loop_and_keeps_row_order
     assert rows == [["b", "a"], ["1", "2"], ["5", "3"], ["7", "6"]]
 
 
+def test_csv_deferred_rows_keep_their_order_for_a_new_file_and_a_same_header_restart(trial):
+    # Rows reported before the first flush are formatted under the first row's keys:
+    # a new file gets them with that header; a restarted trial whose file has the
+    # same header gets them without a second header.
+    import threading
+
+    def flushed(cb, flush_files, results):
+        cb.log_trial_start(trial)
+        for i, result in enumerate(results, 1):
+            cb.log_trial_result(i, trial, result)
+        worker = threading.Thread(target=flush_files)
+        worker.start()
+        worker.join()
+        cb.log_trial_result(len(results) + 1, trial, {"a": 9, "b": 9.5})  # after the flush
+        cb.log_trial_end(trial)
+        worker = threading.Thread(target=flush_files)
+        worker.start()
+        worker.join()
+
+    path = os.path.join(trial.logdir, "progress.csv")
+    cb = CSVLoggerCallback()
+    flushed(cb, cb.defer_flushing(), [{"a": 1, "b": 0.5, "config": {}}, {"b": 0.25},
+                                      {"a": 2, "b": "x,y", "extra": 1}])
+    assert read_csv(path) == [["a", "b"], ["1", "0.5"], ["", "0.25"], ["2", "x,y"],
+                              ["9", "9.5"]]
+    cb = CSVLoggerCallback()
+    flushed(cb, cb.defer_flushing(), [{"a": 3, "b": 4}])
+    assert read_csv(path)[5:] == [["3", "4"], ["9", "9.5"]]
+
+
 async def test_logger_callback_maps_hooks():
     calls = []
 

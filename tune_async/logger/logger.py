@@ -258,7 +258,9 @@ class _CsvWriter:
     """Appends flattened results to ``progress.csv``; columns fixed by the first row.
 
     Deferred: an existing file's header (a restarted trial) is looked for by the first
-    flush, off the loop; rows reported before that wait as dicts and are formatted then.
+    flush, off the loop. Rows reported before that are formatted as they come under
+    the columns a new file would get (the first row's keys); the flush writes those
+    lines, or, if the file already had another header, formats the rows again under it.
     """
 
     def __init__(self, logdir: str, deferred: bool = False) -> None:
@@ -268,6 +270,9 @@ class _CsvWriter:
         self._file = _AppendOnlyFile(self._path, deferred)
         self._fields = None if deferred else self._header_before_open()
         self._early_rows: list[dict] | None = [] if deferred else None  # None: header known
+        # Deferred: the first row's keys, and the header and rows formatted under them.
+        self._guess: list[str] | None = None
+        self._early_lines: list[bytes] = []
         self._header_lock = threading.Lock()
         self._pick: Callable[[dict], tuple] | None = None  # the columns' values, once known
         self._line = io.StringIO()
@@ -282,28 +287,37 @@ class _CsvWriter:
             except KeyError:  # a column missing from this result: the general path
                 pass
             else:
-                kinds = set(map(type, values))
-                if kinds <= _JSON_SCALARS:
-                    line = _csv_line_via_json(values)
-                    if line is not None:
-                        self._file.write(line)
-                        return
-                if kinds <= _PLAIN_TYPES:
-                    self._file.write(_csv_line(self._writer, self._line, values))
+                if _PLAIN_TYPES.issuperset(map(type, values)):
+                    self._file.write(self._line_of(values))
                     return
         row = _progress_row(result)
         if self._early_rows is not None:
             with self._header_lock:
                 if self._early_rows is not None:  # (the writer's thread may just have read it)
                     self._early_rows.append(row)
+                    self._early_lines.append(self._guessed_line(row))
                     return
         self._write_row(self._writer, self._line, row)
+
+    def _line_of(self, values: list | tuple, writer: Any = None,
+                 line: io.StringIO | None = None) -> bytes:
+        if set(map(type, values)) <= _JSON_SCALARS:
+            fast = _csv_line_via_json(values)
+            if fast is not None:
+                return fast
+        return _csv_line(writer or self._writer, line or self._line, values)
+
+    def _guessed_line(self, row: dict) -> bytes:
+        if self._guess is None:
+            self._guess = list(row)
+            self._early_lines.append(_csv_line(self._writer, self._line, self._guess))
+        return self._line_of([row.get(k, "") for k in self._guess])
 
     def _write_row(self, writer: Any, line: io.StringIO, row: dict) -> None:
         if self._fields is None:  # the first row's keys are the columns
             self._fields = list(row)
             self._file.write(_csv_line(writer, line, self._fields))
-        self._file.write(_csv_line(writer, line, [row.get(k, "") for k in self._fields]))
+        self._file.write(self._line_of([row.get(k, "") for k in self._fields], writer, line))
         if self._pick is None and self._early_rows is None and len(self._fields) > 1:
             self._pick = operator.itemgetter(*self._fields)  # (one field would not give a tuple)
 
@@ -317,12 +331,19 @@ class _CsvWriter:
         with self._header_lock:
             if self._early_rows is None:
                 return  # settled meanwhile by a close on another thread
-            self._fields = fields
-            line = io.StringIO()  # (the loop's formatter is the loop's own)
-            writer = csv.writer(line)
-            for row in self._early_rows:
-                self._write_row(writer, line, row)
+            if self._guess is not None and fields in (None, self._guess):
+                # The lines formatted on the loop stand (a header only for a new file).
+                self._fields = self._guess
+                for data in self._early_lines[0 if fields is None else 1:]:
+                    self._file.write(data)
+            else:  # no rows yet, or a restarted trial's file with other columns
+                self._fields = fields
+                line = io.StringIO()  # (the loop's formatter is the loop's own)
+                writer = csv.writer(line)
+                for row in self._early_rows:
+                    self._write_row(writer, line, row)
             self._early_rows = None
+            self._early_lines = []
 
     def _header_before_open(self) -> list[str] | None:
         """The header of the file as it was before it was opened here (a restarted
