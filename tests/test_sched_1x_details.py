@@ -96,3 +96,23 @@ def test_pb2_positional_arguments_follow_1x():
     assert "reward_attr" not in inspect.signature(PB2).parameters
     with pytest.raises(TypeError):
         PB2(reward_attr="acc", hyperparam_bounds={"lr": [0.001, 0.1]})
+
+
+@pytest.mark.parametrize("make", [
+    lambda s: s.ASHAScheduler(grace_period=0),
+    lambda s: s.ASHAScheduler(max_t=5, grace_period=10),
+    lambda s: s.AsyncHyperBandScheduler(reduction_factor=1),
+    lambda s: s.ASHAScheduler(brackets=0),
+    lambda s: s.HyperBandScheduler(max_t=0),
+    lambda s: s.ASHAScheduler(mode="x"),
+    lambda s: s.MedianStoppingRule(mode="x"),
+    lambda s: s.PopulationBasedTraining(mode="x", hyperparam_mutations={"a": [1]}),
+])
+def test_scheduler_arguments_1x_asserts_are_assertion_and_value_errors(make):
+    # 1.x checks these with assert: 1.x tests catch AssertionError; ours say ValueError.
+    import tune_async.schedulers as schedulers
+
+    with pytest.raises(AssertionError):
+        make(schedulers)
+    with pytest.raises(ValueError):
+        make(schedulers)
