@@ -343,9 +343,20 @@ def test_a_searcher_driven_run_gets_the_gil_back_within_1_ms(tmp_path, monkeypat
     assert in_trials == [0.001, 0.001]
     assert sys.getswitchinterval() == before
     in_trials.clear()
+
+    class AtResults(tune.Callback):
+        seen: list = []
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            self.seen.append(sys.getswitchinterval())
+
     tune.run(trainable, num_samples=2, trial_executor=ScriptedExecutor(),
-             local_dir=str(tmp_path), verbose=0)
-    assert in_trials == [before, before]
+             local_dir=str(tmp_path), verbose=0, callbacks=[AtResults()])
+    # A run without one takes 1 ms only while it starts up (Ray creates the first
+    # actors in threads), until its first results arrive.
+    assert in_trials[0] == 0.001
+    assert AtResults.seen and set(AtResults.seen) == {before}
+    assert sys.getswitchinterval() == before
     monkeypatch.setenv("TUNE_SWITCH_INTERVAL_S", "0")  # left alone
     searcher = SwitchIntervalSearcher()
     tune.run(trainable, search_alg=searcher, num_samples=2, trial_executor=ScriptedExecutor(),
@@ -356,6 +367,28 @@ def test_a_searcher_driven_run_gets_the_gil_back_within_1_ms(tmp_path, monkeypat
         tune.run(trainable, trial_executor=ScriptedExecutor(), local_dir=str(tmp_path),
                  name="never", verbose=0)
     assert not os.path.exists(os.path.join(tmp_path, "never"))  # before anything started
+
+
+def test_the_start_up_switch_interval_ends_after_its_cap_without_results(tmp_path, monkeypatch):
+    import asyncio
+    import sys
+
+    import tune_async.api
+
+    monkeypatch.setattr(tune_async.api, "STARTUP_SWITCH_S", 0.2)
+    seen = []
+
+    async def slow_first_step(config):
+        seen.append(sys.getswitchinterval())
+        await asyncio.sleep(0.6)  # no result yet when the cap passes
+        seen.append(sys.getswitchinterval())
+        await tune.areport(x=1)
+
+    before = sys.getswitchinterval()
+    tune.run(slow_first_step, trial_executor=tune.LocalExecutor(), local_dir=str(tmp_path),
+             verbose=0)
+    assert seen == [0.001, before]
+    assert sys.getswitchinterval() == before
 
 
 def test_the_switch_interval_comes_back_after_the_last_overlapping_run():

@@ -264,7 +264,7 @@ def test_csv_fast_line_reads_back_as_the_csv_modules(seed):
         assert line.endswith(b"\r\n")
         got = next(csv.reader([line.decode("utf-8")]))
         assert len(got) == len(expected), values
-        for value, cell, want in zip(values, got, expected):
+        for value, cell, want in zip(values, got, expected, strict=True):
             if type(value) is float:
                 assert float(cell) == float(want), values
             else:

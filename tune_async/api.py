@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import functools
 import inspect
@@ -29,6 +30,8 @@ from tune_async.utils.heap import frozen_heap
 from tune_async.utils.util import date_str, env_number
 
 logger = logging.getLogger(__name__)
+
+STARTUP_SWITCH_S = 5.0  # longest start-up phase under the short switch interval
 
 _NOT_YET = "is not implemented yet in tune_async (it comes with a later release)"
 _DEFAULT_SERVER_PORT = 4321
@@ -249,10 +252,20 @@ class _Job:
         if self.before_run is not None:
             await self.before_run()
         # No 100 ms full collections of the imports; with a searcher working in a thread,
-        # the loop gets the GIL back from any thread within 1 ms.
+        # the loop gets the GIL back from any thread within 1 ms. So does every run while
+        # it starts up (until its first results, at most STARTUP_SWITCH_S): Ray creates
+        # the first actors in threads that run Python (it disassembles the actor class
+        # once per process), two of them at once took the GIL from the loop for 8-12 ms.
         switch_s = self.switch_interval_s if self.controller.lane.works_in_thread else 0.0
-        with frozen_heap(self.gc_freeze), short_switch_interval(switch_s):
-            trials = await self._run_controller()
+        with contextlib.ExitStack() as startup:
+            startup.enter_context(short_switch_interval(self.switch_interval_s))
+            self.controller.on_first_results = startup.close
+            timer = asyncio.get_running_loop().call_later(STARTUP_SWITCH_S, startup.close)
+            try:
+                with frozen_heap(self.gc_freeze), short_switch_interval(switch_s):
+                    trials = await self._run_controller()
+            finally:
+                timer.cancel()
         incomplete = [t for t in trials if t.status != "TERMINATED"]
         if incomplete:
             if self.raise_on_failed_trial and not self.controller.interrupted:

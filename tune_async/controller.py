@@ -252,6 +252,8 @@ class Controller:
         self._start_time = 0.0
         self._deadline: float | None = None
         self._pacer = Pacer(YIELD_AFTER_S)  # the consumer's turn on the loop
+        # Called once, when the first results arrive (the run has started up).
+        self.on_first_results: Callable[[], Any] | None = None
         self._stopper_all = getattr(settings.stopper, "stop_all", None)
         implements = getattr(self.callbacks, "implements", lambda hook: True)
         self._observes_steps = (implements("on_step_begin"), implements("on_step_end"))
@@ -815,6 +817,9 @@ class Controller:
 
     # ---- the result pipeline -------------------------------------------------------------
     async def _on_results(self, trial: Trial, results: list) -> None:
+        if self.on_first_results is not None:
+            started, self.on_first_results = self.on_first_results, None
+            started()
         if trial.status is not TrialStatus.RUNNING:
             return  # the trial was stopped while these were in flight
         self._in_flight.pop(trial.trial_id, None)
