@@ -11,6 +11,12 @@ class TuneValueError(TuneError, ValueError):
     """A bad argument where ray.tune 1.x raised TuneError: catchable as either."""
 
 
+class AssertedValueError(ValueError, AssertionError):
+    """A bad argument that 1.x checked with ``assert`` (ConcurrencyLimiter, ASHA and
+    HyperBand ranges, every scheduler's ``mode``): a ValueError, which 1.x scripts and
+    tests catching AssertionError also catch."""
+
+
 class AbortTrialExecution(TuneError):
     """Raised when a trial cannot be started or reused."""
 

@@ -363,17 +363,17 @@ class Trial:
         for key, value in result.items():
             kind = type(value)
             if kind is float or kind is int:
-                update(key, value)
+                update(key, (value,))
             elif kind is dict:
                 for name, number in self._nested_numbers(key, value):
-                    update(name, number)
+                    update(name, (number,))
             elif kind not in _NOT_NUMBERS and isinstance(value, Number):
-                update(key, _plain(value))
+                update(key, (_plain(value),))
 
     def _fold_column(self, key: str, values: tuple) -> None:
         kinds = set(map(type, values))
         if kinds <= _INT_FLOAT:
-            self._update_metric_values(key, values)
+            self._update_metric(key, values)
         elif kinds <= _NOT_NUMBERS:
             return
         elif kinds == _DICT:
@@ -382,7 +382,7 @@ class Trial:
                 for name, number in self._nested_numbers(key, value):
                     columns.setdefault(name, []).append(number)
             for name, column in columns.items():
-                self._update_metric_values(name, column)
+                self._update_metric(name, column)
         else:
             for value in values:
                 self._fold_result({key: value})
@@ -391,56 +391,37 @@ class Trial:
         return (_config_numbers(self, value) if key == "config"
                 else _numbers(flatten_dict(value), f"{key}/"))
 
-    def _update_metric_values(self, key: str, values: list | tuple) -> None:
-        """``_update_metric`` for each of ``values`` (ints and floats) in order, at C speed."""
-        if key not in self._tracks:
-            self._update_metric(key, values[0])
-            values = values[1:]
-            if not values:
-                return
-        track = self._tracks[key]
+    def _update_metric(self, key: str, values: list | tuple) -> None:
+        """Fold ``values`` (ints and floats, in order) into ``key``'s statistics."""
+        track = self._tracks.get(key)
+        if track is None:
+            stats = self._metric_analysis.get(key)
+            if stats is None:  # a new metric: its first value starts it
+                first = values[0]
+                self._metric_analysis[key] = {"max": first, "min": first, "avg": first,
+                                              "last": first}
+                self._tracks[key] = _Track(1, first, [first])
+                values = values[1:]
+                if not values:
+                    return
+            else:  # stats read back from a file: go on as if from one value
+                self._tracks[key] = _Track(1, stats["avg"], [stats["last"]])
+            track = self._tracks[key]
         stats = self._metric_analysis[key]
         # Builtin max/min keep the first of equal values and skip a NaN after the
-        # first, as the one-value update does.
+        # first (a NaN first stays), as 1.x's max(old, new) per value did.
         stats["max"] = max(stats["max"], *values)
         stats["min"] = min(stats["min"], *values)
         stats["last"] = values[-1]
         track.count += len(values)
         # Added in order, as one at a time would (sum() compensates float error from
-        # Python 3.12 on, which would change avg's last digits).
+        # Python 3.12 on, which would change avg's last digits); avg and the last-N
+        # averages are computed when read.
         track.total = functools.reduce(operator.add, values, track.total)
         window = track.values
         window += values[-_WINDOW:]
         if len(window) > _WINDOW:
             del window[:-_WINDOW]
-
-    def _update_metric(self, key: str, value: int | float) -> None:
-        track = self._tracks.get(key)
-        if track is None:
-            self._start_metric(key, value)
-            return
-        stats = self._metric_analysis[key]
-        if value == value:  # not NaN; a NaN max/min stays (as builtin max/min keep it)
-            if value > stats["max"]:
-                stats["max"] = value
-            if value < stats["min"]:
-                stats["min"] = value
-        stats["last"] = value
-        track.count += 1
-        track.total += value  # avg and the last-N averages are computed when read
-        values = track.values
-        values.append(value)
-        if len(values) > _WINDOW:
-            del values[0]
-
-    def _start_metric(self, key: str, value: int | float) -> None:
-        stats = self._metric_analysis.get(key)
-        if stats is not None:  # stats read back from a file: go on as if from one value
-            self._tracks[key] = _Track(1, stats["avg"], [stats["last"]])
-            self._update_metric(key, value)
-            return
-        self._tracks[key] = _Track(1, value, [value])
-        self._metric_analysis[key] = {"max": value, "min": value, "avg": value, "last": value}
 
     def compact(self) -> None:
         """A finished trial gets no more results: settle its statistics, drop the windows."""

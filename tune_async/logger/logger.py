@@ -287,8 +287,9 @@ class _CsvWriter:
             except KeyError:  # a column missing from this result: the general path
                 pass
             else:
-                if _PLAIN_TYPES.issuperset(map(type, values)):
-                    self._file.write(self._line_of(values))
+                kinds = set(map(type, values))
+                if kinds <= _PLAIN_TYPES:
+                    self._file.write(self._line_of(values, kinds))
                     return
         row = _progress_row(result)
         if self._early_rows is not None:
@@ -299,9 +300,9 @@ class _CsvWriter:
                     return
         self._write_row(self._writer, self._line, row)
 
-    def _line_of(self, values: list | tuple, writer: Any = None,
-                 line: io.StringIO | None = None) -> bytes:
-        if set(map(type, values)) <= _JSON_SCALARS:
+    def _line_of(self, values: list | tuple, kinds: set[type] | None = None,
+                 writer: Any = None, line: io.StringIO | None = None) -> bytes:
+        if (kinds or set(map(type, values))) <= _JSON_SCALARS:
             fast = _csv_line_via_json(values)
             if fast is not None:
                 return fast
@@ -317,7 +318,8 @@ class _CsvWriter:
         if self._fields is None:  # the first row's keys are the columns
             self._fields = list(row)
             self._file.write(_csv_line(writer, line, self._fields))
-        self._file.write(self._line_of([row.get(k, "") for k in self._fields], writer, line))
+        self._file.write(self._line_of([row.get(k, "") for k in self._fields],
+                                       writer=writer, line=line))
         if self._pick is None and self._early_rows is None and len(self._fields) > 1:
             self._pick = operator.itemgetter(*self._fields)  # (one field would not give a tuple)
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from tune_async.error import AssertedValueError
 from tune_async.result import TRAINING_ITERATION
 from tune_async.schedulers.trial_scheduler import FIFOScheduler, TrialScheduler
 
@@ -17,19 +18,11 @@ logger = logging.getLogger(__name__)
 
 
 # ---- argument helpers shared by the metric-based schedulers -----------------------------
-class SchedulerArgumentError(ValueError, AssertionError):
-    """A scheduler argument out of range or a bad ``mode``.
-
-    1.x checks these with ``assert`` (ASHA, HyperBand, the mode of every scheduler);
-    this is a ValueError that 1.x scripts and tests catching AssertionError also catch.
-    """
-
-
 def metric_and_mode(reward_attr: str | None, metric: str | None,
                     mode: str | None) -> tuple[str | None, str | None]:
     """1.x's handling of ``reward_attr`` (deprecated: metric=reward_attr, mode="max")."""
     if mode is not None and mode not in ("min", "max"):
-        raise SchedulerArgumentError(f"`mode` must be 'min' or 'max', got {mode!r}")
+        raise AssertedValueError(f"`mode` must be 'min' or 'max', got {mode!r}")
     if reward_attr is not None:
         logger.warning(
             "`reward_attr` is deprecated and will be removed in a future version of Tune. "
@@ -44,11 +37,11 @@ def check_number(name: str, value: Any, *, positive: bool = False,
     if isinstance(value, bool) or not isinstance(value, Real) or math.isnan(value):
         raise TypeError(f"`{name}` must be a number, got {value!r}")
     if positive and not value > 0:
-        raise SchedulerArgumentError(f"`{name}` must be positive, got {value!r}")
+        raise AssertedValueError(f"`{name}` must be positive, got {value!r}")
     if at_least is not None and value < at_least:
-        raise SchedulerArgumentError(f"`{name}` must be >= {at_least}, got {value!r}")
+        raise AssertedValueError(f"`{name}` must be >= {at_least}, got {value!r}")
     if above is not None and not value > above:
-        raise SchedulerArgumentError(f"`{name}` must be > {above}, got {value!r}")
+        raise AssertedValueError(f"`{name}` must be > {above}, got {value!r}")
 
 
 def metric_op(mode: str | None) -> float:
@@ -97,13 +90,13 @@ class AsyncHyperBandScheduler(FIFOScheduler):
         check_number("max_t", max_t, positive=True)
         check_number("grace_period", grace_period, positive=True)
         if grace_period > max_t:
-            raise SchedulerArgumentError(f"`grace_period` must be <= `max_t`, got grace_period="
+            raise AssertedValueError(f"`grace_period` must be <= `max_t`, got grace_period="
                              f"{grace_period!r} and max_t={max_t!r}")
         check_number("reduction_factor", reduction_factor, above=1)
         if isinstance(brackets, bool) or not isinstance(brackets, int):
             raise TypeError(f"`brackets` must be an int, got {brackets!r}")
         if brackets <= 0:
-            raise SchedulerArgumentError(f"`brackets` must be positive, got {brackets!r}")
+            raise AssertedValueError(f"`brackets` must be positive, got {brackets!r}")
         self._metric, self._mode = metric_and_mode(reward_attr, metric, mode)
         self._time_attr = time_attr
         self._max_t = max_t

@@ -22,8 +22,8 @@ from typing import Any
 
 import attrs
 
+from tune_async.error import AssertedValueError
 from tune_async.result import TRAINING_ITERATION
-from tune_async.schedulers.async_hyperband import SchedulerArgumentError
 from tune_async.schedulers.trial_scheduler import (
     CONTINUE,
     PAUSE,
@@ -265,7 +265,7 @@ class PopulationBasedTraining(FIFOScheduler):
                 f"resample_probability must be between 0 and 1, got {resample_probability!r}"
             )
         if mode not in (None, "min", "max"):
-            raise SchedulerArgumentError(f"mode must be 'min' or 'max', got {mode!r}")
+            raise AssertedValueError(f"mode must be 'min' or 'max', got {mode!r}")
         if reward_attr is not None:
             mode, metric = "max", reward_attr
             logger.warning("`reward_attr` is deprecated and will be removed in a future "

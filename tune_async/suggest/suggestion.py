@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from tune_async._hooks import overrides
+from tune_async.error import AssertedValueError
 
 logger = logging.getLogger(__name__)
 
@@ -256,14 +257,6 @@ class _WrapperSearcher(Searcher):
         self.__dict__.update(state)
 
 
-class _ConcurrencyLimiterError(ValueError, AssertionError):
-    """A bad ``max_concurrent`` or a duplicate trial id given to ConcurrencyLimiter.
-
-    1.x checks both with ``assert``; this is a ValueError that 1.x scripts catching
-    AssertionError also catch.
-    """
-
-
 class ConcurrencyLimiter(_WrapperSearcher):
     """A wrapper algorithm for limiting the number of concurrent trials.
 
@@ -283,11 +276,11 @@ class ConcurrencyLimiter(_WrapperSearcher):
 
     def __init__(self, searcher: Searcher, max_concurrent: int, batch: bool = False):
         if isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int):
-            raise _ConcurrencyLimiterError(
+            raise AssertedValueError(
                 f"max_concurrent must be a positive int, got {max_concurrent!r}"
             )
         if max_concurrent <= 0:
-            raise _ConcurrencyLimiterError(
+            raise AssertedValueError(
                 f"max_concurrent must be a positive int, got {max_concurrent!r}"
             )
         self.searcher = searcher
@@ -299,7 +292,7 @@ class ConcurrencyLimiter(_WrapperSearcher):
 
     def suggest(self, trial_id: str) -> Any:
         if trial_id in self.live_trials:
-            raise _ConcurrencyLimiterError(
+            raise AssertedValueError(
                 f"Trial ID {trial_id} must be unique: already found in set."
             )
         if len(self.live_trials) >= self.max_concurrent:
