@@ -98,3 +98,21 @@ def test_a_trial_worker_imports_only_what_the_trainable_uses(ray_session):
                 "report" in dir(tune))
 
     assert ray_session.get(in_new_worker.remote()) == ([True, True, True], [], True)
+
+
+@pytest.mark.ray
+def test_a_first_run_imports_nothing_and_starts_few_threads_on_the_loop(tmp_path, ray_session):
+    # A service that started Ray first, then awaits its first run: an import holds the
+    # GIL (Ray's first serialized object imported pydantic, 20-28 ms), and a thread's
+    # start blocks the loop until the new thread runs (one per trial starting, before).
+    address = ray_session.get_runtime_context().gcs_address
+    out = subprocess.run(
+        [sys.executable, os.path.join(HERE, "quiet_loop_driver.py"), str(tmp_path)],
+        env=driver_env(RAY_ADDRESS=address), capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    line = next(ln for ln in out.stdout.splitlines() if ln.startswith("OUTCOME "))
+    outcome = json.loads(line[len("OUTCOME "):])
+    assert outcome["imported"] == []
+    # The actor-creation thread, a worker thread or two for file and Ray calls, and the
+    # executor's last kill; not one per trial (8 start together here).
+    assert len(outcome["threads_started"]) <= 4, outcome["threads_started"]

@@ -83,6 +83,9 @@ if not in_ray_worker():
     # its C++ core holds the GIL).
     import_all(__name__, _NAMES, _SUBMODULES,
                also=("tune_async.execution.ray_executor", "ray"))
+    from tune_async.execution.ray_executor import prepare_ray_driver
+
+    prepare_ray_driver()
 
 __version__ = "0.1.0"
 

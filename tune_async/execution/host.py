@@ -349,6 +349,7 @@ class _Host:
     error: BaseException | None = None
     dead: bool = False
     node_id: str | None = None
+    node_ref: Any = None  # the ObjectRef of its node id, asked as it was created
     node_lookup: anyio.Lock = attrs.field(factory=anyio.Lock)  # one lookup, not one per trial
     # Fetches and stops go out together in polls: requests not sent yet, the futures of
     # those unanswered, and stops not sent yet ((key, keep_for_reuse)).
@@ -369,7 +370,8 @@ class HostPool:
     """The executor's hosts: places trials in hosts with room, creating hosts as needed.
 
     ``capacity``: most trials per host. ``new_actor(trial)``: an awaitable creating a
-    host actor for the trial's resources (the executor makes room for it first).
+    host actor for the trial's resources (the executor makes room for it first) and
+    returning it with the ObjectRef of its ``node_id()``.
     """
 
     def __init__(self, capacity: int, new_actor: Any) -> None:
@@ -425,7 +427,7 @@ class HostPool:
 
     async def _create(self, host: _Host, trial: Any) -> None:
         try:
-            host.actor = await self._new_actor(trial)
+            host.actor, host.node_ref = await self._new_actor(trial)
         except BaseException as exc:
             host.error = exc
             if host in self._hosts:
@@ -436,15 +438,12 @@ class HostPool:
 
     async def _node_of(self, host: _Host) -> str:
         # The trials placed on a new host all ask at once (500 with trials_per_worker=500):
-        # one asks, the others wait for its answer (each asking was a thread hop, and
-        # worker threads started for them, while the loop waited for each start).
+        # one awaits the answer, the others wait for it (each await of a Ray ObjectRef is
+        # a callback from Ray's thread, taking the GIL).
         async with host.node_lookup:
             if host.node_id is None:
                 try:
-                    # The first call on a new actor's handle blocks in Ray (tens of ms
-                    # seen here): sent from a worker thread, not the loop.
-                    host.node_id = await (
-                        await anyio.to_thread.run_sync(host.actor.node_id.remote))
+                    host.node_id = await host.node_ref
                 except BaseException as exc:
                     raise self._failure(host, exc) from None
         return host.node_id

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import functools
 import logging
@@ -42,6 +43,7 @@ def ensure_ray_initialized() -> None:
     import ray
 
     if ray.is_initialized():
+        _record_core_usage()
         return
     if os.environ.get("TUNE_DISABLE_AUTO_INIT") == "1":
         raise TuneError("Ray is not initialized and TUNE_DISABLE_AUTO_INIT=1: call ray.init() first")
@@ -53,6 +55,31 @@ def ensure_ray_initialized() -> None:
     from tune_async.trainable.with_parameters import flush_parameter_registry
 
     flush_parameter_registry()
+    _record_core_usage()
+
+
+def prepare_ray_driver() -> None:
+    """Make Ray's serialization context now, at import, rather than on the first actor.
+
+    Ray makes it on a process's first serialized object: it imports pydantic, starlette
+    and pyarrow's json module for their serializers, ~80 modules and a large extension
+    module. In a run that happened in the threads creating the first actors and held
+    the GIL for 20-28 ms beside a running loop. Made before ``ray.init``, it is carried
+    over to the job when Ray connects.
+    """
+    with contextlib.suppress(Exception):  # a private API: a Ray without it just skips this
+        from ray._private.worker import global_worker
+
+        global_worker.get_serialization_context()
+
+
+def _record_core_usage() -> None:
+    """Ray's once-per-process usage record (a GCS put), made here rather than on the
+    first actor creation, where it runs beside the loop."""
+    with contextlib.suppress(Exception):  # private API, as above
+        from ray._common.usage import usage_lib
+
+        usage_lib.record_library_usage("core")
 
 
 def _check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
@@ -105,6 +132,7 @@ class _Worker:
     # The next trial's setup arguments: sent with its first fetch, in one actor call.
     pending_setup: tuple | None = None
     node_id: str | None = None  # the Ray node it runs on (asked once)
+    node_ref: Any = None  # the answer to that question, asked as the actor was created
 
 
 class RayExecutor:
@@ -144,8 +172,10 @@ class RayExecutor:
     # ---- capacity -----------------------------------------------------------
     async def setup(self) -> None:
         # A cancel during start-up waits for ray.init to finish rather than leave it
-        # running on its own after arun has returned.
-        await _in_thread_to_completion(ensure_ray_initialized)
+        # running on its own after arun has returned. In the actor-creation thread: it
+        # starts now, while little else wants the GIL (a thread's start blocks the loop
+        # until the new thread runs; among the first actors' creations that took 2-4 ms).
+        await _in_thread_to_completion(ensure_ray_initialized, executor=_actor_creation_thread())
         import ray
 
         from tune_async.execution.actor import TrialActor
@@ -270,7 +300,7 @@ class RayExecutor:
                    "max_concurrency": max(1000, 4 * self.trials_per_worker)}
         create = functools.partial(self._host_cls.options(**options).remote,
                                    self._driver_sys_path, self._driver_node_id)
-        return await _in_thread_to_completion(create, discard=lambda made: _kill_now([made], []))
+        return await _create_actor(create, groups=[])
 
     async def fetch_results(self, trial: Trial, limits: BatchLimits) -> list[dict]:
         if launch_key(trial) in self._hosts:
@@ -338,9 +368,7 @@ class RayExecutor:
     async def _node_of(worker: _Worker) -> str:
         if worker.node_id is None:
             try:
-                # The first call on a new actor's handle blocks in Ray: off the loop.
-                worker.node_id = await (await anyio.to_thread.run_sync(
-                    worker.actor.node_id.remote))
+                worker.node_id = await worker.node_ref
             except BaseException as exc:
                 raise _as_failure(exc) from None
         return worker.node_id
@@ -499,12 +527,12 @@ class RayExecutor:
                                    self._driver_sys_path, self._driver_node_id)
         groups = [pg] if pg is not None else []
         try:
-            actor = await _in_thread_to_completion(
-                create, discard=lambda made: _kill_now([made], groups))
+            actor, node_ref = await _create_actor(create, groups)
         except Exception:  # Ray refused the actor: its group is nobody's either
             await _kill_off_loop([], groups)
             raise
-        return _Worker(actor=actor, key=key, request=request_of(trial), placement_group=pg)
+        return _Worker(actor=actor, key=key, request=request_of(trial), placement_group=pg,
+                       node_ref=node_ref)
 
     async def _ready_group(self, factory: PlacementGroupFactory) -> Any:
         """Create the trial's placement group and wait until it is placed.
@@ -587,8 +615,51 @@ async def _cancel_and_stop(worker: _Worker) -> None:
             logger.debug("Stopping a cancelled trial's worker failed: %s", exc)
 
 
-async def _in_thread_to_completion(fn: Any, discard: Any = None) -> Any:
-    """Run ``fn`` in a worker thread; a cancellation waits for it, then propagates.
+_actor_creator: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _actor_creation_thread() -> concurrent.futures.ThreadPoolExecutor:
+    """The one thread that creates this process's actors, one after another.
+
+    Creating an actor runs Python under the GIL (the first of a class exports it:
+    Ray disassembles and pickles the class), and Ray serializes creations on its own
+    lock anyway. From the default executor, eight trials starting together took up
+    to six threads, each queued for the GIL between the loop's turns: the loop waited
+    about a switch interval per thread each time it wanted the GIL back.
+    """
+    global _actor_creator
+    if _actor_creator is None:
+        _actor_creator = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="tune_async_actor_creation")
+    return _actor_creator
+
+
+async def _create_actor(create: Any, groups: list[Any]) -> tuple[Any, Any]:
+    """``create()`` an actor in the actor-creation thread and ask it which node it is on.
+
+    Returns ``(actor, ObjectRef of its node id)``. The first call on a new actor's handle
+    blocks in Ray, so it is sent from that thread too (each from its own worker thread,
+    the loop waited for the start of each new thread). An actor made while the caller
+    was cancelled is killed with ``groups``, not leaked.
+    """
+    return await _in_thread_to_completion(
+        functools.partial(_create_and_locate, create),
+        discard=lambda made: _kill_now([made[0]], groups), executor=_actor_creation_thread())
+
+
+def _create_and_locate(create: Any) -> tuple[Any, Any]:
+    actor = create()
+    try:
+        return actor, actor.node_id.remote()
+    except BaseException:
+        _kill_now([actor], [])
+        raise
+
+
+async def _in_thread_to_completion(fn: Any, discard: Any = None,
+                                   executor: concurrent.futures.Executor | None = None) -> Any:
+    """Run ``fn`` in a worker thread (of ``executor``, default the loop's); a
+    cancellation waits for it, then propagates.
 
     anyio's shield covers cancel scopes, but an asyncio application may cancel the
     task awaiting ``arun`` natively (``task.cancel()``): the thread is waited for too.
@@ -596,7 +667,7 @@ async def _in_thread_to_completion(fn: Any, discard: Any = None) -> Any:
     """
     import asyncio
 
-    future = asyncio.get_running_loop().run_in_executor(None, fn)
+    future = asyncio.get_running_loop().run_in_executor(executor, fn)
     cancelled: BaseException | None = None
     while not future.done():
         try:
