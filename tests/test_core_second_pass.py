@@ -414,3 +414,21 @@ def test_the_switch_interval_comes_back_after_the_last_overlapping_run():
         sys.setswitchinterval(0.002)  # the application's own choice meanwhile: kept
     assert sys.getswitchinterval() == 0.002
     sys.setswitchinterval(before)
+
+
+async def test_a_pacer_yield_lets_a_timer_that_came_due_meanwhile_run_first():
+    # A piece of work that yields with sleep(0) is queued before a timer that fell due
+    # during the piece: a heartbeat then waited for the next piece too.
+    import asyncio
+
+    from tune_async.utils.util import Pacer
+
+    order: list[str] = []
+    asyncio.get_running_loop().call_later(0.001, order.append, "timer")
+    pacer = Pacer(every_s=0.0)
+    end = time.perf_counter() + 0.005
+    while time.perf_counter() < end:  # the work, past the timer's time
+        pass
+    await pacer.now_and_then()
+    order.append("next piece")
+    assert order == ["timer", "next piece"]

@@ -91,8 +91,8 @@ async def test_with_the_built_in_callbacks_the_loop_makes_no_trial_directory(tmp
     for trial in analysis.trials:
         assert params_of(trial.logdir)["i"] == trial.config["i"]
         assert {"result.json", "progress.csv", "params.pkl"} <= set(os.listdir(trial.logdir))
-    # The first trial's is made on the loop while the experiment directory is listed.
-    assert len(made_on_loop) <= 2, made_on_loop
+    # The run made the experiment directory: no listing to wait for, none on the loop.
+    assert made_on_loop == []
 
 
 def test_names_known_from_the_listing_are_skipped_and_dirs_made_by_the_writer(tmp_path):
@@ -116,6 +116,21 @@ def test_names_known_from_the_listing_are_skipped_and_dirs_made_by_the_writer(tm
     assert os.path.isdir(second.logdir) and os.path.isdir(third.logdir)
     with pytest.raises(ValueError, match="plain directory name"):
         dirs.assign(Trial("f", local_dir=str(tmp_path), custom_dirname="x/y"))
+
+
+def test_a_directory_known_empty_is_never_listed_and_its_first_trial_queued(tmp_path):
+    listings, wakes = [], []
+    dirs = TrialDirs(on_loop=False, list_in_background=lambda parent, done: listings.append(done),
+                     wake_writer=lambda: wakes.append(1), empty=[str(tmp_path)])
+    first = Trial("f", local_dir=str(tmp_path), custom_dirname="a")
+    second = Trial("f", local_dir=str(tmp_path), custom_dirname="a")
+    dirs.assign(first)
+    dirs.assign(second)
+    assert listings == [] and len(wakes) == 2
+    assert not os.path.exists(first.logdir)  # the writer's thread makes it
+    assert os.path.basename(first.logdir) == "a" and os.path.basename(second.logdir) != "a"
+    dirs.make_pending()
+    assert os.path.isdir(first.logdir) and os.path.isdir(second.logdir)
 
 
 def test_each_make_pending_makes_the_directories_queued_when_it_began(tmp_path, monkeypatch):

@@ -340,6 +340,9 @@ def _prepare_run(**kwargs: Any) -> _Job:
     resume_path = None if from_cloud else _resume_path(a.resume, experiment_dir)
     if resume_path is None and not from_cloud:  # resuming: the saved searcher state decides
         search_alg.add_configurations(experiments)
+    # A directory made here holds no trial directory: the first trials' directories need
+    # not be made on the loop while it is listed.
+    new_dirs = () if os.path.isdir(experiment_dir) else (experiment_dir,)
     os.makedirs(experiment_dir, exist_ok=True)
     stoppers = [e.stopper for e in experiments if e.stopper is not None]
     settings = ControllerSettings(
@@ -364,6 +367,7 @@ def _prepare_run(**kwargs: Any) -> _Job:
         resume_errored_only=a.resume == "ERRORED_ONLY",
         clock=a._clock or getattr(executor, "clock", None) or RealClock(),
         cleanup_hook_timeout_s=cleanup_hook_timeout_s,
+        new_dirs=new_dirs,
     )
     return _Job(Controller(settings), metric, mode, a.raise_on_failed_trial,
                 gc_freeze=os.environ.get("TUNE_GC_FREEZE", "1") != "0",

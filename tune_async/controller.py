@@ -51,7 +51,7 @@ from tune_async.transitions import Effect, Event
 from tune_async.trial import Trial, TrialStatus, TrialView, unwrap
 from tune_async.trial_dirs import TrialDirs, list_names, may_use_trial_dirs_on_loop
 from tune_async.trial_tasks import TrialTasks
-from tune_async.utils.util import Pacer, flatten_dict
+from tune_async.utils.util import LOOP_TURN_S, Pacer, flatten_dict
 from tune_async.waiting import WaitingQueue
 
 if sys.version_info < (3, 11):  # pragma: no cover - the backport anyio depends on
@@ -69,7 +69,7 @@ SCHEDULER_IDLE_LIMIT_S = 60.0  # how often the executor re-reads the cluster's c
 # trials starting at once, a snapshot of many trials): the loop never stalls. 1 ms, not
 # 2: beside 8 x 2,000 results a 5 ms heartbeat was more than 3 ms late 7 times in ~80
 # (30 with 2 ms), in the same wall time.
-YIELD_AFTER_S = 0.001
+YIELD_AFTER_S = LOOP_TURN_S
 _AUTO_KEYS = frozenset(AUTO_RESULT_KEYS) | {"timesteps_since_restore", "neg_mean_loss",
                                             "episodes_total", "timesteps_total"}
 
@@ -204,6 +204,8 @@ class ControllerSettings:
     resume_errored_only: bool = False
     clock: Clock = attrs.field(factory=RealClock)
     cleanup_hook_timeout_s: float = 10.0  # a plugin hook may hang cleanup this long at most
+    # Directories this run made just before it started: no trial directory in them yet.
+    new_dirs: tuple[str, ...] = ()
 
 
 class Controller:
@@ -269,7 +271,8 @@ class Controller:
         )
         self.trial_dirs = TrialDirs(on_loop=may_use_trial_dirs_on_loop(self.callbacks),
                                     list_in_background=self._list_in_background,
-                                    wake_writer=self.persistence.flush_files_soon)
+                                    wake_writer=self.persistence.flush_files_soon,
+                                    empty=settings.new_dirs)
 
     # ---- public ----------------------------------------------------------------
     def request_stop(self) -> None:

@@ -20,7 +20,7 @@ import attrs
 import cloudpickle
 
 from tune_async.trial import Trial
-from tune_async.utils.util import Pacer, atomic_write_text, json_dumps
+from tune_async.utils.util import LOOP_TURN_S, Pacer, atomic_write_text, json_dumps
 
 STATE_PREFIX = "experiment_state-"
 
@@ -302,8 +302,8 @@ class ExperimentPersistence:
 
     MIN_PERIOD_S = 2.0  # snapshots at most this often while running
     # Encoding yields to the loop this often: a trial whose entry changed costs ~0.1 ms
-    # (JSON and pickle), so 1,000 running trials took one 50-100 ms stretch in chunks of 500.
-    YIELD_AFTER_S = 0.002
+    # (JSON and pickle), so 1,000 running trials took one 50-100 ms stretch in chunks.
+    YIELD_AFTER_S = LOOP_TURN_S
     COALESCE_S = 0.02  # the writer gathers jobs this long before one write (a crash loses no more)
     # Jobs queued for the writer beyond which the consumer waits until the writer takes
     # them. Under a virtual clock the loop never idles, so the writer's thread gets the

@@ -49,15 +49,17 @@ class TrialDirs:
     ``list_in_background(parent, done)``: starts listing a parent directory off the
     loop and calls ``done(names)`` on the loop (a parent seen for the first time: its
     trials are made on the loop until its names are known). ``wake_writer()``: have
-    the writer run soon (it makes the pending directories first).
+    the writer run soon (it makes the pending directories first). ``empty``: parents
+    known to hold no trial directory (the run has just made them): never listed.
     """
 
     def __init__(self, on_loop: bool, list_in_background: Callable[[str, Callable], None],
-                 wake_writer: Callable[[], None]) -> None:
+                 wake_writer: Callable[[], None], empty: Iterable[str] = ()) -> None:
         self.on_loop = on_loop
         self._list_in_background = list_in_background
         self._wake_writer = wake_writer
-        self._names: dict[str, set[str]] = {}  # parent -> names taken there
+        # parent -> names taken there
+        self._names: dict[str, set[str]] = {parent: set() for parent in empty}
         self._listing: dict[str, set[str]] = {}  # parents being listed -> names made since
         self._to_make: collections.deque[str] = collections.deque()
 

@@ -52,7 +52,7 @@ from tune_async import events as ev
 from tune_async.controller import AddTrialCommand, StopAll, StopTrialCommand
 from tune_async.error import TuneError
 from tune_async.trial import TrialView
-from tune_async.utils.util import Pacer
+from tune_async.utils.util import LOOP_TURN_S, Pacer
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
@@ -74,7 +74,7 @@ KEEPALIVE_S = 15.0
 # When the server closes, open streams get this long to send their last events.
 STREAM_GRACE_S = 1.0
 # Building a large response yields to the loop after this much work in one go.
-YIELD_AFTER_S = 0.002
+YIELD_AFTER_S = LOOP_TURN_S
 # The page's history (GET /events?history=1) sends at most about this many results in all.
 MAX_HISTORY_POINTS = 50_000
 
