@@ -369,6 +369,29 @@ def test_a_searcher_driven_run_gets_the_gil_back_within_1_ms(tmp_path, monkeypat
     assert not os.path.exists(os.path.join(tmp_path, "never"))  # before anything started
 
 
+def test_the_analysis_is_read_back_under_the_short_switch_interval(tmp_path, monkeypatch):
+    # Reading the state file back is Python work in a thread beside the loop, after the
+    # trials: it held the GIL from the loop for up to the interpreter's 5 ms at a time.
+    import sys
+
+    from tune_async.analysis import ExperimentAnalysis
+
+    seen = []
+    init = ExperimentAnalysis.__init__
+
+    def recording_init(self, *args, **kwargs):
+        seen.append(sys.getswitchinterval())
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(ExperimentAnalysis, "__init__", recording_init)
+    before = sys.getswitchinterval()
+    analysis = tune.run(lambda config: tune.report(x=1), num_samples=2, verbose=0,
+                        trial_executor=ScriptedExecutor(), local_dir=str(tmp_path))
+    assert len(analysis.trials) == 2
+    assert seen == [0.001]
+    assert sys.getswitchinterval() == before
+
+
 def test_the_start_up_switch_interval_ends_after_its_cap_without_results(tmp_path, monkeypatch):
     import asyncio
     import sys

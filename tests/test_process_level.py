@@ -116,3 +116,25 @@ def test_a_first_run_imports_nothing_and_starts_few_threads_on_the_loop(tmp_path
     # The actor-creation thread, a worker thread or two for file and Ray calls, and the
     # executor's last kill; not one per trial (8 start together here).
     assert len(outcome["threads_started"]) <= 4, outcome["threads_started"]
+
+
+def test_a_forked_child_gets_its_own_actor_creation_thread(tmp_path):
+    # The parent's thread does not exist in a forked child: an executor copied with it
+    # would queue the child's actor creations forever.
+    script = (
+        "import os\n"
+        "from tune_async.execution import ray_executor as r\n"
+        "parent = r._actor_creation_thread()\n"
+        "assert parent.submit(lambda: 1).result(timeout=10) == 1\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    child = r._actor_creation_thread()\n"
+        "    ok = child is not parent and child.submit(lambda: 2).result(timeout=10) == 2\n"
+        "    os._exit(0 if ok else 3)\n"
+        "_, status = os.waitpid(pid, 0)\n"
+        "print('CHILD', os.waitstatus_to_exitcode(status))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], env=driver_env(), capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "CHILD 0" in out.stdout

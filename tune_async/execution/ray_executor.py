@@ -634,6 +634,16 @@ def _actor_creation_thread() -> concurrent.futures.ThreadPoolExecutor:
     return _actor_creator
 
 
+def _forget_actor_creator() -> None:
+    # A forked child has no copy of the thread: its executor would queue work forever.
+    global _actor_creator
+    _actor_creator = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_actor_creator)
+
+
 async def _create_actor(create: Any, groups: list[Any]) -> tuple[Any, Any]:
     """``create()`` an actor in the actor-creation thread and ask it which node it is on.
 
