@@ -46,8 +46,11 @@ def main() -> None:
                         choices=["asha", "fifo"])
     parser.add_argument("--local-dir", default=None)
     args = parser.parse_args()
-    for name in args.scheduler:
-        with tempfile.TemporaryDirectory() as tmp:
+    # One directory for every run, deleted at the end: on ext4 without a journal, files
+    # created within minutes of a mass deletion cost ~1 ms of kernel time each (see
+    # bench.py's _STORAGE_TO_DELETE), which timed the second run's disk, not its work.
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.scheduler:
             print(run_one(name, args.trials, args.slots, args.local_dir or tmp), flush=True)
 
 

@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import threading
+import traceback
 
 import ray
 
@@ -36,10 +37,21 @@ async def main() -> None:
 
     threading.Thread.start = recording_start
     before = set(sys.modules)
+    first_import: list[str] = []  # where the first import during the run came from
+
+    class RecordFirstImport:
+        def find_spec(self, name, path=None, target=None):
+            if not first_import and name not in sys.modules:
+                first_import.append(f"{name} in {threading.current_thread().name}:\n"
+                                    + "".join(traceback.format_stack(limit=25)))
+            return None
+
+    sys.meta_path.insert(0, RecordFirstImport())
     await tune.arun(trainable, num_samples=8, resources_per_trial={"cpu": 0.25},
                     local_dir=sys.argv[1], name="quiet")
     threading.Thread.start = start
     print("OUTCOME " + json.dumps({"imported": sorted(set(sys.modules) - before),
+                                   "first_import": first_import[:1],
                                    "threads_started": started}), flush=True)
 
 

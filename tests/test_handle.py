@@ -224,7 +224,11 @@ async def test_a_trial_a_scheduler_or_an_error_ends_is_on_disk_before_the_next_s
                         scheduler=_StopsTheFirst(), raise_on_failed_trial=False)
 
     def status_on_disk(experiment_dir, trial_id):
-        for trial in tune.ExperimentAnalysis(experiment_dir).trials:
+        try:
+            trials = tune.ExperimentAnalysis(experiment_dir).trials
+        except tune.TuneError:  # the writer has not written the first state yet
+            return None
+        for trial in trials:
             if trial.trial_id == trial_id:
                 return trial.status
         return None

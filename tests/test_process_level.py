@@ -112,7 +112,7 @@ def test_a_first_run_imports_nothing_and_starts_few_threads_on_the_loop(tmp_path
     assert out.returncode == 0, out.stdout + out.stderr
     line = next(ln for ln in out.stdout.splitlines() if ln.startswith("OUTCOME "))
     outcome = json.loads(line[len("OUTCOME "):])
-    assert outcome["imported"] == []
+    assert outcome["imported"] == [], outcome["first_import"]
     # The actor-creation thread, a worker thread or two for file and Ray calls, and the
     # executor's last kill; not one per trial (8 start together here).
     assert len(outcome["threads_started"]) <= 4, outcome["threads_started"]

@@ -59,18 +59,24 @@ def ensure_ray_initialized() -> None:
 
 
 def prepare_ray_driver() -> None:
-    """Make Ray's serialization context now, at import, rather than on the first actor.
+    """Do at import what Ray does lazily in a driver's threads beside a running loop.
 
-    Ray makes it on a process's first serialized object: it imports pydantic, starlette
-    and pyarrow's json module for their serializers, ~80 modules and a large extension
-    module. In a run that happened in the threads creating the first actors and held
-    the GIL for 20-28 ms beside a running loop. Made before ``ray.init``, it is carried
-    over to the job when Ray connects.
+    Ray makes its serialization context on a process's first serialized object: it
+    imports pydantic, starlette and pyarrow's json module for their serializers, ~80
+    modules and a large extension module. In a run that happened in the threads creating
+    the first actors and held the GIL for 20-28 ms. Made before ``ray.init``, it is
+    carried over to the job when Ray connects.
     """
     with contextlib.suppress(Exception):  # a private API: a Ray without it just skips this
         from ray._private.worker import global_worker
 
         global_worker.get_serialization_context()
+    # And what Ray's log thread imports when the first autoscaler event reaches the driver
+    # (a trial waiting for resources: "cannot be scheduled right now"): 33 modules, click
+    # among them, ~15 ms of imports beside the loop.
+    with contextlib.suppress(Exception):
+        import ray._private.event.event_logger  # noqa: F401
+        import ray.autoscaler.v2.utils  # noqa: F401
 
 
 def _record_core_usage() -> None:
