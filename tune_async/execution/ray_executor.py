@@ -654,9 +654,9 @@ async def _create_actor(create: Any, groups: list[Any]) -> tuple[Any, Any]:
     """``create()`` an actor in the actor-creation thread and ask it which node it is on.
 
     Returns ``(actor, ObjectRef of its node id)``. The first call on a new actor's handle
-    blocks in Ray, so it is sent from that thread too (each from its own worker thread,
-    the loop waited for the start of each new thread). An actor made while the caller
-    was cancelled is killed with ``groups``, not leaked.
+    may block in Ray, so it is sent from that thread too (it was sent from a worker
+    thread of its own per trial, and the loop waited for each new thread to start). An
+    actor made while the caller was cancelled is killed with ``groups``, not leaked.
     """
     return await _in_thread_to_completion(
         functools.partial(_create_and_locate, create),
