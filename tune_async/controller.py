@@ -51,7 +51,7 @@ from tune_async.transitions import Effect, Event
 from tune_async.trial import Trial, TrialStatus, TrialView, unwrap
 from tune_async.trial_dirs import TrialDirs, list_names, may_use_trial_dirs_on_loop
 from tune_async.trial_tasks import TrialTasks
-from tune_async.utils.util import LOOP_TURN_S, Pacer, flatten_dict
+from tune_async.utils.util import Pacer, flatten_dict
 from tune_async.waiting import WaitingQueue
 
 if sys.version_info < (3, 11):  # pragma: no cover - the backport anyio depends on
@@ -65,11 +65,6 @@ CAPACITY_REFRESH_S = 10.0
 # A scheduler may run nothing while trials wait (HyperBand filling a bracket); this long
 # with nothing running and nothing chosen is a scheduler that would wait forever.
 SCHEDULER_IDLE_LIMIT_S = 60.0  # how often the executor re-reads the cluster's capacity
-# The consumer yields to the loop after this much work in one go (a large batch, many
-# trials starting at once, a snapshot of many trials): the loop never stalls. 1 ms, not
-# 2: beside 8 x 2,000 results a 5 ms heartbeat was more than 3 ms late 7 times in ~80
-# (30 with 2 ms), in the same wall time.
-YIELD_AFTER_S = LOOP_TURN_S
 _AUTO_KEYS = frozenset(AUTO_RESULT_KEYS) | {"timesteps_since_restore", "neg_mean_loss",
                                             "episodes_total", "timesteps_total"}
 
@@ -253,7 +248,7 @@ class Controller:
         self._awaiting_journal: set[Callable[[], None]] = set()  # ... handed to a flush
         self._start_time = 0.0
         self._deadline: float | None = None
-        self._pacer = Pacer(YIELD_AFTER_S)  # the consumer's turn on the loop
+        self._pacer = Pacer()  # the consumer's turn on the loop
         # Called once, when the first results arrive (the run has started up).
         self.on_first_results: Callable[[], Any] | None = None
         self._stopper_all = getattr(settings.stopper, "stop_all", None)

@@ -52,7 +52,7 @@ from tune_async import events as ev
 from tune_async.controller import AddTrialCommand, StopAll, StopTrialCommand
 from tune_async.error import TuneError
 from tune_async.trial import TrialView
-from tune_async.utils.util import LOOP_TURN_S, Pacer
+from tune_async.utils.util import Pacer
 
 if sys.version_info < (3, 11):
     from exceptiongroup import BaseExceptionGroup
@@ -73,8 +73,6 @@ STREAM_BUFFER = 10_000
 KEEPALIVE_S = 15.0
 # When the server closes, open streams get this long to send their last events.
 STREAM_GRACE_S = 1.0
-# Building a large response yields to the loop after this much work in one go.
-YIELD_AFTER_S = LOOP_TURN_S
 # The page's history (GET /events?history=1) sends at most about this many results in all.
 MAX_HISTORY_POINTS = 50_000
 
@@ -436,7 +434,7 @@ def _info_encoder(request: web.Request) -> Any:
 async def _encode_each(trials: list, encode: Any) -> list:
     """``encode`` each trial, yielding to the loop now and then (many trials)."""
     infos = []
-    pause = Pacer(YIELD_AFTER_S)
+    pause = Pacer()  # a large response is built in pieces
     for trial in trials:
         infos.append(encode(trial))
         await pause.now_and_then()
@@ -450,7 +448,7 @@ async def _dumps_in_pieces(value: Any, depth: int) -> str:
     its whole length; encoded item by item, the loop gets a turn every few ms.
     """
     parts: list[str] = []
-    pause = Pacer(YIELD_AFTER_S)
+    pause = Pacer()  # a large response is built in pieces
 
     async def encode(item: Any, levels: int) -> None:
         if levels == 0 or not isinstance(item, (dict, list)) or not item:
