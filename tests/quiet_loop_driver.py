@@ -1,7 +1,8 @@
 """A driver that started Ray first: what does its first run do on the loop's thread?
 
-Prints one JSON line: the modules imported while the run lasted, and the threads the
-loop's thread started (each start blocks the loop until the new thread runs).
+Prints one JSON line: the modules imported while the run lasted, the threads the
+loop's thread started (each start blocks the loop until the new thread runs), and the
+calls of Ray's synchronous API the loop's thread made.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import threading
 import traceback
 
 import ray
+import ray.util
 
 ray.init(address=os.environ["RAY_ADDRESS"], configure_logging=False)
 
@@ -47,12 +49,33 @@ async def main() -> None:
             return None
 
     sys.meta_path.insert(0, RecordFirstImport())
+    # Ray's calls that block, or whose cost grows with the cluster (ray.remote inspects
+    # every method of a class): made from the loop's thread, they stall it.
+    ray_calls: list[str] = []
+    originals = [(module, name, getattr(module, name)) for module, names in (
+        (ray, ("remote", "get", "wait", "kill", "nodes", "cluster_resources",
+               "available_resources")),
+        (ray.util, ("remove_placement_group",)),
+    ) for name in names]
+
+    def recording(name, call):
+        def wrapper(*args, **kwargs):
+            if threading.get_ident() == loop_thread:
+                ray_calls.append(f"{name}:\n" + "".join(traceback.format_stack(limit=6)))
+            return call(*args, **kwargs)
+        return wrapper
+
+    for module, name, call in originals:
+        setattr(module, name, recording(name, call))
     await tune.arun(trainable, num_samples=8, resources_per_trial={"cpu": 0.25},
                     local_dir=sys.argv[1], name="quiet")
     threading.Thread.start = start
+    for module, name, call in originals:
+        setattr(module, name, call)
     print("OUTCOME " + json.dumps({"imported": sorted(set(sys.modules) - before),
                                    "first_import": first_import[:1],
-                                   "threads_started": started}), flush=True)
+                                   "threads_started": started,
+                                   "ray_calls_on_loop": ray_calls}), flush=True)
 
 
 asyncio.run(main())

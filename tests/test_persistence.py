@@ -107,6 +107,30 @@ async def test_journaling_many_trials_lets_the_loop_run_between_chunks(tmp_path,
 
 
 @pytest.mark.asyncio
+async def test_journaling_continues_the_callers_turn_on_the_loop(tmp_path):
+    # The consumer's step admits trials, then journals them: with a turn of its own the
+    # journal held the loop for another full turn after the step had used up its own.
+    from tune_async.utils.util import Pacer
+
+    store = persistence(tmp_path)
+    await store.snapshot([], {"name": "x"}, 0.0)
+    for trial in make_trials(5):
+        store.must_survive(trial)
+    ran_between = []
+    pacer = Pacer(every_s=0.001)
+    time.sleep(0.002)  # the step's work so far: its turn is over
+
+    async def other_task():
+        ran_between.append(len(store._jobs))
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(other_task)
+        await store.journal_survivors(pacer)
+    # It yielded after the first entry (the loop's next turn came before the other four).
+    assert ran_between == [2]  # the snapshot and one journal line were queued
+
+
+@pytest.mark.asyncio
 async def test_trials_a_cancel_leaves_unjournaled_are_journaled_by_the_next_call(
         tmp_path, monkeypatch):
     monkeypatch.setattr(ExperimentPersistence, "YIELD_AFTER_S", 0.0)

@@ -102,6 +102,7 @@ def test_a_trial_worker_imports_only_what_the_trainable_uses(ray_session):
 
 @pytest.mark.ray
 def test_a_first_run_imports_nothing_and_starts_few_threads_on_the_loop(tmp_path, ray_session):
+    """... and makes none of Ray's synchronous calls on the loop's thread."""
     # A service that started Ray first, then awaits its first run: an import holds the
     # GIL (Ray's first serialized object imported pydantic, 20-28 ms), and a thread's
     # start blocks the loop until the new thread runs (one per trial starting, before).
@@ -116,6 +117,9 @@ def test_a_first_run_imports_nothing_and_starts_few_threads_on_the_loop(tmp_path
     # The actor-creation thread, a worker thread or two for file and Ray calls, and the
     # executor's last kill; not one per trial (8 start together here).
     assert len(outcome["threads_started"]) <= 4, outcome["threads_started"]
+    # Ray's synchronous calls (ray.init, making the actor classes, reading the capacity,
+    # kills) go to threads: the loop's thread makes none of them.
+    assert outcome["ray_calls_on_loop"] == [], outcome["ray_calls_on_loop"][0]
 
 
 def test_a_forked_child_gets_its_own_actor_creation_thread(tmp_path):

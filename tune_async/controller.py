@@ -379,7 +379,7 @@ class Controller:
         self.accepting.set()
         self._pacer.restart()
         await self._fill()
-        await self.persistence.journal_survivors()
+        await self.persistence.journal_survivors(self._pacer)
         while not self._is_finished():
             await self._wait_for_blocking_subscribers()
             event = await inbox.receive()
@@ -410,7 +410,7 @@ class Controller:
                 and await call_hook(self._stopper_all)):
             await self._stop_all("stopper")
         await self._fill()
-        await self.persistence.journal_survivors()
+        await self.persistence.journal_survivors(self._pacer)
         if self.persistence.backlogged:
             await self._wait_for_writer()
         if self._unjournaled:
@@ -1335,7 +1335,8 @@ class Controller:
             "interrupted": self.interrupted,
         }
         await self.persistence.snapshot(self.trials, runner_data, self._start_time,
-                                        self._searcher_state(), self._scheduler_state())
+                                        self._searcher_state(), self._scheduler_state(),
+                                        self._pacer)
 
     def _scheduler_state(self) -> Any:
         get_state = getattr(self.scheduler, "get_state", None)

@@ -356,11 +356,13 @@ class ExperimentPersistence:
 
     # ---- building texts (on the loop) ---------------------------------------------------
     async def snapshot(self, trials: list[Trial], runner_data: dict, start_time: float,
-                       searcher_state: Any = None, scheduler_state: Any = None) -> None:
+                       searcher_state: Any = None, scheduler_state: Any = None,
+                       pacer: Pacer | None = None) -> None:
         """Queue a snapshot of every trial and the searcher's and scheduler's states.
 
         Built in chunks with a yield between them: only the controller's consumer
         changes trials, and it is the one waiting here, so the view stays consistent.
+        ``pacer``: the caller's, when this is part of a longer piece of work on the loop.
         """
         began = time.perf_counter()
         self._before_write()
@@ -368,7 +370,7 @@ class ExperimentPersistence:
         head = self._serializer.head(runner_data, start_time, searcher_state, self._seq,
                                      scheduler_state)
         entries = []
-        stored_entry, pacer = self._serializer.stored_entry, Pacer(self.YIELD_AFTER_S)
+        stored_entry, pacer = self._serializer.stored_entry, pacer or Pacer(self.YIELD_AFTER_S)
         for trial in trials:
             entries.append(stored_entry(trial))
             await pacer.now_and_then()
@@ -379,19 +381,22 @@ class ExperimentPersistence:
         self._cost = time.perf_counter() - began
         self._submit(_Snapshot(head, entries, self._seq))
 
-    async def journal_survivors(self) -> None:
+    async def journal_survivors(self, pacer: Pacer | None = None) -> None:
         """Journal the trials that must survive a crash (new ones too: O(1) each).
 
         With a yield once a chunk has taken a while: the first step of a run admits up
         to 1,000 new trials (``max_pending_trials``), 20-40 ms of encoding. Those not
-        journaled when a cancel lands in a yield stay queued for the cleanup's call."""
+        journaled when a cancel lands in a yield stay queued for the cleanup's call.
+        ``pacer``: the caller's (the consumer's step), so that the step's own work
+        before this counts towards the loop's turn: with a pacer of its own, a step
+        that admitted trials for 1 ms went on journaling for another."""
         if not self._to_persist:
             return
         trials = list(self._to_persist.values())
         self._to_persist = {}
         self._before_write()
         journaled = 0
-        pacer = Pacer(self.YIELD_AFTER_S)
+        pacer = pacer or Pacer(self.YIELD_AFTER_S)
         try:
             for trial in trials:
                 self._seq += 1
