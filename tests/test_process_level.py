@@ -142,3 +142,29 @@ def test_a_forked_child_gets_its_own_actor_creation_thread(tmp_path):
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "CHILD 0" in out.stdout
+
+
+@pytest.mark.ray
+def test_a_driver_runs_again_after_reconnecting_to_ray(tmp_path, ray_session):
+    # The actor classes are made once per process; a later Ray session (a new job) must
+    # get them exported again.
+    script = (
+        "import os, sys, ray\n"
+        "import tune_async as tune\n"
+        "def trainable(config):\n"
+        "    tune.report(loss=config['x'])\n"
+        "counts = []\n"
+        "for attempt in range(2):\n"
+        "    ray.init(address=os.environ['RAY_ADDRESS'], configure_logging=False)\n"
+        "    analysis = tune.run(trainable, config={'x': tune.grid_search([1, 2])}, verbose=0,\n"
+        "                        local_dir=sys.argv[1], resources_per_trial={'cpu': 0.25})\n"
+        "    counts.append(sorted(t.last_result['loss'] for t in analysis.trials))\n"
+        "    ray.shutdown()\n"
+        "print('RESULTS', counts)\n"
+    )
+    address = ray_session.get_runtime_context().gcs_address
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path)],
+                         env=driver_env(RAY_ADDRESS=address), capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "RESULTS [[1, 2], [1, 2]]" in out.stdout

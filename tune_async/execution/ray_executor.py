@@ -697,13 +697,25 @@ def _start_ray() -> tuple[Any, Any, str, tuple[dict[str, float], list[dict[str, 
     ensure_ray_initialized()
     import ray
 
+    actor_cls, host_cls = _actor_classes()
+    return actor_cls, host_cls, ray.get_runtime_context().get_node_id(), _read_capacity()
+
+
+@functools.cache
+def _actor_classes() -> tuple[Any, Any]:
+    """The trial actor's and the host's Ray classes, made once per process.
+
+    ``ray.remote`` inspects every method's signature (about 2 ms of Python). A class made
+    once serves every later Ray session too: Ray exports it again to each new job.
+    """
+    import ray
+
     from tune_async.execution.actor import TrialActor
     from tune_async.execution.host import TrialHost
 
     # A second thread into each actor ("control") lets a stop cancel a running batch.
-    actor_cls = ray.remote(concurrency_groups={"control": 1})(TrialActor)
-    host_cls = ray.remote(TrialHost)  # async methods: Ray runs them concurrently
-    return actor_cls, host_cls, ray.get_runtime_context().get_node_id(), _read_capacity()
+    return (ray.remote(concurrency_groups={"control": 1})(TrialActor),
+            ray.remote(TrialHost))  # the host's async methods: Ray runs them concurrently
 
 
 def _read_capacity() -> tuple[dict[str, float], list[dict[str, float]]]:
