@@ -1,8 +1,9 @@
 """A driver that started Ray first: what does its first run do on the loop's thread?
 
 Prints one JSON line: the modules imported while the run lasted, the threads the
-loop's thread started (each start blocks the loop until the new thread runs), and the
-calls of Ray's synchronous API the loop's thread made.
+loop's thread started (each start blocks the loop until the new thread runs), the
+calls of Ray's synchronous API the loop's thread made, and when the trial actor's class
+was exported to the job.
 """
 
 from __future__ import annotations
@@ -67,15 +68,36 @@ async def main() -> None:
 
     for module, name, call in originals:
         setattr(module, name, recording(name, call))
+    # When the trial actor's class is exported to this job, relative to the creations.
+    from ray._private.function_manager import FunctionActorManager
+
+    from tune_async.execution import ray_executor
+
+    ray_events: list[str] = []
+    export, create = FunctionActorManager.export_actor_class, ray_executor._create_and_locate
+
+    def recording_export(self, cls, *args, **kwargs):
+        ray_events.append(f"export {cls.__name__} in {threading.current_thread().name}")
+        return export(self, cls, *args, **kwargs)
+
+    def recording_create(*args, **kwargs):
+        ray_events.append("create")
+        return create(*args, **kwargs)
+
+    FunctionActorManager.export_actor_class = recording_export
+    ray_executor._create_and_locate = recording_create
     await tune.arun(trainable, num_samples=8, resources_per_trial={"cpu": 0.25},
                     local_dir=sys.argv[1], name="quiet")
     threading.Thread.start = start
     for module, name, call in originals:
         setattr(module, name, call)
+    FunctionActorManager.export_actor_class = export
+    ray_executor._create_and_locate = create
     print("OUTCOME " + json.dumps({"imported": sorted(set(sys.modules) - before),
                                    "first_import": first_import[:1],
                                    "threads_started": started,
-                                   "ray_calls_on_loop": ray_calls}), flush=True)
+                                   "ray_calls_on_loop": ray_calls,
+                                   "ray_events": ray_events}), flush=True)
 
 
 asyncio.run(main())

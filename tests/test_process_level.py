@@ -120,6 +120,11 @@ def test_a_first_run_imports_nothing_and_starts_few_threads_on_the_loop(tmp_path
     # Ray's synchronous calls (ray.init, making the actor classes, reading the capacity,
     # kills) go to threads: the loop's thread makes none of them.
     assert outcome["ray_calls_on_loop"] == [], outcome["ray_calls_on_loop"][0]
+    # The class is exported once, while the executor starts up, not by the first
+    # creation among the first trials' starts (11 ms of Python, then).
+    events = outcome["ray_events"]
+    assert events[0] == "export TrialActor in tune_async_actor_creation_0", events
+    assert events.count("create") == 8 and sum(e.startswith("export") for e in events) == 1
 
 
 def test_a_forked_child_gets_its_own_actor_creation_thread(tmp_path):
