@@ -197,6 +197,18 @@ class TrialActor:
         return cls
 
 
+@attrs.frozen
+class InObjectStore:
+    """A trial's state saved in memory and left in Ray's object store.
+
+    The driver holds (and so owns) the reference; a restore sends the reference rather
+    than the state's bytes: sent as an argument from the driver's loop, a 1 MB state cost
+    1.5 ms of the loop's time per restore (PBT restores at every perturbation).
+    """
+
+    ref: Any
+
+
 def restore_into(trainable: Any, checkpoint: tuple[str, Any] | None) -> None:
     """Restore from ``("path", checkpoint path)`` or ``("object", in-memory checkpoint)``."""
     if checkpoint is None:
@@ -204,8 +216,12 @@ def restore_into(trainable: Any, checkpoint: tuple[str, Any] | None) -> None:
     kind, value = checkpoint
     if kind == "path":
         trainable.restore(value)
-    else:
-        trainable.restore_from_object(value)
+        return
+    if isinstance(value, InObjectStore):
+        import ray
+
+        value = ray.get(value.ref)
+    trainable.restore_from_object(value)
 
 
 def driver_paths(results: list[dict], node_root: str | None) -> list[dict]:

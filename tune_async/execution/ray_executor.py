@@ -290,6 +290,7 @@ class RayExecutor:
 
         info = TrialInfo(trial_id=trial.trial_id, trial_name=trial.trial_name,
                          logdir=trial.logdir or "")
+        checkpoint = await _fetched(checkpoint)  # a host restores on its own event loop
         setup = (await self._class_ref(trainable_cls), trial.config, info, reuse, checkpoint,
                  getattr(trial, "log_to_file", False))
         trial.extra["node_id"] = await self._hosts.start_trial(trial, setup)
@@ -357,14 +358,20 @@ class RayExecutor:
             raise _as_failure(exc) from None
 
     async def save_to_memory(self, trial: Trial) -> Any:
+        """The state, saved; from a trial's own actor it stays in Ray's object store (a
+        restore on an actor sends the reference, see ``InObjectStore``)."""
         if launch_key(trial) in self._hosts:
             return await self._hosts.call(trial, "save_to_object")
         worker = self._running[launch_key(trial)]
         try:
             worker = await self._send_pending_setup(trial, worker)
-            return await worker.actor.save_to_object.remote()
+            ref = worker.actor.save_to_object.remote()
+            await ref  # a failed save raises here, as before
         except BaseException as exc:
             raise _as_failure(exc) from None
+        from tune_async.execution.actor import InObjectStore
+
+        return InObjectStore(ref)
 
     @staticmethod
     async def _node_of(worker: _Worker) -> str:
@@ -573,6 +580,18 @@ class RayExecutor:
                 # from with_parameters, must go through Ray's serializer to stay resolvable.
                 ref = self._class_refs[id(cls)] = [await anyio.to_thread.run_sync(ray.put, cls)]
         return ref
+
+
+async def _fetched(checkpoint: tuple[str, Any] | None) -> tuple[str, Any] | None:
+    """An in-memory state left in the object store, fetched to the driver."""
+    from tune_async.execution.actor import InObjectStore
+
+    if checkpoint is not None and isinstance(checkpoint[1], InObjectStore):
+        try:
+            return (checkpoint[0], await checkpoint[1].ref)
+        except BaseException as exc:
+            raise _as_failure(exc) from None
+    return checkpoint
 
 
 async def _placed(pg: Any, factory: PlacementGroupFactory) -> None:
