@@ -76,6 +76,33 @@ async def test_a_slow_searcher_runs_off_the_loop_and_results_keep_flowing(tmp_pa
     assert max(lateness) < SLOW_S / 2, f"the loop stalled {max(lateness) * 1000:.0f} ms"
 
 
+class StatefulSearcher(SlowSearcher):
+    """Records the thread of each get_state() call (its pickling grows with the trials)."""
+
+    def __init__(self):
+        super().__init__()
+        self.state_reads: list[tuple[str, int]] = []
+
+    def get_state(self):
+        self.state_reads.append((threading.current_thread().name, len(self.completed)))
+        return {"count": self.count}
+
+    def set_state(self, state):
+        self.count = state["count"]
+
+
+async def test_the_final_searcher_state_is_read_off_the_loop(tmp_path):
+    # At the end a 200-trial Optuna study's get_state() took 2.4 ms of the loop.
+    searcher = StatefulSearcher()
+    analysis = await tune.arun(reporter, search_alg=searcher, num_samples=3,
+                               local_dir=str(tmp_path), verbose=0,
+                               trial_executor=ScriptedExecutor(slots=2))
+    assert len(analysis.trials) == 3
+    thread, completed = searcher.state_reads[-1]
+    assert completed == 3  # read after the last trial completed...
+    assert thread != threading.main_thread().name  # ...and not on the loop's thread
+
+
 class AsyncSearcher(Searcher):
     """suggest() awaits a remote service (here: a sleep on the loop)."""
 

@@ -1348,6 +1348,13 @@ class Controller:
         self.lane.capture_state()
         return self.lane.state
 
+    async def _final_searcher_state(self) -> Any:
+        """The searcher's state once the lane is idle: pickled in a thread when the
+        searcher works in one (a 200-trial Optuna study took 2.4 ms of the loop)."""
+        if not self.lane.works_in_thread:
+            return self._searcher_state_now()
+        return await anyio.to_thread.run_sync(self._searcher_state_now)
+
     def _searcher_state_now(self) -> Any:
         """Read directly: only while the lane runs nothing (set-up, the end of cleanup)."""
         get_state = getattr(self.search_alg, "get_state", None)
@@ -1419,7 +1426,7 @@ class Controller:
                 settled = await self._settle_searcher(timeout)
                 await self._keep_undelivered_suggestions()
                 if settled:
-                    self.lane.state = self._searcher_state_now()
+                    self.lane.state = await self._final_searcher_state()
                 await self.persistence.journal_survivors()  # a step cut short by a cancel
                 await self._snapshot()
                 await self.persistence.flush(final=True)  # also closes ended trials' files
