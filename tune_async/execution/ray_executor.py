@@ -187,8 +187,7 @@ class RayExecutor:
         ready = await _in_thread_to_completion(
             functools.partial(_start_ray, with_hosts=self.trials_per_worker > 1),
             executor=_actor_creation_thread())
-        self._actor_cls, self._host_cls, self._driver_node_id, capacity = ready
-        self._total, self._node_max = capacity
+        self._actor_cls, self._host_cls, self._driver_node_id, (self._total, self._node_max) = ready
         self._driver_sys_path = _driver_sys_path()
         LEDGER.join(self)  # experiments beside this one see what it reserves
 
