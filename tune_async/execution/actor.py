@@ -16,6 +16,7 @@ from typing import Any
 import attrs
 
 from tune_async.execution.log_to_file import OutputCapture, log_file_paths
+from tune_async.execution.packed import PackedResults, pack_results
 from tune_async.result import (
     CHECKPOINT_PATH,
     RESULT_DUPLICATE,
@@ -102,19 +103,19 @@ class TrialActor:
             return to_node_path(path)
         return localize_checkpoint(path, self._driver_node_id)
 
-    def train_batch(self, limits: Any, window_s: float) -> list[dict]:
+    def train_batch(self, limits: Any, window_s: float) -> list[dict] | PackedResults:
         try:
-            return self._driver_paths(run_batch(self._trainable, limits, window_s))
+            return self._sendable(run_batch(self._trainable, limits, window_s))
         finally:
             self._flush_output()
 
     def setup_and_train(self, setup: tuple, limits: Any, window_s: float,
-                        previous_stop: bool | None = None) -> list[dict]:
+                        previous_stop: bool | None = None) -> list[dict] | PackedResults:
         """A trial's setup and its first batch in one call (one round trip per trial less),
         after the previous trial's stop when it carries it."""
         try:
             self.setup(*setup, previous_stop=previous_stop)
-            return self._driver_paths(run_batch(self._trainable, limits, window_s))
+            return self._sendable(run_batch(self._trainable, limits, window_s))
         finally:
             self._flush_output()
 
@@ -122,8 +123,9 @@ class TrialActor:
         """A persistent checkpoint of the current state; returns its path."""
         return to_driver_path(self._trainable.save(), self._node_root)
 
-    def _driver_paths(self, results: list[dict]) -> list[dict]:
-        return driver_paths(results, self._node_root)
+    def _sendable(self, results: list[dict]) -> list[dict] | PackedResults:
+        """The batch as the driver gets it: its paths, packed when large."""
+        return pack_results(driver_paths(results, self._node_root))
 
     def save_to_object(self) -> Any:
         return self._trainable.save_to_object()

@@ -38,6 +38,7 @@ import attrs
 
 from tune_async.execution.actor import driver_paths, restore_into
 from tune_async.execution.base import TrialFailure, launch_key
+from tune_async.execution.packed import pack_results, unpack_results
 from tune_async.resources import Resources
 from tune_async.result import (
     CHECKPOINT_PATH,
@@ -163,7 +164,9 @@ class TrialHost:
             if any(batch.done() for batch in self._batches.values()):
                 await asyncio.sleep(POLL_LINGER_S)  # let the batches finishing now join in
                 done = [number for number, batch in self._batches.items() if batch.done()]
-                return [(number, *_outcome_of(self._batches.pop(number))) for number in done]
+                # Packed twice over: each large batch, and an answer of many small ones.
+                return pack_results([(number, *_outcome_of(self._batches.pop(number)))
+                                     for number in done])
             self._some_done.clear()
             await self._some_done.wait()
         return []
@@ -304,7 +307,10 @@ class TrialHost:
 
 
 def _outcome_of(batch: asyncio.Future) -> tuple[str, Any]:
-    return ("ok", []) if batch.cancelled() else batch.result()
+    if batch.cancelled():
+        return "ok", []
+    kind, payload = batch.result()
+    return kind, (pack_results(payload) if kind == "ok" else payload)
 
 
 def _picklable(exc: Exception) -> Exception:
@@ -469,7 +475,10 @@ class HostPool:
         if kind == "error":
             exc, text = payload
             raise TrialFailure(traceback=text, exception=exc)
-        return payload
+        try:
+            return await unpack_results(payload)
+        except Exception as exc:  # noqa: BLE001 - e.g. a result's class the driver lacks
+            raise TrialFailure(traceback=traceback.format_exc(), exception=exc) from None
 
     def _withdraw(self, host: _Host, number: int, key: Any, setup: tuple | None) -> None:
         """A cancelled fetch: unsent, it never goes (its setup is pending again); sent, its
@@ -503,7 +512,7 @@ class HostPool:
     async def _poll(self, host: _Host, requests: list[tuple], stops: list[tuple] = ()) -> None:
         host.polls += 1
         try:
-            outcomes = await host.actor.poll.remote(requests, list(stops))
+            outcomes = await unpack_results(await host.actor.poll.remote(requests, list(stops)))
         except Exception as exc:  # noqa: BLE001 - the host failed: so do its fetches
             failure = self._failure(host, exc)
             waiting, host.waiting = host.waiting, {}

@@ -17,6 +17,7 @@ from tune_async.error import TuneError
 from tune_async.execution.base import BatchLimits, TrialFailure, launch_key
 from tune_async.execution.host import HostPool, shares_host
 from tune_async.execution.ledger import LEDGER
+from tune_async.execution.packed import unpack_results
 from tune_async.resources import Resources
 from tune_async.trial import Trial
 from tune_async.utils.placement_groups import PlacementGroupFactory
@@ -311,9 +312,11 @@ class RayExecutor:
         try:
             setup, worker.pending_setup = worker.pending_setup, None
             if setup is not None:
-                return await self._set_up(trial, worker, lambda w, stop: (
+                batch = await self._set_up(trial, worker, lambda w, stop: (
                     w.actor.setup_and_train.remote(setup, limits, FETCH_WINDOW_S, stop)))
-            return await worker.actor.train_batch.remote(limits, FETCH_WINDOW_S)
+            else:
+                batch = await worker.actor.train_batch.remote(limits, FETCH_WINDOW_S)
+            return await unpack_results(batch)
         except BaseException as exc:
             raise _as_failure(exc) from None
 

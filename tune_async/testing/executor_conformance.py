@@ -387,6 +387,21 @@ class ExecutorConformance:
 
     @pytest.mark.parametrize("kind", TRAINABLES)
     @_bounded
+    async def test_large_batches_arrive_whole_and_in_order(self, executor: Any, tmp_path: Any,
+                                                           kind: str) -> None:
+        # Hundreds of results per fetch (FIFO, no stop in sight): an executor may carry
+        # them any way it likes (the Ray one packs them), they arrive as a list, in order.
+        trial = await self.started(executor, self.make_trial(tmp_path), TRAINABLES[kind])
+        batches = await _fetch_until(executor, trial, BatchLimits(max_results=300), _count(600))
+        results = [r for batch in batches for r in batch]
+        assert all(type(r) is dict for r in results)
+        assert [r[TRAINING_ITERATION] for r in results] == list(range(1, len(results) + 1))
+        assert [r["total"] for r in results] == [n * (n + 1) // 2
+                                                 for n in range(1, len(results) + 1)]
+        assert _executed(trial.config["log"]) == list(range(1, len(results) + 1))
+
+    @pytest.mark.parametrize("kind", TRAINABLES)
+    @_bounded
     async def test_batch_ends_at_stop_criteria(self, executor: Any, tmp_path: Any,
                                                kind: str) -> None:
         trial = await self.started(executor, self.make_trial(tmp_path), TRAINABLES[kind])
