@@ -3,12 +3,13 @@
 Prints one JSON line: the modules imported while the run lasted, the threads the
 loop's thread started (each start blocks the loop until the new thread runs), the
 calls of Ray's synchronous API the loop's thread made, and when the trial actor's class
-was exported to the job.
+was exported to the job (and whether Ray disassembled it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dis
 import json
 import os
 import sys
@@ -84,8 +85,15 @@ async def main() -> None:
         ray_events.append("create")
         return create(*args, **kwargs)
 
+    disassemble = dis.dis  # (Ray's label for an export: 10 ms of Python for our actor)
+
+    def recording_disassemble(x=None, **kwargs):
+        ray_events.append(f"disassemble {getattr(x, '__name__', x)}")
+        return disassemble(x, **kwargs)
+
     FunctionActorManager.export_actor_class = recording_export
     ray_executor._create_and_locate = recording_create
+    dis.dis = recording_disassemble
     await tune.arun(trainable, num_samples=8, resources_per_trial={"cpu": 0.25},
                     local_dir=sys.argv[1], name="quiet")
     threading.Thread.start = start
@@ -93,6 +101,7 @@ async def main() -> None:
         setattr(module, name, call)
     FunctionActorManager.export_actor_class = export
     ray_executor._create_and_locate = create
+    dis.dis = disassemble
     print("OUTCOME " + json.dumps({"imported": sorted(set(sys.modules) - before),
                                    "first_import": first_import[:1],
                                    "threads_started": started,
