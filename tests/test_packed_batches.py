@@ -10,6 +10,7 @@ import pytest
 from tune_async.execution.packed import (
     CHUNK,
     PACK_FROM,
+    PACKED_AT_MOST,
     PackedResults,
     pack_results,
     unpack_results,
@@ -38,6 +39,17 @@ async def test_a_large_batch_comes_back_equal_and_in_order():
 def test_what_plain_pickle_cannot_take_travels_as_a_list():
     batch = _results(PACK_FROM, fn=lambda: None)  # Ray's cloudpickle takes lambdas
     assert pack_results(batch) is batch
+
+
+def test_a_batch_of_big_values_travels_as_a_list():
+    import numpy as np
+
+    def with_histograms(floats: int) -> list[dict]:
+        return [dict(r, histogram=np.zeros(floats)) for r in _results(PACK_FROM)]
+
+    batch = with_histograms(PACKED_AT_MOST // PACK_FROM // 8 + 1)  # float64s: over the bound
+    assert pack_results(batch) is batch
+    assert isinstance(pack_results(with_histograms(1000)), PackedResults)
 
 
 @pytest.mark.ray

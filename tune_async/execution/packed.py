@@ -9,8 +9,9 @@ to a chunk; Ray then moves bytes (0.06 ms for that batch) and the driver unpickl
 the chunks on the loop, yielding between them when its turn is over.
 
 Whatever plain pickle cannot take, or must not (Ray's object references and actor
-handles: only Ray's serializer registers them with their owner), travels as it always
-did: the plain list, pickled by Ray.
+handles: only Ray's serializer registers them with their owner), and a batch of big
+values (over ``PACKED_AT_MOST`` pickled) travel as they always did: the plain list,
+pickled by Ray.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from tune_async.utils.util import Pacer
 
 CHUNK = 64  # results per chunk: unpickling one takes ~30 us on the driver
 PACK_FROM = 32  # smaller batches cost Ray little to deserialize
+# Larger, the batch holds big values (arrays): Ray hands those over without a copy, and
+# their deserialization is no cost worth moving.
+PACKED_AT_MOST = 8 << 20  # bytes
 
 
 @attrs.frozen
@@ -39,11 +43,16 @@ def pack_results(results: list) -> list | PackedResults:
     takes them all."""
     if len(results) < PACK_FROM:
         return results
+    chunks, size = [], 0
     try:
-        return PackedResults(tuple(_pickled(results[i:i + CHUNK])
-                                   for i in range(0, len(results), CHUNK)))
+        for start in range(0, len(results), CHUNK):
+            chunks.append(_pickled(results[start:start + CHUNK]))
+            size += len(chunks[-1])
+            if size > PACKED_AT_MOST:
+                return results
     except Exception:  # noqa: BLE001 - not for plain pickle: Ray pickles the list
         return results
+    return PackedResults(tuple(chunks))
 
 
 async def unpack_results(batch: list | PackedResults) -> list:
