@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 
 import pytest
 
 from tests.scripted_executor import ScriptedExecutor
 from tune_async.execution.actor import InObjectStore
-from tune_async.execution.base import BatchLimits, launch_key
+from tune_async.execution.base import BatchLimits, TrialFailure, launch_key
 from tune_async.execution.packed import PACK_FROM, PackedResults, unpack_results
 from tune_async.execution.ray_executor import RayExecutor
 from tune_async.testing import ExecutorConformance
@@ -71,6 +72,25 @@ class TestRayExecutor(ExecutorConformance):
         assert await asyncio.gather(*(r["ref"] for r in results[:PACK_FROM * 2])) == [
             [n] * 3 for n in range(1, PACK_FROM * 2 + 1)]
         assert ray.get(results[0]["ref"]) == [1, 1, 1]
+
+    async def test_a_batch_the_driver_cannot_unpickle_fails_its_trial(self, executor,
+                                                                      tmp_path):
+        # As Ray's own deserialization error did: the trial fails, the driver goes on.
+        trial = await self.started(executor, self.make_trial(tmp_path), DriverCannotLoad)
+        with pytest.raises(TrialFailure, match="no_such_module_on_the_driver"):
+            await executor.fetch_results(trial, BatchLimits(max_results=PACK_FROM * 2))
+
+
+class _OnlyInWorker:
+    """Unpickles by importing a module the driver does not have."""
+
+    def __reduce__(self):
+        return importlib.import_module, ("no_such_module_on_the_driver",)
+
+
+class DriverCannotLoad(Trainable):
+    def step(self) -> dict:
+        return {"thing": _OnlyInWorker()}
 
 
 class RefReporter(Trainable):
