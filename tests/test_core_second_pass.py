@@ -455,3 +455,57 @@ async def test_a_pacer_yield_lets_a_timer_that_came_due_meanwhile_run_first():
     await pacer.now_and_then()
     order.append("next piece")
     assert order == ["timer", "next piece"]
+
+
+def _busy(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+async def test_paced_tasks_share_the_loops_turn():
+    # Each task counted its own 1 ms, and asyncio runs every queued task before the
+    # timers that came due: two pieces queued together held a heartbeat for both.
+    import asyncio
+
+    from tune_async.utils.util import Pacer
+
+    order: list[str] = []
+
+    async def piece(name: str) -> None:
+        pacer = Pacer(every_s=0.001)
+        for step in range(3):
+            _busy(0.0006)
+            order.append(f"{name}{step}")
+            await pacer.now_and_then()
+
+    asyncio.get_running_loop().call_later(0.0005, order.append, "timer")
+    await asyncio.gather(piece("a"), piece("b"))
+    # "a" spends the turn in two steps; "b", queued behind it, yields after its first.
+    assert order[:4] == ["a0", "a1", "b0", "timer"]
+    assert sorted(order) == ["a0", "a1", "a2", "b0", "b1", "b2", "timer"]
+
+
+async def test_work_queued_behind_a_spent_turn_waits_for_the_due_timers():
+    import asyncio
+
+    from tune_async.utils.util import Pacer, after_due_timers_if_spent
+
+    order: list[str] = []
+
+    async def queued_work() -> None:
+        await after_due_timers_if_spent()
+        order.append("work")
+
+    async def fresh_turn_work() -> None:
+        await asyncio.sleep(0.002)  # the loop has had its turn: no wait now
+        task = asyncio.ensure_future(asyncio.sleep(0))  # would run if this yielded
+        await after_due_timers_if_spent()
+        order.append(f"fresh, other task done: {task.done()}")
+        await task
+
+    Pacer()  # paced work opens the loop's turn...
+    asyncio.get_running_loop().call_later(0.0005, order.append, "timer")
+    _busy(0.0015)  # ...and spends it, past the timer's time
+    await asyncio.gather(queued_work(), fresh_turn_work())
+    assert order == ["timer", "work", "fresh, other task done: False"]

@@ -51,7 +51,7 @@ from tune_async.transitions import Effect, Event
 from tune_async.trial import Trial, TrialStatus, TrialView, unwrap
 from tune_async.trial_dirs import TrialDirs, list_names, may_use_trial_dirs_on_loop
 from tune_async.trial_tasks import TrialTasks
-from tune_async.utils.util import Pacer, flatten_dict
+from tune_async.utils.util import Pacer, after_due_timers_if_spent, flatten_dict
 from tune_async.waiting import WaitingQueue
 
 if sys.version_info < (3, 11):  # pragma: no cover - the backport anyio depends on
@@ -700,6 +700,9 @@ class Controller:
 
     async def _launch(self, launch: Launch) -> None:
         trial = launch.trial
+        # Launches are queued by the step that started them, whose turn may be spent:
+        # they must not all run before the timers that came due meanwhile.
+        await after_due_timers_if_spent()
         try:
             await self.executor.start_trial(
                 launch, self._trainables[trial.trial_id], self.s.reuse_actors,

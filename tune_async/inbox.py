@@ -15,6 +15,8 @@ from typing import Any
 
 import anyio
 
+from tune_async.utils.util import yield_to_loop
+
 
 class Inbox:
     def __init__(self) -> None:
@@ -33,7 +35,9 @@ class Inbox:
 
     async def receive(self) -> Any:
         """The next item, in the order sent; waits while there is none."""
-        await asyncio.sleep(0)  # a checkpoint: cancellation lands here, others run
+        # A checkpoint: cancellation lands here, others run (after the due timers when
+        # the loop's turn is spent: the step that just ended may have used it up).
+        await yield_to_loop()
         while not self._items:
             if self._closed:
                 raise anyio.EndOfStream

@@ -25,6 +25,8 @@ from typing import Any
 import anyio
 import attrs
 
+from tune_async.utils.util import after_due_timers_if_spent
+
 logger = logging.getLogger(__name__)
 
 
@@ -150,6 +152,8 @@ class SearcherLane:
                 continue
             self._busy = True
             try:
+                if self._on_loop:  # woken by a step that may have spent the loop's turn
+                    await after_due_timers_if_spent()
                 await self._run_queued()
             finally:
                 self._busy = False

@@ -99,27 +99,84 @@ LOOP_TURN_S = 0.001
 _AFTER_DUE_TIMERS_S = 1e-9  # a sleep this short yields after the timers already due
 
 
-class Pacer:
-    """Yields to the event loop once a piece of work has held it for ``every_s``.
+class _LoopTurn(threading.local):
+    """The event loop's current turn, shared by every piece of paced work on it.
 
-    The yield is a timer (a sleep of 1 ns), not ``sleep(0)``: asyncio runs a timer that
-    came due during the piece only after the callbacks already queued, and a task that
-    yields with ``sleep(0)`` is one of them, so a heartbeat waited for two pieces.
-    Timers run in the order they came due: this one after any that fell due before it.
+    A turn opens when paced work first runs and closes when the loop next runs its
+    due timers (a 1 ns timer set at the opening). Each task used to count its own
+    1 ms, and asyncio runs every ready task before the timers that came due: at a
+    run's start the consumer, the search lane and the trial launches took their turns
+    back to back, 3 to 6 ms between two heartbeats. Per thread (one loop each); a
+    turn left open by a loop that ended is not the next loop's.
+    """
+
+    began = 0.0
+    loop: Any = None  # the loop whose turn is open; None: none is
+
+    def elapsed(self) -> float:
+        """Seconds since the turn opened (one opens now if none is)."""
+        import asyncio
+
+        now = time.perf_counter()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not on a loop: nothing to share the turn with
+            return 0.0
+        if self.loop is loop:
+            return now - self.began
+        self.loop, self.began = loop, now
+        loop.call_later(_AFTER_DUE_TIMERS_S, self._close, loop)
+        return 0.0
+
+    def _close(self, loop: Any) -> None:
+        if self.loop is loop:
+            self.loop = None
+
+
+_loop_turn = _LoopTurn()
+
+
+def loop_turn_spent(every_s: float = LOOP_TURN_S) -> bool:
+    """Whether paced work has held the loop's current turn for ``every_s``."""
+    return _loop_turn.elapsed() >= every_s
+
+
+async def after_due_timers_if_spent() -> None:
+    """Wait for the loop's next turn if paced work has spent this one, else go on at
+    once: for a task that starts work while others' queued callbacks still run."""
+    if loop_turn_spent():
+        await anyio.sleep(_AFTER_DUE_TIMERS_S)
+
+
+async def yield_to_loop() -> None:
+    """Yield: after the timers already due when the loop's turn is spent, else at once
+    (``sleep(0)``: the tasks already queued run first, then this one again)."""
+    await anyio.sleep(_AFTER_DUE_TIMERS_S if loop_turn_spent() else 0)
+
+
+class Pacer:
+    """Yields to the event loop once paced work has held it for ``every_s``.
+
+    The time counts from the opening of the loop's turn, which every pacer shares: a
+    piece of work that starts after another used up the turn yields after its first
+    step. The yield is a timer (a sleep of 1 ns), not ``sleep(0)``: asyncio runs a
+    timer that came due during the piece only after the callbacks already queued, and
+    a task that yields with ``sleep(0)`` is one of them, so a heartbeat waited for two
+    pieces. Timers run in the order they came due: this one after any that fell due
+    before it, and after the one that closes the turn.
     """
 
     def __init__(self, every_s: float = LOOP_TURN_S) -> None:
         self.every_s = every_s
-        self._since = time.perf_counter()
+        self.restart()
 
     def restart(self) -> None:
-        """A new piece of work begins: the loop had its turn."""
-        self._since = time.perf_counter()
+        """A new piece of work begins: it counts in the loop's current turn."""
+        _loop_turn.elapsed()
 
     async def now_and_then(self) -> None:
-        if time.perf_counter() - self._since >= self.every_s:
+        if _loop_turn.elapsed() >= self.every_s:
             await anyio.sleep(_AFTER_DUE_TIMERS_S)
-            self._since = time.perf_counter()
 
 
 _NEW_FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0)
