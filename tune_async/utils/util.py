@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import copy
@@ -115,8 +116,6 @@ class _LoopTurn(threading.local):
 
     def elapsed(self) -> float:
         """Seconds since the turn opened (one opens now if none is)."""
-        import asyncio
-
         now = time.perf_counter()
         try:
             loop = asyncio.get_running_loop()
@@ -128,6 +127,16 @@ class _LoopTurn(threading.local):
         loop.call_later(_AFTER_DUE_TIMERS_S, self._close, loop)
         return 0.0
 
+    def spent(self, every_s: float) -> bool:
+        """Whether the open turn has lasted ``every_s`` (none open: no; opens none)."""
+        if self.loop is None:
+            return False
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return False
+        return self.loop is loop and time.perf_counter() - self.began >= every_s
+
     def _close(self, loop: Any) -> None:
         if self.loop is loop:
             self.loop = None
@@ -137,8 +146,9 @@ _loop_turn = _LoopTurn()
 
 
 def loop_turn_spent(every_s: float = LOOP_TURN_S) -> bool:
-    """Whether paced work has held the loop's current turn for ``every_s``."""
-    return _loop_turn.elapsed() >= every_s
+    """Whether paced work has held the loop's current turn for ``every_s``. Asking
+    opens no turn (a timer each): the consumer asks before every event."""
+    return _loop_turn.spent(every_s)
 
 
 async def after_due_timers_if_spent() -> None:
@@ -151,7 +161,7 @@ async def after_due_timers_if_spent() -> None:
 async def yield_to_loop() -> None:
     """Yield: after the timers already due when the loop's turn is spent, else at once
     (``sleep(0)``: the tasks already queued run first, then this one again)."""
-    await anyio.sleep(_AFTER_DUE_TIMERS_S if loop_turn_spent() else 0)
+    await asyncio.sleep(_AFTER_DUE_TIMERS_S if loop_turn_spent() else 0)
 
 
 class Pacer:
