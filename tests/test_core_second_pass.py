@@ -439,6 +439,12 @@ def test_the_switch_interval_comes_back_after_the_last_overlapping_run():
     sys.setswitchinterval(before)
 
 
+def _busy(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
 async def test_a_pacer_yield_lets_a_timer_that_came_due_meanwhile_run_first():
     # A piece of work that yields with sleep(0) is queued before a timer that fell due
     # during the piece: a heartbeat then waited for the next piece too.
@@ -449,18 +455,10 @@ async def test_a_pacer_yield_lets_a_timer_that_came_due_meanwhile_run_first():
     order: list[str] = []
     asyncio.get_running_loop().call_later(0.001, order.append, "timer")
     pacer = Pacer(every_s=0.0)
-    end = time.perf_counter() + 0.005
-    while time.perf_counter() < end:  # the work, past the timer's time
-        pass
+    _busy(0.005)  # the work, past the timer's time
     await pacer.now_and_then()
     order.append("next piece")
     assert order == ["timer", "next piece"]
-
-
-def _busy(seconds: float) -> None:
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        pass
 
 
 async def test_paced_tasks_share_the_loops_turn():

@@ -15,7 +15,7 @@ import socket
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import anyio
@@ -158,10 +158,11 @@ async def after_due_timers_if_spent() -> None:
         await anyio.sleep(_AFTER_DUE_TIMERS_S)
 
 
-async def yield_to_loop() -> None:
-    """Yield: after the timers already due when the loop's turn is spent, else at once
-    (``sleep(0)``: the tasks already queued run first, then this one again)."""
-    await asyncio.sleep(_AFTER_DUE_TIMERS_S if loop_turn_spent() else 0)
+def yield_to_loop() -> Awaitable[None]:
+    """To await: a yield after the timers already due when the loop's turn is spent,
+    else at once (``sleep(0)``: the tasks already queued run first, then this one).
+    A plain function: the inbox awaits it before every event (no coroutine of its own)."""
+    return asyncio.sleep(_AFTER_DUE_TIMERS_S if loop_turn_spent() else 0)
 
 
 class Pacer:
