@@ -439,6 +439,94 @@ def test_the_switch_interval_comes_back_after_the_last_overlapping_run():
     sys.setswitchinterval(before)
 
 
+class SliceRecorder(tune.Callback):
+    """At each result, on the loop's thread: its CPU slice, and that of a thread and of a
+    process started from it."""
+
+    def __init__(self):
+        self.loop, self.thread, self.process = [], [], []
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        import subprocess
+        import sys
+        import threading
+
+        from tune_async.utils.cpu_slice import current_slice_ns
+
+        self.loop.append(current_slice_ns())
+        thread = threading.Thread(target=lambda: self.thread.append(current_slice_ns()))
+        thread.start()
+        thread.join()
+        if not self.process:
+            code = "from tune_async.utils.cpu_slice import current_slice_ns as s; print(s())"
+            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                 check=True).stdout.strip()
+            self.process.append(None if out == "None" else int(out))
+
+
+def _run_recording_slices(tmp_path, name):
+    recorder = SliceRecorder()
+    tune.run(lambda config: tune.report(x=1), num_samples=2, trial_executor=ScriptedExecutor(),
+             local_dir=str(tmp_path), name=name, verbose=0, callbacks=[recorder])
+    return recorder
+
+
+def test_the_loops_thread_asks_for_a_short_cpu_slice_while_a_run_goes_on(tmp_path, monkeypatch):
+    from tune_async.utils.cpu_slice import current_slice_ns
+
+    before = current_slice_ns()
+    recorder = _run_recording_slices(tmp_path, "default")
+    if before is None:  # not Linux, or a kernel that keeps no slice per thread (< 6.12)
+        assert recorder.loop == [None, None]
+        return
+    assert before > 100_000  # the kernel's default here
+    assert recorder.loop == [100_000, 100_000]
+    # Threads and processes started meanwhile (Ray's, anyio's, the writer) keep the default.
+    assert recorder.thread == [before, before]
+    assert recorder.process == [before]
+    assert current_slice_ns() == before  # given back
+    monkeypatch.setenv("TUNE_LOOP_SLICE_S", "0.0005")
+    assert _run_recording_slices(tmp_path, "longer").loop == [500_000, 500_000]
+    monkeypatch.setenv("TUNE_LOOP_SLICE_S", "0")  # left alone
+    assert _run_recording_slices(tmp_path, "alone").loop == [before, before]
+    assert current_slice_ns() == before
+    monkeypatch.setenv("TUNE_LOOP_SLICE_S", "soon")
+    with pytest.raises(ValueError, match="TUNE_LOOP_SLICE_S must be a number, got 'soon'"):
+        tune.run(lambda config: tune.report(x=1), trial_executor=ScriptedExecutor(),
+                 local_dir=str(tmp_path), name="never", verbose=0)
+    assert not os.path.exists(os.path.join(tmp_path, "never"))  # before anything started
+
+
+def test_the_cpu_slice_comes_back_after_the_last_overlapping_run():
+    from tune_async.utils import cpu_slice
+    from tune_async.utils.cpu_slice import current_slice_ns, short_cpu_slice
+
+    before = current_slice_ns()
+    if before is None:  # not Linux, or a kernel that keeps no slice per thread (< 6.12)
+        with short_cpu_slice(0.0001):
+            assert current_slice_ns() is None
+        return
+    with short_cpu_slice(0.0001):
+        with short_cpu_slice(0.0001):  # another experiment on the same loop, meanwhile
+            assert current_slice_ns() == 100_000
+        assert current_slice_ns() == 100_000  # the first one still runs
+    assert current_slice_ns() == before
+    with short_cpu_slice(0):  # a run that takes no part
+        with short_cpu_slice(0.0002):
+            assert current_slice_ns() == 200_000
+    assert current_slice_ns() == before
+    with short_cpu_slice(1.0):  # never made longer
+        assert current_slice_ns() == before
+    with short_cpu_slice(0.0001):
+        mine = cpu_slice._get()
+        mine.sched_runtime = 300_000
+        assert cpu_slice._set(mine)  # the application's own choice meanwhile: kept
+    assert current_slice_ns() == 300_000
+    mine.sched_runtime, mine.sched_flags = before, 0
+    assert cpu_slice._set(mine)
+    assert current_slice_ns() == before
+
+
 def _busy(seconds: float) -> None:
     end = time.perf_counter() + seconds
     while time.perf_counter() < end:
