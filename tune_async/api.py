@@ -412,8 +412,9 @@ def _preparing(kwargs: dict[str, Any]) -> Generator[None, None, _Job]:
     )
     return _Job(Controller(settings), metric, mode, a.raise_on_failed_trial,
                 gc_freeze=os.environ.get("TUNE_GC_FREEZE", "1") != "0",
-                switch_interval_s=switch_interval_s, server_port=a.server_port,
-                loop_slice_s=loop_slice_s, before_run=functools.partial(_download_to_resume, settings, cloud)
+                switch_interval_s=switch_interval_s, loop_slice_s=loop_slice_s,
+                server_port=a.server_port,
+                before_run=functools.partial(_download_to_resume, settings, cloud)
                 if from_cloud else None)
 
 

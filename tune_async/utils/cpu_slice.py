@@ -123,7 +123,7 @@ def _copy(attr: _SchedAttr) -> _SchedAttr:
 
 
 def _syscalls() -> tuple[int, int] | None:
-    if not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux") or _libc() is None:
         return None
     return _SYSCALLS.get(platform.machine())
 
@@ -150,5 +150,8 @@ def _set(attr: _SchedAttr) -> bool:
 
 
 @functools.cache
-def _libc() -> ctypes.CDLL:
-    return ctypes.CDLL(None, use_errno=True)
+def _libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL(None, use_errno=True)
+    except OSError:  # no C library to call through: nothing changes
+        return None
