@@ -308,11 +308,9 @@ def _run_arguments(kwargs: dict[str, Any]) -> SimpleNamespace:
 def _prepare_run(**kwargs: Any) -> _Job:
     """Validate every argument and build the run; nothing starts here."""
     stages = _preparing(kwargs)
-    while True:
-        try:
-            next(stages)
-        except StopIteration as done:
-            return done.value
+    while (job := _next_stage(stages)) is None:
+        pass
+    return job
 
 
 async def _prepare_run_on_loop(**kwargs: Any) -> _Job:
@@ -320,12 +318,18 @@ async def _prepare_run_on_loop(**kwargs: Any) -> _Job:
     takes ~2 ms of Python at a process's first run (the arguments' binding, each
     experiment's trainable checked and wrapped, the controller)."""
     stages, pacer = _preparing(kwargs), Pacer()
-    while True:
-        try:
-            next(stages)
-        except StopIteration as done:
-            return done.value
+    while (job := _next_stage(stages)) is None:
         await pacer.now_and_then()
+    return job
+
+
+def _next_stage(stages: Generator[None, None, _Job]) -> _Job | None:
+    """Run the next stage; the job once the last one has run, else None."""
+    try:
+        next(stages)
+    except StopIteration as done:
+        return done.value
+    return None
 
 
 def _preparing(kwargs: dict[str, Any]) -> Generator[None, None, _Job]:
@@ -523,7 +527,7 @@ def _map_deprecated(
 def _deprecated(old: str, new: str) -> None:
     warnings.warn(
         f"tune.run({old}=...) is deprecated; use {new} instead.", DeprecationWarning,
-        stacklevel=6,  # _map_deprecated, _preparing, _prepare_run*, run or arun
+        stacklevel=7,  # _map_deprecated, _preparing, _next_stage, _prepare_run*, run or arun
     )
 
 

@@ -84,7 +84,12 @@ def short_cpu_slice(seconds: float) -> Iterator[None]:
 
 def current_slice_ns() -> int | None:
     """The calling thread's slice as the kernel reports it (None: not reported here)."""
-    attr = _get()
+    return _slice_of(_get())
+
+
+def _slice_of(attr: _SchedAttr | None) -> int | None:
+    """``attr``'s slice, if it is one we may shorten (an ordinary thread's). A zero
+    slice: a kernel that keeps none per thread (before 6.12), where it is ignored."""
     if attr is None or attr.sched_policy != _SCHED_OTHER or attr.sched_runtime == 0:
         return None
     return int(attr.sched_runtime)
@@ -93,13 +98,11 @@ def current_slice_ns() -> int | None:
 def _shorten(ns: int) -> tuple[_SchedAttr | None, int]:
     """Set the slice to ``ns`` if it is longer; what it was and what the kernel made it."""
     before = _get()
-    # A zero slice: a kernel that keeps none per thread (before 6.12), where it is ignored.
-    if before is None or before.sched_policy != _SCHED_OTHER or before.sched_runtime == 0:
+    current = _slice_of(before)
+    if before is None or current is None or current <= ns:
         return None, 0
-    if before.sched_runtime <= ns:
-        return None, 0
-    saved = _copy(before)
-    wanted = _copy(before)
+    saved = _SchedAttr.from_buffer_copy(before)
+    wanted = _SchedAttr.from_buffer_copy(before)
     wanted.sched_runtime = ns
     wanted.sched_flags = _RESET_ON_FORK
     if not _set(wanted):
@@ -112,14 +115,10 @@ def _give_back(saved: _SchedAttr, ours: int) -> None:
     now = _get()
     if now is None or now.sched_runtime != ours or now.sched_policy != saved.sched_policy:
         return  # somebody chose another slice meanwhile: theirs stays
-    restored = _copy(saved)
+    restored = _SchedAttr.from_buffer_copy(saved)
     restored.sched_nice = now.sched_nice  # (a nice value set meanwhile stays too)
     restored.sched_flags = saved.sched_flags & _RESET_ON_FORK
     _set(restored)
-
-
-def _copy(attr: _SchedAttr) -> _SchedAttr:
-    return _SchedAttr.from_buffer_copy(attr)
 
 
 def _syscalls() -> tuple[int, int] | None:
